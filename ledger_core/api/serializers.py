@@ -1,0 +1,116 @@
+"""Input and output shapes of the ledger API. No business rules here."""
+
+from __future__ import annotations
+
+from rest_framework import serializers
+
+from ..models import NONCE_MAX_LENGTH, OWNER_ID_MAX_LENGTH, LedgerEntry
+from ..operations import OPERATION_MAX_LENGTH
+from ..validation import (
+    NONCE_RULE,
+    OWNER_ID_RULE,
+    is_valid_nonce,
+    is_valid_owner_id,
+    metadata_problem,
+)
+
+# Beyond any sane grant, but inside a 64-bit column; the site's cap
+# (LEDGER_MAX_ENTRY_AMOUNT) is applied by the service.
+AMOUNT_BOUND = 2**53
+
+
+class OwnerIdField(serializers.CharField):
+    def __init__(self, **kwargs):
+        kwargs.setdefault("max_length", OWNER_ID_MAX_LENGTH)
+        kwargs.setdefault("trim_whitespace", False)
+        kwargs.setdefault("help_text", OWNER_ID_RULE)
+        super().__init__(**kwargs)
+
+    def to_internal_value(self, data):
+        value = super().to_internal_value(data)
+        if not is_valid_owner_id(value):
+            raise serializers.ValidationError(f"Must be {OWNER_ID_RULE}.")
+        return value
+
+
+class NonceField(serializers.CharField):
+    def __init__(self, **kwargs):
+        kwargs.setdefault("max_length", NONCE_MAX_LENGTH)
+        kwargs.setdefault("trim_whitespace", False)
+        kwargs.setdefault("help_text", "Idempotency key: " + NONCE_RULE)
+        super().__init__(**kwargs)
+
+    def to_internal_value(self, data):
+        value = super().to_internal_value(data)
+        if not is_valid_nonce(value):
+            raise serializers.ValidationError(f"Must be {NONCE_RULE}.")
+        return value
+
+
+class StrictIntegerField(serializers.IntegerField):
+    """An integer given as a JSON number or a decimal string; no floats, no booleans."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, bool) or isinstance(data, float):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class MetadataField(serializers.JSONField):
+    def to_internal_value(self, data):
+        value = super().to_internal_value(data)
+        problem = metadata_problem(value)
+        if problem:
+            raise serializers.ValidationError(problem)
+        return value
+
+
+class EntryPostSerializer(serializers.Serializer):
+    owner_id = OwnerIdField()
+    operation = serializers.CharField(max_length=OPERATION_MAX_LENGTH, trim_whitespace=False)
+    nonce = NonceField()
+    amount = StrictIntegerField(
+        required=False,
+        min_value=-AMOUNT_BOUND,
+        max_value=AMOUNT_BOUND,
+        help_text="Optional. Omitted: the configured amount. Owners may only give the "
+        "configured amount; managers any non-zero amount of the operation's sign.",
+    )
+    metadata = MetadataField(required=False, allow_null=True, help_text="A small JSON object.")
+
+
+class EntrySerializer(serializers.ModelSerializer):
+    class Meta:
+        model = LedgerEntry
+        fields = [
+            "id",
+            "owner_id",
+            "app",
+            "operation",
+            "amount",
+            "balance_after",
+            "nonce",
+            "metadata",
+            "created_at",
+        ]
+        read_only_fields = fields
+
+
+class BalanceSerializer(serializers.Serializer):
+    owner_id = serializers.CharField()
+    balance = serializers.IntegerField()
+    version = serializers.IntegerField()
+    updated_at = serializers.DateTimeField(allow_null=True)
+
+
+class EntryFilterSerializer(serializers.Serializer):
+    operation = serializers.CharField(required=False, max_length=OPERATION_MAX_LENGTH)
+    app = serializers.CharField(required=False, max_length=64)
+    since = serializers.DateTimeField(required=False, help_text="inclusive, ISO 8601")
+    until = serializers.DateTimeField(required=False, help_text="exclusive, ISO 8601")
+
+    def validate(self, attrs):
+        since, until = attrs.get("since"), attrs.get("until")
+        if since and until and since > until:
+            raise serializers.ValidationError({"until": "must not be before since."})
+        return attrs

@@ -1,0 +1,128 @@
+"""The ledger viewset every consumer app mounts under its own prefix.
+
+A consumer app writes::
+
+    class ContentLedgerViewSet(LedgerViewSet):
+        app_label = "content"
+
+    urlpatterns = ledger_urls(ContentLedgerViewSet, basename="content-ledger")
+
+and gets balance, post and history endpoints that accept only its own
+operations. The viewset validates input, calls one service or selector and
+renders the result; the rules live in ``ledger_core.services``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from django.urls import URLPattern, URLResolver
+from rest_framework import status, viewsets
+from rest_framework.decorators import action
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.routers import SimpleRouter
+
+from ..actors import Actor
+from ..exceptions import Forbidden, UnknownOperation
+from ..operations import registry
+from ..selectors import balance_get, entry_list
+from ..services import PostResult, entry_post
+from ..validation import owner_id_validate
+from .pagination import EntryCursorPagination
+from .serializers import (
+    BalanceSerializer,
+    EntryFilterSerializer,
+    EntryPostSerializer,
+    EntrySerializer,
+)
+
+REPLAY_HEADER = "Idempotent-Replayed"
+
+
+def request_actor(request: Request) -> Actor:
+    """The ``Actor`` for an authenticated request (computed once per request)."""
+    actor = getattr(request, "_ledger_actor", None)
+    if actor is None:
+        actor = Actor.for_user(request.user)
+        request._ledger_actor = actor
+    return actor
+
+
+def post_response(result: PostResult) -> Response:
+    """201 with the new entry, or 200 + ``Idempotent-Replayed: true`` for a replay."""
+    body = EntrySerializer(result.entry).data
+    if result.replayed:
+        return Response(body, status=status.HTTP_200_OK, headers={REPLAY_HEADER: "true"})
+    return Response(body, status=status.HTTP_201_CREATED)
+
+
+class LedgerViewSet(viewsets.GenericViewSet):
+    """Balance, post and history for one consumer app's operations."""
+
+    #: The registered app label whose operations this viewset accepts.
+    app_label: ClassVar[str] = ""
+    lookup_field = "owner_id"
+    lookup_value_regex = "[^/]+"
+    pagination_class = EntryCursorPagination
+    serializer_class = EntryPostSerializer
+
+    def allowed_operations(self) -> list[str]:
+        """Operations this endpoint accepts: the app's, minus domain-only ones."""
+        allowed = []
+        for value in registry.operations_for(self.app_label):
+            policy = registry.policy(self.app_label, value)
+            if policy is not None and policy.amount is not None and policy.direct:
+                allowed.append(value)
+        return allowed
+
+    def _readable_owner(self, request: Request, owner_id: str) -> str:
+        owner_id_validate(owner_id)
+        if not request_actor(request).may_view(owner_id):
+            raise Forbidden("You may only read your own ledger.")
+        return owner_id
+
+    def retrieve(self, request: Request, owner_id: str) -> Response:
+        """The owner's balance (0 for an owner without entries)."""
+        owner_id = self._readable_owner(request, owner_id)
+        return Response(BalanceSerializer(balance_get(owner_id=owner_id)).data)
+
+    def create(self, request: Request) -> Response:
+        """Post one entry to an owner's ledger (idempotent by nonce)."""
+        serializer = EntryPostSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data: dict[str, Any] = serializer.validated_data
+        allowed = self.allowed_operations()
+        if data["operation"] not in allowed:
+            raise UnknownOperation(
+                f"Unknown operation {data['operation']!r} for app {self.app_label!r}.",
+                field="operation",
+                allowed=allowed,
+            )
+        result = entry_post(
+            owner_id=data["owner_id"],
+            operation=data["operation"],
+            nonce=data["nonce"],
+            app=self.app_label,
+            actor=request_actor(request),
+            amount=data.get("amount"),
+            metadata=data.get("metadata"),
+        )
+        return post_response(result)
+
+    @action(detail=True, methods=["get"])
+    def entries(self, request: Request, owner_id: str) -> Response:
+        """The owner's entries, newest first, cursor-paginated."""
+        owner_id = self._readable_owner(request, owner_id)
+        filters = EntryFilterSerializer(data=request.query_params)
+        filters.is_valid(raise_exception=True)
+        queryset = entry_list(owner_id=owner_id, **filters.validated_data)
+        page = self.paginate_queryset(queryset)
+        return self.get_paginated_response(EntrySerializer(page, many=True).data)
+
+
+def ledger_urls(viewset: type[LedgerViewSet], *, basename: str) -> list[URLPattern | URLResolver]:
+    """URL patterns ``ledger/``, ``ledger/<owner_id>/``, ``ledger/<owner_id>/entries/``."""
+    router = SimpleRouter()
+    router.register("ledger", viewset, basename=basename)
+    return list(router.urls)

@@ -1,0 +1,82 @@
+"""The ledger's error hierarchy.
+
+Every refusal a service can make is a ``LedgerError`` subclass with a machine
+``code`` and an HTTP ``status``; the API's one exception handler
+(``ledger_core.api.exceptions``) turns them into ``{"code", "detail", ...}``.
+Services raise them before or instead of writing, so a refused post stores
+nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class LedgerError(Exception):
+    """Base of every ledger refusal."""
+
+    code = "ledger_error"
+    status = 400
+    default_detail = "The ledger refused the request."
+
+    def __init__(self, detail: str | None = None, **extra: Any) -> None:
+        self.detail = detail or self.default_detail
+        self.extra = extra
+        super().__init__(self.detail)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"code": self.code, "detail": self.detail, **self.extra}
+
+
+class InvalidEntry(LedgerError):
+    """The request is malformed: bad owner id, nonce, amount or metadata."""
+
+    code = "invalid"
+    status = 400
+    default_detail = "Invalid input."
+
+
+class UnknownOperation(InvalidEntry):
+    """The operation is not one this app may post; ``allowed`` lists those it may."""
+
+    default_detail = "Unknown operation for this app."
+
+
+class Forbidden(LedgerError):
+    """The actor may not post this operation to this owner's ledger (or read it)."""
+
+    code = "forbidden"
+    status = 403
+    default_detail = "You do not have permission to perform this action."
+
+
+class InsufficientBalance(LedgerError):
+    """A debit larger than the owner's balance; carries ``balance`` and ``required``."""
+
+    code = "insufficient_balance"
+    status = 409
+    default_detail = "Insufficient balance."
+
+
+class NonceConflict(LedgerError):
+    """The nonce was already used by this owner for a different payload."""
+
+    code = "nonce_conflict"
+    status = 409
+    default_detail = "This nonce was already used with a different payload."
+
+
+class NonceInFlight(LedgerError):
+    """A post with the same nonce is still in progress; retry shortly."""
+
+    code = "nonce_in_flight"
+    status = 409
+    default_detail = "A request with this nonce is still in progress; retry."
+
+
+class LimitReached(LedgerError):
+    """The operation's limit (once per day, once per owner, ...) is used up."""
+
+    code = "limit_reached"
+    status = 409
+    default_detail = "The limit for this operation has been reached."

@@ -1,0 +1,169 @@
+"""Accounts: registration (with the signup credit), JWT tokens, logout, me.
+
+A regular user's ledger owner id is their username, so usernames are limited
+to characters an owner id may hold and are unique case-insensitively.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth import get_user_model, password_validation
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import IntegrityError, transaction
+from rest_framework import serializers, status
+from rest_framework.exceptions import AuthenticationFailed
+from rest_framework.permissions import AllowAny, IsAuthenticated
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+from rest_framework_simplejwt.exceptions import TokenError
+from rest_framework_simplejwt.tokens import RefreshToken
+from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
+
+from ledger_core.actors import POST_ANY_PERMISSION, VIEW_ANY_PERMISSION, Actor
+from ledger_core.selectors import balance_get
+from ledger_core.services import entry_post
+
+USERNAME_RE = re.compile(r"\A[A-Za-z0-9_.@+\-]{1,128}\Z")
+SIGNUP_NONCE = "signup"
+SITE_APP = "site"
+
+
+class RegisterSerializer(serializers.Serializer):
+    username = serializers.CharField(
+        max_length=128,
+        trim_whitespace=False,
+        help_text="1-128 characters of A-Z a-z 0-9 _ . @ + - (your ledger owner id)",
+    )
+    password = serializers.CharField(
+        max_length=128, write_only=True, trim_whitespace=False, style={"input_type": "password"}
+    )
+    email = serializers.EmailField(required=False, allow_blank=True)
+
+    def validate_username(self, value: str) -> str:
+        if not USERNAME_RE.match(value):
+            raise serializers.ValidationError(
+                "Use 1-128 characters of A-Z a-z 0-9 _ . @ + -.", code="invalid"
+            )
+        if get_user_model().objects.filter(username__iexact=value).exists():
+            raise serializers.ValidationError("This username is taken.", code="taken")
+        return value
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        user = get_user_model()(username=attrs["username"], email=attrs.get("email", ""))
+        try:
+            password_validation.validate_password(attrs["password"], user=user)
+        except DjangoValidationError as exc:
+            raise serializers.ValidationError({"password": list(exc.messages)}) from None
+        return attrs
+
+
+def user_register(*, username: str, password: str, email: str = "") -> Any:
+    """Create a user and post their SIGNUP_CREDIT in one transaction."""
+    with transaction.atomic():
+        user = get_user_model().objects.create_user(
+            username=username, password=password, email=email or ""
+        )
+        entry_post(
+            owner_id=username,
+            operation="SIGNUP_CREDIT",
+            nonce=SIGNUP_NONCE,
+            app=SITE_APP,
+            actor=Actor.system("system:register"),
+        )
+    return user
+
+
+class RegisterView(APIView):
+    """Create an account; the new owner receives the signup credit."""
+
+    authentication_classes: list = []
+    permission_classes = [AllowAny]
+
+    def post(self, request: Request) -> Response:
+        serializer = RegisterSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        try:
+            user = user_register(
+                username=data["username"], password=data["password"], email=data.get("email", "")
+            )
+        except IntegrityError:
+            raise serializers.ValidationError({"username": ["This username is taken."]}) from None
+        balance = balance_get(owner_id=user.get_username())
+        return Response(
+            {
+                "id": user.pk,
+                "username": user.get_username(),
+                "owner_id": user.get_username(),
+                "balance": balance.balance,
+            },
+            status=status.HTTP_201_CREATED,
+        )
+
+
+class TokenView(TokenObtainPairView):
+    """Username + password (JSON or form) to an access/refresh token pair."""
+
+    authentication_classes: list = []
+
+    def post(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        response = super().post(request, *args, **kwargs)
+        if response.status_code == status.HTTP_200_OK:
+            lifetime = settings.SIMPLE_JWT["ACCESS_TOKEN_LIFETIME"]
+            response.data["access_token"] = response.data["access"]
+            response.data["token_type"] = "bearer"
+            response.data["expires_in"] = int(lifetime.total_seconds())
+        return response
+
+
+class RefreshView(TokenRefreshView):
+    """A refresh token to a new access token and a rotated refresh token."""
+
+    authentication_classes: list = []
+
+
+class LogoutSerializer(serializers.Serializer):
+    refresh = serializers.CharField()
+
+
+class LogoutView(APIView):
+    """Blacklist a refresh token; it can no longer be used or refreshed."""
+
+    authentication_classes: list = []
+    permission_classes = [AllowAny]
+
+    def post(self, request: Request) -> Response:
+        serializer = LogoutSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        try:
+            RefreshToken(serializer.validated_data["refresh"]).blacklist()
+        except TokenError as exc:
+            raise AuthenticationFailed(str(exc), code="token_not_valid") from None
+        return Response(status=status.HTTP_205_RESET_CONTENT)
+
+
+class MeView(APIView):
+    """The authenticated user, their owner id, balance and ledger permissions."""
+
+    permission_classes = [IsAuthenticated]
+
+    def get(self, request: Request) -> Response:
+        user = request.user
+        ledger_perms = [
+            perm for perm in (POST_ANY_PERMISSION, VIEW_ANY_PERMISSION) if user.has_perm(perm)
+        ]
+        owner_id = user.get_username()
+        return Response(
+            {
+                "id": user.pk,
+                "username": owner_id,
+                "owner_id": owner_id,
+                "is_staff": user.is_staff,
+                "balance": balance_get(owner_id=owner_id).balance,
+                "permissions": ledger_perms,
+            }
+        )

@@ -1,0 +1,23 @@
+from django.contrib import admin
+from django.urls import include, path
+
+from . import accounts, health
+
+auth_patterns = [
+    path("register/", accounts.RegisterView.as_view(), name="register"),
+    path("token/", accounts.TokenView.as_view(), name="token"),
+    path("token/refresh/", accounts.RefreshView.as_view(), name="token-refresh"),
+    path("logout/", accounts.LogoutView.as_view(), name="logout"),
+    path("me/", accounts.MeView.as_view(), name="me"),
+    # Session login for the browsable API.
+    path("session/", include("rest_framework.urls", namespace="rest_framework")),
+]
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("api/auth/", include((auth_patterns, "auth"))),
+    path("api/content/", include("content_app.urls")),
+    path("api/rewards/", include("rewards_app.urls")),
+    path("healthz", health.healthz, name="healthz"),
+    path("readyz", health.readyz, name="readyz"),
+]

@@ -1,0 +1,90 @@
+"""Shared fixtures: users in each role, authenticated API clients, funding."""
+
+from __future__ import annotations
+
+import pytest
+from django.core.cache import caches
+from rest_framework.test import APIClient
+from rest_framework_simplejwt.tokens import RefreshToken
+
+from ledger_core.actors import Actor
+from ledger_core.services import entry_post
+from tests.factories import UserFactory
+
+
+@pytest.fixture(autouse=True)
+def _clear_caches():
+    for alias in caches:
+        try:
+            caches[alias].clear()
+        except Exception:  # noqa: BLE001 - a cache pointed at a dead server in a test
+            pass
+    yield
+
+
+def bearer_client(user) -> APIClient:
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {RefreshToken.for_user(user).access_token}")
+    return client
+
+
+@pytest.fixture
+def api_client() -> APIClient:
+    return APIClient()
+
+
+@pytest.fixture
+def user(db):
+    return UserFactory(username="alice")
+
+
+@pytest.fixture
+def other_user(db):
+    return UserFactory(username="bob")
+
+
+@pytest.fixture
+def manager(db):
+    return UserFactory(username="manager", perms=["ledger_core.post_any_entry"])
+
+
+@pytest.fixture
+def auditor(db):
+    return UserFactory(username="auditor", perms=["ledger_core.view_any_ledger"])
+
+
+@pytest.fixture
+def client_for():
+    return bearer_client
+
+
+@pytest.fixture
+def alice_client(user):
+    return bearer_client(user)
+
+
+@pytest.fixture
+def manager_client(manager):
+    return bearer_client(manager)
+
+
+SYSTEM = Actor.system("system:test")
+
+
+def fund(owner_id: str, amount: int, *, nonce: str | None = None, app: str = "content"):
+    """Give ``owner_id`` credits through the real service (a CREDIT_ADD)."""
+    import uuid
+
+    return entry_post(
+        owner_id=owner_id,
+        operation="CREDIT_ADD",
+        nonce=nonce or f"fund-{uuid.uuid4().hex}",
+        app=app,
+        actor=SYSTEM,
+        amount=amount,
+    ).entry
+
+
+@pytest.fixture
+def funded():
+    return fund
