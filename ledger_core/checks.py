@@ -12,7 +12,7 @@ from typing import Any
 from django.conf import settings
 from django.core.checks import Error, Tags, Warning, register
 
-from .operations import OPERATION_MAX_LENGTH, _POLICY_FIELDS, registry
+from .operations import _POLICY_FIELDS, OPERATION_MAX_LENGTH, registry
 
 VALID_ROLES = {"owner", "manager"}
 VALID_LIMITS = {None, "daily", "once"}
@@ -47,7 +47,7 @@ def check_operations(app_configs: Any = None, **kwargs: Any) -> list:
         errors.append(
             Warning(
                 "No ledger operation class is registered.",
-                hint="Call ledger_core.operations.register() from a consumer app's AppConfig.ready().",
+                hint="Call ledger_core.operations.register() from an AppConfig.ready().",
                 id="ledger_core.W001",
             )
         )

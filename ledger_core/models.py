@@ -39,7 +39,8 @@ class LedgerEntry(models.Model):
     balance_after = models.BigIntegerField()
     nonce = models.CharField(max_length=NONCE_MAX_LENGTH)
     fingerprint = models.CharField(max_length=64, help_text="sha256 of (app, operation, amount)")
-    limit_key = models.CharField(max_length=LIMIT_KEY_MAX_LENGTH, null=True, blank=True)
+    # NULL (not ""): entries without a limit must stay out of the partial unique key.
+    limit_key = models.CharField(max_length=LIMIT_KEY_MAX_LENGTH, null=True, blank=True)  # noqa: DJ001
     metadata = models.JSONField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     created_by = models.CharField(max_length=200, help_text="who posted it (user or system)")
@@ -48,7 +49,9 @@ class LedgerEntry(models.Model):
         verbose_name = "ledger entry"
         verbose_name_plural = "ledger entries"
         constraints = [
-            models.UniqueConstraint(fields=["owner_id", "nonce"], name="ledger_entry_owner_nonce_uniq"),
+            models.UniqueConstraint(
+                fields=["owner_id", "nonce"], name="ledger_entry_owner_nonce_uniq"
+            ),
             models.UniqueConstraint(
                 fields=["owner_id", "limit_key"],
                 condition=Q(limit_key__isnull=False),
@@ -82,7 +85,9 @@ class Balance(models.Model):
     class Meta:
         constraints = [
             models.CheckConstraint(condition=Q(balance__gte=0), name="ledger_balance_gte_0"),
-            models.CheckConstraint(condition=Q(version__gte=0), name="ledger_balance_version_gte_0"),
+            models.CheckConstraint(
+                condition=Q(version__gte=0), name="ledger_balance_version_gte_0"
+            ),
         ]
 
     def __str__(self) -> str:

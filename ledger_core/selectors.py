@@ -27,7 +27,11 @@ class BalanceView:
 
 def balance_get(*, owner_id: str) -> BalanceView:
     """The current balance of ``owner_id`` (0 for an unknown owner)."""
-    row = Balance.objects.filter(owner_id=owner_id).values_list("balance", "version", "updated_at").first()
+    row = (
+        Balance.objects.filter(owner_id=owner_id)
+        .values_list("balance", "version", "updated_at")
+        .first()
+    )
     if row is None:
         return BalanceView(owner_id=owner_id, balance=0, version=0, updated_at=None)
     return BalanceView(owner_id=owner_id, balance=row[0], version=row[1], updated_at=row[2])

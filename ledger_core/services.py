@@ -235,7 +235,9 @@ def entry_post(
         existing = _entry_by_nonce(owner_id, nonce)
         if existing is not None:
             return _replay_or_conflict(existing, fingerprint)
-        current = Balance.objects.filter(owner_id=owner_id).values_list("balance", flat=True).first()
+        current = (
+            Balance.objects.filter(owner_id=owner_id).values_list("balance", flat=True).first()
+        )
         raise InsufficientBalance(
             f"Balance {current or 0} does not cover {-resolved}.",
             balance=current or 0,
@@ -245,9 +247,10 @@ def entry_post(
         existing = _entry_by_nonce(owner_id, nonce)
         if existing is not None:
             return _replay_or_conflict(existing, fingerprint)
-        if limit_key is not None and LedgerEntry.objects.filter(
-            owner_id=owner_id, limit_key=limit_key
-        ).exists():
+        if (
+            limit_key is not None
+            and LedgerEntry.objects.filter(owner_id=owner_id, limit_key=limit_key).exists()
+        ):
             raise _limit_refusal(policy, operation, now) from None
         # The conflicting post has not committed yet (or rolled back): the
         # client may retry with the same nonce.

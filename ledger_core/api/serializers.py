@@ -19,7 +19,16 @@ from ..validation import (
 AMOUNT_BOUND = 2**53
 
 
-class OwnerIdField(serializers.CharField):
+class StrictCharField(serializers.CharField):
+    """A string given as a JSON string: numbers, lists and objects are refused."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class OwnerIdField(StrictCharField):
     def __init__(self, **kwargs):
         kwargs.setdefault("max_length", OWNER_ID_MAX_LENGTH)
         kwargs.setdefault("trim_whitespace", False)
@@ -33,7 +42,7 @@ class OwnerIdField(serializers.CharField):
         return value
 
 
-class NonceField(serializers.CharField):
+class NonceField(StrictCharField):
     def __init__(self, **kwargs):
         kwargs.setdefault("max_length", NONCE_MAX_LENGTH)
         kwargs.setdefault("trim_whitespace", False)
@@ -51,7 +60,7 @@ class StrictIntegerField(serializers.IntegerField):
     """An integer given as a JSON number or a decimal string; no floats, no booleans."""
 
     def to_internal_value(self, data):
-        if isinstance(data, bool) or isinstance(data, float):
+        if isinstance(data, bool | float):
             self.fail("invalid")
         return super().to_internal_value(data)
 
@@ -67,7 +76,7 @@ class MetadataField(serializers.JSONField):
 
 class EntryPostSerializer(serializers.Serializer):
     owner_id = OwnerIdField()
-    operation = serializers.CharField(max_length=OPERATION_MAX_LENGTH, trim_whitespace=False)
+    operation = StrictCharField(max_length=OPERATION_MAX_LENGTH, trim_whitespace=False)
     nonce = NonceField()
     amount = StrictIntegerField(
         required=False,

@@ -163,7 +163,9 @@ def test_next_utc_midnight():
 def test_signup_credit_once_per_owner():
     entry_post(owner_id="alice", operation="SIGNUP_CREDIT", nonce="a", app="site", actor=SYSTEM)
     with pytest.raises(LimitReached):
-        entry_post(owner_id="alice", operation="SIGNUP_CREDIT", nonce="b", app="content", actor=MANAGER)
+        entry_post(
+            owner_id="alice", operation="SIGNUP_CREDIT", nonce="b", app="content", actor=MANAGER
+        )
 
 
 def test_zero_amount_operation_records_entry_without_moving_balance():
@@ -340,9 +342,12 @@ def test_database_refuses_update_and_delete_of_entries(statement):
     from django.db import DatabaseError
 
     fund("alice", 1)
-    with pytest.raises(DatabaseError, match="append-only"), connection.cursor() as cursor:
-        with transaction.atomic():
-            cursor.execute(statement.format(t=LedgerEntry._meta.db_table))
+    with (
+        pytest.raises(DatabaseError, match="append-only"),
+        connection.cursor() as cursor,
+        transaction.atomic(),
+    ):
+        cursor.execute(statement.format(t=LedgerEntry._meta.db_table))
     assert LedgerEntry.objects.get(owner_id="alice").amount == 1
 
 

@@ -1,0 +1,338 @@
+"""The per-app ledger endpoints through Django's test client: every status and body shape."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ledger_core.models import Balance, LedgerEntry
+from tests.conftest import bearer_client, fund
+from tests.factories import UserFactory
+
+pytestmark = pytest.mark.django_db
+
+CONTENT = "/api/content/ledger/"
+REWARDS = "/api/rewards/ledger/"
+
+
+def assert_error(response, status: int, code: str) -> dict:
+    assert response.status_code == status, response.content
+    body = response.json()
+    assert body["code"] == code, body
+    assert isinstance(body["detail"], str) and body["detail"]
+    return body
+
+
+def body(**kwargs):
+    return {"owner_id": "alice", "operation": "CREDIT_SPEND", "nonce": "n1", **kwargs}
+
+
+# --- balance -------------------------------------------------------------
+
+
+def test_balance_of_own_ledger(alice_client):
+    fund("alice", 7)
+    response = alice_client.get(f"{CONTENT}alice/")
+    assert response.status_code == 200
+    data = response.json()
+    assert data["owner_id"] == "alice"
+    assert data["balance"] == 7 and data["version"] == 1
+    assert data["updated_at"]
+
+
+def test_balance_of_unknown_owner_is_zero(manager_client):
+    data = manager_client.get(f"{REWARDS}nobody/").json()
+    assert data == {"owner_id": "nobody", "balance": 0, "version": 0, "updated_at": None}
+
+
+def test_cannot_read_other_owner(alice_client, other_user):
+    fund("bob", 3)
+    assert_error(alice_client.get(f"{CONTENT}bob/"), 403, "forbidden")
+    assert_error(alice_client.get(f"{CONTENT}bob/entries/"), 403, "forbidden")
+
+
+def test_auditor_and_manager_read_any(auditor, manager_client):
+    fund("bob", 3)
+    assert bearer_client(auditor).get(f"{CONTENT}bob/").json()["balance"] == 3
+    assert manager_client.get(f"{REWARDS}bob/entries/").status_code == 200
+
+
+def test_auditor_cannot_post(auditor):
+    response = bearer_client(auditor).post(
+        CONTENT, body(owner_id="bob", operation="CREDIT_ADD", amount=5), format="json"
+    )
+    assert_error(response, 403, "forbidden")
+    assert not LedgerEntry.objects.exists()
+
+
+def test_unauthenticated_gets_401(api_client):
+    for response in (
+        api_client.get(f"{CONTENT}alice/"),
+        api_client.post(CONTENT, body(), format="json"),
+        api_client.get(f"{CONTENT}alice/entries/"),
+    ):
+        assert_error(response, 401, "not_authenticated")
+        assert response["WWW-Authenticate"].startswith("Bearer")
+
+
+@pytest.mark.parametrize("owner", ["has%20space", "x" * 129, "%C3%BC"])
+def test_bad_owner_in_path_is_400(manager_client, owner):
+    assert_error(manager_client.get(f"{CONTENT}{owner}/"), 400, "invalid")
+
+
+# --- post ------------------------------------------------------------------
+
+
+def test_post_creates_entry(alice_client):
+    fund("alice", 10)
+    response = alice_client.post(
+        CONTENT, body(operation="CONTENT_CREATION", metadata={"item": 1}), format="json"
+    )
+    assert response.status_code == 201, response.content
+    data = response.json()
+    assert set(data) >= {
+        "id",
+        "owner_id",
+        "app",
+        "operation",
+        "amount",
+        "balance_after",
+        "nonce",
+        "created_at",
+    }
+    assert (data["app"], data["amount"], data["balance_after"]) == ("content", -5, 5)
+    assert "Idempotent-Replayed" not in response
+    assert alice_client.get(f"{CONTENT}alice/").json()["balance"] == 5
+
+
+def test_replay_is_200_with_header(alice_client):
+    fund("alice", 10)
+    first = alice_client.post(CONTENT, body(), format="json")
+    again = alice_client.post(CONTENT, body(), format="json")
+    assert again.status_code == 200
+    assert again["Idempotent-Replayed"] == "true"
+    assert again.json() == first.json()
+    assert Balance.objects.get(owner_id="alice").balance == 9
+
+
+def test_nonce_conflict(alice_client):
+    fund("alice", 10)
+    alice_client.post(CONTENT, body(), format="json")
+    response = alice_client.post(CONTENT, body(operation="CONTENT_CREATION"), format="json")
+    assert_error(response, 409, "nonce_conflict")
+
+
+def test_insufficient_balance_body(alice_client):
+    fund("alice", 2)
+    response = alice_client.post(CONTENT, body(operation="CONTENT_CREATION"), format="json")
+    data = assert_error(response, 409, "insufficient_balance")
+    assert data["balance"] == 2 and data["required"] == 5
+    assert LedgerEntry.objects.filter(owner_id="alice").count() == 1
+
+
+def test_limit_reached_body(alice_client):
+    assert (
+        alice_client.post(REWARDS, body(operation="DAILY_REWARD"), format="json").status_code == 201
+    )
+    response = alice_client.post(REWARDS, body(operation="DAILY_REWARD", nonce="n2"), format="json")
+    data = assert_error(response, 409, "limit_reached")
+    assert data["next_claim_at"].endswith("Z")
+
+
+def test_other_app_operation_is_invalid_and_lists_allowed(alice_client, manager_client):
+    response = alice_client.post(REWARDS, body(operation="CONTENT_CREATION"), format="json")
+    data = assert_error(response, 400, "invalid")
+    assert set(data["allowed"]) == {"DAILY_REWARD", "SIGNUP_CREDIT", "CREDIT_SPEND", "CREDIT_ADD"}
+    response = alice_client.post(CONTENT, body(operation="REFERRAL_BONUS"), format="json")
+    data = assert_error(response, 400, "invalid")
+    assert "CONTENT_ACCESS" in data["allowed"]
+    # Referral bonuses go through the referrals endpoint only.
+    response = manager_client.post(
+        REWARDS, body(owner_id="bob", operation="REFERRAL_BONUS"), format="json"
+    )
+    assert_error(response, 400, "invalid")
+
+
+def test_owner_cannot_post_to_other_owner(alice_client, other_user):
+    fund("bob", 5)
+    response = alice_client.post(CONTENT, body(owner_id="bob"), format="json")
+    assert_error(response, 403, "forbidden")
+    assert Balance.objects.get(owner_id="bob").balance == 5
+
+
+def test_owner_cannot_mint(alice_client):
+    response = alice_client.post(CONTENT, body(operation="CREDIT_ADD", amount=1000), format="json")
+    assert_error(response, 403, "forbidden")
+    response = alice_client.post(CONTENT, body(operation="CREDIT_ADD"), format="json")
+    assert_error(response, 403, "forbidden")
+    response = alice_client.post(CONTENT, body(operation="CREDIT_SPEND", amount=5), format="json")
+    assert_error(response, 400, "invalid")
+    assert not LedgerEntry.objects.exists()
+
+
+def test_manager_grant(manager_client):
+    response = manager_client.post(
+        CONTENT, body(owner_id="bob", operation="CREDIT_ADD", amount=500), format="json"
+    )
+    assert response.status_code == 201
+    assert response.json()["balance_after"] == 500
+    assert LedgerEntry.objects.get(owner_id="bob").created_by.endswith(":manager")
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {},
+        {"owner_id": "alice"},
+        body(owner_id=""),
+        body(owner_id="a b"),
+        body(owner_id=" alice"),
+        body(owner_id="x" * 129),
+        body(owner_id=123),
+        body(owner_id=None),
+        body(owner_id=["alice"]),
+        body(nonce=""),
+        body(nonce=" n1"),
+        body(nonce="n 1"),
+        body(nonce="x" * 129),
+        body(nonce="\u00e9"),
+        body(nonce="nul\u0000"),
+        body(nonce=5),
+        body(operation=""),
+        body(operation="x" * 65),
+        body(operation=None),
+        body(operation=["CREDIT_SPEND"]),
+        body(amount="lots"),
+        body(amount=1.5),
+        body(amount=True),
+        body(amount=None),
+        body(amount=10**30),
+        body(amount={"n": 1}),
+        body(metadata="string"),
+        body(metadata=[1, 2]),
+        body(metadata={"x": "y" * 5000}),
+        body(metadata={"x": "nul\u0000"}),
+        body(metadata={"nul\u0000": 1}),
+    ],
+)
+def test_bad_input_is_400_and_stores_nothing(manager_client, payload):
+    fund("alice", 10)
+    before = LedgerEntry.objects.count()
+    response = manager_client.post(CONTENT, payload, format="json")
+    assert_error(response, 400, "invalid")
+    assert LedgerEntry.objects.count() == before
+
+
+@pytest.mark.parametrize(
+    "raw, content_type",
+    [
+        ("{not json", "application/json"),
+        ("[1, 2, 3]", "application/json"),
+        ("null", "application/json"),
+        ('"string"', "application/json"),
+        ("42", "application/json"),
+        ('{"owner_id": "alice", "amount": NaN}', "application/json"),
+        ("\xff\xfe", "application/json"),
+    ],
+)
+def test_malformed_bodies_are_400(manager_client, raw, content_type):
+    response = manager_client.generic("POST", CONTENT, raw.encode("latin-1"), content_type)
+    assert_error(response, 400, "invalid")
+    assert not LedgerEntry.objects.exists()
+
+
+def test_unsupported_media_type(manager_client):
+    response = manager_client.generic("POST", CONTENT, b"<x/>", "application/xml")
+    assert_error(response, 415, "unsupported_media_type")
+
+
+def test_form_encoded_post_works(manager_client):
+    response = manager_client.post(
+        CONTENT, {"owner_id": "bob", "operation": "CREDIT_ADD", "nonce": "f1", "amount": "3"}
+    )
+    assert response.status_code == 201, response.content
+
+
+def test_method_not_allowed_body(manager_client):
+    assert_error(manager_client.get(CONTENT), 405, "method_not_allowed")
+    assert_error(manager_client.delete(f"{CONTENT}alice/"), 405, "method_not_allowed")
+
+
+def test_unknown_url_is_404(manager_client):
+    assert manager_client.get("/api/content/nothing-here/").status_code == 404
+
+
+# --- entries ----------------------------------------------------------------
+
+
+def test_entries_newest_first_with_cursor_pages(alice_client):
+    for i in range(5):
+        fund("alice", i + 1, nonce=f"g{i}")
+    fund("bob", 1)
+    response = alice_client.get(f"{CONTENT}alice/entries/", {"page_size": 2})
+    assert response.status_code == 200
+    page = response.json()
+    assert [e["nonce"] for e in page["results"]] == ["g4", "g3"]
+    seen = [e["nonce"] for e in page["results"]]
+    while page["next"]:
+        page = alice_client.get(page["next"]).json()
+        seen += [e["nonce"] for e in page["results"]]
+    assert seen == ["g4", "g3", "g2", "g1", "g0"]
+
+
+def test_entries_filters(alice_client):
+    fund("alice", 10, nonce="a", app="content")
+    fund("alice", 10, nonce="b", app="rewards")
+    alice_client.post(CONTENT, body(nonce="s"), format="json")
+    url = f"{CONTENT}alice/entries/"
+    assert [e["nonce"] for e in alice_client.get(url, {"app": "rewards"}).json()["results"]] == [
+        "b"
+    ]
+    got = alice_client.get(url, {"operation": "CREDIT_SPEND"}).json()["results"]
+    assert [e["nonce"] for e in got] == ["s"]
+    first = LedgerEntry.objects.get(nonce="b").created_at
+    got = alice_client.get(url, {"since": first.isoformat()}).json()["results"]
+    assert [e["nonce"] for e in got] == ["s", "b"]
+    got = alice_client.get(url, {"until": first.isoformat()}).json()["results"]
+    assert [e["nonce"] for e in got] == ["a"]
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"since": "yesterday"},
+        {"until": "2026-13-45"},
+        {"page_size": "-1"},
+        {"page_size": "x"},
+        {"cursor": "garbage"},
+        {"since": "2026-02-01T00:00:00Z", "until": "2026-01-01T00:00:00Z"},
+    ],
+)
+def test_entries_bad_filters_are_400(alice_client, params):
+    assert_error(alice_client.get("/api/content/ledger/alice/entries/", params), 400, "invalid")
+
+
+def test_browsable_api_renders_for_session_user(client, user):
+    client.force_login(user)
+    response = client.get(f"{CONTENT}alice/", HTTP_ACCEPT="text/html")
+    assert response.status_code == 200
+    assert b"alice" in response.content
+
+
+def test_session_post_requires_csrf(user):
+    from django.test import Client
+
+    csrf_client = Client(enforce_csrf_checks=True)
+    csrf_client.force_login(user)
+    response = csrf_client.post(
+        CONTENT, json.dumps(body(operation="DAILY_REWARD")), content_type="application/json"
+    )
+    assert_error(response, 403, "forbidden")
+
+
+def test_deleted_user_token_is_rejected(db):
+    ghost = UserFactory(username="ghost")
+    client = bearer_client(ghost)
+    ghost.delete()
+    assert_error(client.get(f"{CONTENT}ghost/"), 401, "authentication_failed")

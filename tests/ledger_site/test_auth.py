@@ -1,0 +1,249 @@
+"""Registration, JWT tokens, refresh rotation, logout and /me, as DESIGN.md describes."""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import timedelta
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.test import override_settings
+from rest_framework.test import APIClient
+from rest_framework_simplejwt.tokens import AccessToken
+
+from ledger_core.models import Balance, LedgerEntry
+from tests.factories import PASSWORD, UserFactory
+
+pytestmark = pytest.mark.django_db
+
+REGISTER = "/api/auth/register/"
+TOKEN = "/api/auth/token/"
+REFRESH = "/api/auth/token/refresh/"
+LOGOUT = "/api/auth/logout/"
+ME = "/api/auth/me/"
+
+
+def register(client, username="carol", password=PASSWORD, **extra):
+    return client.post(
+        REGISTER, {"username": username, "password": password, **extra}, format="json"
+    )
+
+
+def test_register_creates_user_with_signup_credit(api_client):
+    response = register(api_client, email="carol@example.com")
+    assert response.status_code == 201, response.content
+    data = response.json()
+    assert data["username"] == "carol" and data["owner_id"] == "carol"
+    assert data["balance"] == 3
+    assert isinstance(data["id"], int)
+    entry = LedgerEntry.objects.get(owner_id="carol")
+    assert (entry.operation, entry.amount, entry.app) == ("SIGNUP_CREDIT", 3, "site")
+    assert "password" not in data
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"username": "dave", "password": "123"},
+        {"username": "dave", "password": "password"},
+        {"username": "dave", "password": "83920175364"},
+        {"username": "", "password": PASSWORD},
+        {"username": "has space", "password": PASSWORD},
+        {"username": "sl/ash", "password": PASSWORD},
+        {"username": "ünï", "password": PASSWORD},
+        {"username": "x" * 129, "password": PASSWORD},
+        {"username": "dave", "password": PASSWORD, "email": "not-an-email"},
+        {"username": "dave"},
+        {"password": PASSWORD},
+        {"username": ["dave"], "password": PASSWORD},
+    ],
+)
+def test_register_rejects_bad_input(api_client, payload):
+    response = api_client.post(REGISTER, payload, format="json")
+    assert response.status_code == 400, response.content
+    assert response.json()["code"] == "invalid"
+    assert not get_user_model().objects.filter(username="dave").exists()
+    assert not LedgerEntry.objects.exists()
+
+
+def test_register_taken_username_case_insensitive(api_client):
+    assert register(api_client, "carol").status_code == 201
+    for name in ("carol", "CAROL"):
+        response = register(api_client, name)
+        assert response.status_code == 400
+        assert "username" in response.json()["errors"]
+    assert Balance.objects.get(owner_id="carol").balance == 3
+
+
+def test_register_rolls_back_user_when_signup_credit_fails(api_client, monkeypatch):
+    from ledger_site import accounts
+
+    def broken(**kwargs):
+        raise RuntimeError("ledger down")
+
+    monkeypatch.setattr(accounts, "entry_post", broken)
+    with pytest.raises(RuntimeError):
+        register(api_client, "erin")
+    assert not get_user_model().objects.filter(username="erin").exists()
+
+
+def test_token_json_and_form(api_client, user):
+    for response in (
+        api_client.post(TOKEN, {"username": "alice", "password": PASSWORD}, format="json"),
+        api_client.post(TOKEN, {"username": "alice", "password": PASSWORD}),
+    ):
+        assert response.status_code == 200, response.content
+        data = response.json()
+        assert data["token_type"] == "bearer"
+        assert data["access_token"] == data["access"]
+        assert data["refresh"]
+        assert data["expires_in"] == 15 * 60
+
+
+def test_token_wrong_password_is_401(api_client, user):
+    response = api_client.post(TOKEN, {"username": "alice", "password": "wrong"}, format="json")
+    assert response.status_code == 401
+    assert response.json()["code"] == "authentication_failed"
+
+
+def test_token_missing_fields_is_400(api_client):
+    response = api_client.post(TOKEN, {"username": "alice"}, format="json")
+    assert response.status_code == 400
+    assert response.json()["code"] == "invalid"
+
+
+def test_token_for_inactive_user_is_401(api_client):
+    UserFactory(username="sleepy", is_active=False)
+    response = api_client.post(TOKEN, {"username": "sleepy", "password": PASSWORD}, format="json")
+    assert response.status_code == 401
+
+
+def tokens(client, username="alice"):
+    return client.post(TOKEN, {"username": username, "password": PASSWORD}, format="json").json()
+
+
+def test_full_flow_register_token_post_balance_history(api_client):
+    register(api_client, "carol")
+    pair = tokens(api_client, "carol")
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {pair['access']}")
+    spend = client.post(
+        "/api/content/ledger/",
+        {"owner_id": "carol", "operation": "CREDIT_SPEND", "nonce": "first-spend"},
+        format="json",
+    )
+    assert spend.status_code == 201
+    assert client.get("/api/content/ledger/carol/").json()["balance"] == 2
+    history = client.get("/api/content/ledger/carol/entries/").json()["results"]
+    assert [e["operation"] for e in history] == ["CREDIT_SPEND", "SIGNUP_CREDIT"]
+
+
+def test_refresh_rotates_and_old_refresh_is_blacklisted(api_client, user):
+    pair = tokens(api_client)
+    response = api_client.post(REFRESH, {"refresh": pair["refresh"]}, format="json")
+    assert response.status_code == 200
+    rotated = response.json()
+    assert set(rotated) >= {"access", "refresh"}
+    assert rotated["refresh"] != pair["refresh"]
+    again = api_client.post(REFRESH, {"refresh": pair["refresh"]}, format="json")
+    assert again.status_code == 401
+
+
+def test_refresh_garbage_is_401(api_client):
+    response = api_client.post(REFRESH, {"refresh": "garbage"}, format="json")
+    assert response.status_code == 401
+    assert response.json()["code"] == "authentication_failed"
+
+
+def test_logout_blacklists_refresh(api_client, user):
+    pair = tokens(api_client)
+    response = api_client.post(LOGOUT, {"refresh": pair["refresh"]}, format="json")
+    assert response.status_code == 205
+    assert response.content == b""
+    assert api_client.post(REFRESH, {"refresh": pair["refresh"]}, format="json").status_code == 401
+    assert api_client.post(LOGOUT, {"refresh": pair["refresh"]}, format="json").status_code == 401
+
+
+def test_logout_with_access_token_or_garbage_is_401(api_client, user):
+    pair = tokens(api_client)
+    assert api_client.post(LOGOUT, {"refresh": pair["access"]}, format="json").status_code == 401
+    assert api_client.post(LOGOUT, {"refresh": "x"}, format="json").status_code == 401
+
+
+def test_me(api_client, manager):
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {tokens(api_client, 'manager')['access']}")
+    data = client.get(ME).json()
+    assert data["username"] == "manager" and data["owner_id"] == "manager"
+    assert data["balance"] == 0
+    assert data["is_staff"] is False
+    assert data["permissions"] == ["ledger_core.post_any_entry"]
+    assert set(data) == {"id", "username", "owner_id", "is_staff", "balance", "permissions"}
+
+
+def test_me_requires_auth(api_client):
+    response = api_client.get(ME)
+    assert response.status_code == 401
+    assert response.json()["code"] == "not_authenticated"
+
+
+def _b64(data: dict) -> str:
+    return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
+
+
+def _me_with(token: str):
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
+    return client.get(ME)
+
+
+def test_forged_token_is_401(user):
+    import jwt
+
+    forged = jwt.encode(
+        {"token_type": "access", "user_id": str(user.pk), "exp": 9999999999, "jti": "x"},
+        "not-the-secret-but-long-enough-for-hs256",
+        algorithm="HS256",
+    )
+    response = _me_with(forged)
+    assert response.status_code == 401
+    assert response.json()["code"] == "authentication_failed"
+
+
+def test_altered_token_is_401(user, other_user):
+    token = str(AccessToken.for_user(user))
+    header, payload, signature = token.split(".")
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    claims["user_id"] = str(other_user.pk)
+    assert _me_with(f"{header}.{_b64(claims)}.{signature}").status_code == 401
+
+
+def test_alg_none_token_is_401(user):
+    token = str(AccessToken.for_user(user))
+    claims_part = token.split(".")[1]
+    unsigned = f"{_b64({'alg': 'none', 'typ': 'JWT'})}.{claims_part}."
+    assert _me_with(unsigned).status_code == 401
+
+
+def test_expired_token_is_401(user):
+    token = AccessToken.for_user(user)
+    token.set_exp(lifetime=-timedelta(seconds=1))
+    assert _me_with(str(token)).status_code == 401
+
+
+def test_refresh_token_cannot_be_used_as_access(api_client, user):
+    assert _me_with(tokens(api_client)["refresh"]).status_code == 401
+
+
+@override_settings(SIMPLE_JWT={"ACCESS_TOKEN_LIFETIME": timedelta(minutes=1)})
+def test_garbage_authorization_header_is_401(user):
+    for header in ("Bearer", "Bearer a b", "Bearer " + "x" * 5000, "Basic abc"):
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=header)
+        assert client.get(ME).status_code == 401, header
+
+
+def test_register_ignores_stale_bearer_header(api_client):
+    api_client.credentials(HTTP_AUTHORIZATION="Bearer expired.or.garbage")
+    assert register(api_client, "frank").status_code == 201

@@ -1,0 +1,48 @@
+"""The zero-setup default: no DATABASE_URL, no REDIS_URL -> SQLite and an in-process cache."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from tests.factories import PASSWORD
+from tests.livehelpers import call, free_port, manage, running_server, site_env
+
+pytestmark = pytest.mark.slow
+
+
+def test_site_runs_on_sqlite_without_any_server(tmp_path):
+    env = site_env(
+        DATABASE_URL=None,
+        REDIS_URL=None,
+        DJANGO_DEBUG="1",
+        DJANGO_SECRET_KEY=None,
+        SQLITE_PATH=str(tmp_path / "ledger.sqlite3"),
+    )
+    manage(env, "migrate", "--noinput")
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    cmd = [sys.executable, "manage.py", "runserver", f"127.0.0.1:{port}", "--noreload"]
+    with running_server(cmd, env, f"{base}/healthz"):
+        status, body, _ = call(
+            "POST", f"{base}/api/auth/register/", {"username": "sqlite-user", "password": PASSWORD}
+        )
+        assert status == 201, body
+        assert body["balance"] == 3
+        status, tokens, _ = call(
+            "POST", f"{base}/api/auth/token/", {"username": "sqlite-user", "password": PASSWORD}
+        )
+        assert status == 200, tokens
+        access = tokens["access"]
+        post = {"owner_id": "sqlite-user", "operation": "CREDIT_SPEND", "nonce": "e2e-1"}
+        status, entry, _ = call("POST", f"{base}/api/content/ledger/", post, access)
+        assert status == 201, entry
+        assert entry["balance_after"] == 2
+        status, _, headers = call("POST", f"{base}/api/content/ledger/", post, access)
+        assert status == 200 and headers.get("Idempotent-Replayed") == "true"
+        status, balance, _ = call("GET", f"{base}/api/content/ledger/sqlite-user/", token=access)
+        assert (status, balance["balance"]) == (200, 2)
+        status, ready, _ = call("GET", f"{base}/readyz")
+        assert status == 200 and ready["checks"] == {"database": "ok", "cache": "ok"}
+    assert (tmp_path / "ledger.sqlite3").stat().st_size > 0
