@@ -9,13 +9,14 @@ auth_patterns = [
     path("token/refresh/", accounts.RefreshView.as_view(), name="token-refresh"),
     path("logout/", accounts.LogoutView.as_view(), name="logout"),
     path("me/", accounts.MeView.as_view(), name="me"),
-    # Session login for the browsable API.
-    path("session/", include("rest_framework.urls", namespace="rest_framework")),
 ]
 
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/auth/", include((auth_patterns, "auth"))),
+    # Session login for the browsable API (DRF's templates expect this namespace
+    # at the top level).
+    path("api/auth/session/", include("rest_framework.urls", namespace="rest_framework")),
     path("api/content/", include("content_app.urls")),
     path("api/rewards/", include("rewards_app.urls")),
     path("healthz", health.healthz, name="healthz"),

@@ -247,3 +247,16 @@ def test_garbage_authorization_header_is_401(user):
 def test_register_ignores_stale_bearer_header(api_client):
     api_client.credentials(HTTP_AUTHORIZATION="Bearer expired.or.garbage")
     assert register(api_client, "frank").status_code == 201
+
+
+def test_browsable_api_session_login(client, user):
+    page = client.get("/api/auth/session/login/")
+    assert page.status_code == 200
+    response = client.post(
+        "/api/auth/session/login/?next=/api/content/ledger/alice/",
+        {"username": "alice", "password": PASSWORD},
+    )
+    assert response.status_code == 302
+    balance = client.get("/api/content/ledger/alice/", HTTP_ACCEPT="text/html")
+    assert balance.status_code == 200
+    assert b"Log out" in balance.content or b"logout" in balance.content
