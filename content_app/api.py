@@ -1,9 +1,148 @@
-"""The content app's HTTP API."""
+"""The content app's HTTP API: its ledger endpoints and content items."""
 
-from ledger_core.api import LedgerViewSet
+from __future__ import annotations
+
+from django.http import Http404
+from rest_framework import mixins, serializers, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.pagination import CursorPagination
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from ledger_core.api import LedgerViewSet, request_actor
+from ledger_core.api.serializers import StrictCharField
+from ledger_core.validation import NONCE_RULE, is_valid_nonce
+
+from .models import ContentItem
+from .services import item_access, item_create
+
+ITEM_NONCE_MAX = 96
 
 
 class ContentLedgerViewSet(LedgerViewSet):
     """Ledger endpoints accepting the content app's operations."""
 
     app_label = "content"
+
+
+def _nonce_field():
+    return StrictCharField(
+        required=False,
+        max_length=ITEM_NONCE_MAX,
+        trim_whitespace=False,
+        help_text=f"Idempotency key: 1-{ITEM_NONCE_MAX} printable ASCII characters, no whitespace",
+    )
+
+
+def _validate_nonce(value: str) -> str:
+    if not is_valid_nonce(value):
+        raise serializers.ValidationError(f"Must be {NONCE_RULE}.")
+    return value
+
+
+class ItemCreateSerializer(serializers.Serializer):
+    title = StrictCharField(max_length=200)
+    body = StrictCharField(max_length=20_000, trim_whitespace=False)
+    nonce = _nonce_field()
+
+    validate_nonce = staticmethod(_validate_nonce)
+
+
+class ItemAccessSerializer(serializers.Serializer):
+    nonce = _nonce_field()
+
+    validate_nonce = staticmethod(_validate_nonce)
+
+
+class ItemSerializer(serializers.ModelSerializer):
+    owner = serializers.CharField(source="owner.username", read_only=True)
+
+    class Meta:
+        model = ContentItem
+        fields = ["id", "owner", "title", "body", "nonce", "payment_entry_id", "created_at"]
+        read_only_fields = fields
+
+
+class ItemAccessResponseSerializer(ItemSerializer):
+    access_entry_id = serializers.IntegerField(read_only=True)
+
+    class Meta(ItemSerializer.Meta):
+        fields = [*ItemSerializer.Meta.fields, "access_entry_id"]
+        read_only_fields = fields
+
+
+class ItemPagination(CursorPagination):
+    ordering = "-id"
+    page_size = 20
+    page_size_query_param = "page_size"
+    max_page_size = 100
+
+
+class ContentItemViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    """Content items: created by paying CONTENT_CREATION, read by recording CONTENT_ACCESS."""
+
+    serializer_class = ItemSerializer
+    pagination_class = ItemPagination
+
+    def get_queryset(self):
+        # The caller's own items; anyone else's item is a 404 here.
+        return ContentItem.objects.filter(owner=self.request.user).select_related("owner")
+
+    def get_serializer_class(self):
+        if self.action == "create":
+            return ItemCreateSerializer
+        if self.action == "access":
+            return ItemAccessSerializer
+        return ItemSerializer
+
+    def create(self, request: Request) -> Response:
+        """Create an item and pay CONTENT_CREATION (-5) for it, in one transaction."""
+        serializer = ItemCreateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        result = item_create(
+            owner=request.user,
+            title=data["title"],
+            body=data["body"],
+            nonce=data.get("nonce"),
+            actor=request_actor(request),
+        )
+        body = ItemSerializer(result.item).data
+        if result.replayed:
+            return Response(
+                body, status=status.HTTP_200_OK, headers={"Idempotent-Replayed": "true"}
+            )
+        return Response(body, status=status.HTTP_201_CREATED)
+
+    @action(detail=True, methods=["post"])
+    def access(self, request: Request, pk: str | None = None) -> Response:
+        """Read any item; records a CONTENT_ACCESS (0 credits) entry for the caller."""
+        serializer = ItemAccessSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        item = self._any_item(pk)
+        result = item_access(
+            item=item,
+            user=request.user,
+            actor=request_actor(request),
+            nonce=serializer.validated_data.get("nonce"),
+        )
+        item.access_entry_id = result.entry.pk
+        headers = {"Idempotent-Replayed": "true"} if result.replayed else {}
+        return Response(ItemAccessResponseSerializer(item).data, headers=headers)
+
+    def _any_item(self, pk: str | None) -> ContentItem:
+        item = ContentItem.objects.select_related("owner").filter(pk=_item_pk(pk)).first()
+        if item is None:
+            raise Http404
+        return item
+
+    def get_object(self) -> ContentItem:
+        _item_pk(self.kwargs.get("pk"))
+        return super().get_object()
+
+
+def _item_pk(raw: str | None) -> int:
+    """An item id from the URL; anything that is not a sane integer is a 404."""
+    if raw is None or not raw.isdigit() or len(raw) > 18:
+        raise Http404
+    return int(raw)
