@@ -1,32 +1,27 @@
 """Reads from the ledger: balances and entry history.
 
-Design decision: the balance comes from the materialised ``Balance`` row (one
-primary-key lookup whatever the history length); history is keyset-paginated
-on ``(owner_id, id)`` so deep pages cost the same as the first.
+Design decision: the balance comes from the balance cache when it holds one
+(no SQL at all), else from the materialised ``Balance`` row (one primary-key
+lookup whatever the history length), which then refills the cache through its
+versioned compare-and-set (see ``ledger_core.cache``). History is
+keyset-paginated on ``(owner_id, id)`` so deep pages cost the same as the first.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from datetime import datetime
 
 from django.db.models import QuerySet
 
+from .cache import balance_cache
 from .models import Balance, LedgerEntry
+from .types import BalanceView
+
+__all__ = ["BalanceView", "balance_get", "balance_get_uncached", "entry_list"]
 
 
-@dataclasses.dataclass(frozen=True)
-class BalanceView:
-    """An owner's balance; an owner without entries has balance 0, version 0."""
-
-    owner_id: str
-    balance: int
-    version: int
-    updated_at: datetime | None
-
-
-def balance_get(*, owner_id: str) -> BalanceView:
-    """The current balance of ``owner_id`` (0 for an unknown owner)."""
+def balance_get_uncached(*, owner_id: str) -> BalanceView:
+    """The balance of ``owner_id`` as the database has it (0 for an unknown owner)."""
     row = (
         Balance.objects.filter(owner_id=owner_id)
         .values_list("balance", "version", "updated_at")
@@ -35,6 +30,16 @@ def balance_get(*, owner_id: str) -> BalanceView:
     if row is None:
         return BalanceView(owner_id=owner_id, balance=0, version=0, updated_at=None)
     return BalanceView(owner_id=owner_id, balance=row[0], version=row[1], updated_at=row[2])
+
+
+def balance_get(*, owner_id: str) -> BalanceView:
+    """The current balance of ``owner_id`` (0 for an unknown owner), cache first."""
+    cached = balance_cache.get(owner_id)
+    if cached is not None:
+        return cached
+    view = balance_get_uncached(owner_id=owner_id)
+    balance_cache.offer(view)
+    return view
 
 
 def entry_list(

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -24,11 +25,14 @@ from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
+from . import metrics
 from .actors import Actor
+from .cache import balance_cache
 from .exceptions import (
     Forbidden,
     InsufficientBalance,
     InvalidEntry,
+    LedgerError,
     LimitReached,
     NonceConflict,
     NonceInFlight,
@@ -37,9 +41,13 @@ from .exceptions import (
 from .models import Balance, LedgerEntry
 from .operations import OperationPolicy, Role, registry
 from .signals import entry_posted
+from .types import BalanceView
 from .validation import metadata_validate, nonce_validate, owner_id_validate
 
 logger = logging.getLogger("ledger_core.services")
+# One line per ledger decision (posted, replayed, refused), with its fields
+# under the "ledger" key.
+decision_log = logging.getLogger("ledger_core.decisions")
 
 _BALANCE_TABLE = Balance._meta.db_table
 
@@ -202,6 +210,72 @@ def entry_post(
     ``NonceInFlight``; nothing is stored when it raises. Works inside a
     caller's ``transaction.atomic()``: the entry then commits with it.
     """
+    started = time.perf_counter()
+    try:
+        result = _post(
+            owner_id=owner_id,
+            operation=operation,
+            nonce=nonce,
+            app=app,
+            actor=actor,
+            amount=amount,
+            metadata=metadata,
+            started=started,
+        )
+    except LedgerError as exc:
+        metrics.entry_rejected(app=app, operation=operation, reason=exc.code)
+        decision_log.info(
+            "ledger.refused",
+            extra={
+                "ledger": {
+                    "outcome": "refused",
+                    "reason": exc.code,
+                    "owner_id": owner_id,
+                    "app": app,
+                    "operation": operation,
+                    "amount": amount,
+                    "nonce": nonce,
+                    "actor": actor.name,
+                }
+            },
+        )
+        raise
+    if result.replayed:
+        metrics.entry_replayed(app=app, operation=operation)
+        _log_entry("replayed", result.entry, actor)
+    return result
+
+
+def _log_entry(outcome: str, entry: LedgerEntry, actor: Actor) -> None:
+    decision_log.info(
+        f"ledger.{outcome}",
+        extra={
+            "ledger": {
+                "outcome": outcome,
+                "owner_id": entry.owner_id,
+                "app": entry.app,
+                "operation": entry.operation,
+                "amount": entry.amount,
+                "balance_after": entry.balance_after,
+                "nonce": entry.nonce,
+                "entry_id": entry.pk,
+                "actor": actor.name,
+            }
+        },
+    )
+
+
+def _post(
+    *,
+    owner_id: str,
+    operation: str,
+    nonce: str,
+    app: str,
+    actor: Actor,
+    amount: int | None,
+    metadata: dict[str, Any] | None,
+    started: float,
+) -> PostResult:
     owner_id_validate(owner_id)
     nonce_validate(nonce)
     metadata_validate(metadata)
@@ -217,7 +291,7 @@ def entry_post(
             applied = _apply_to_balance(owner_id, resolved, now)
             if applied is None:
                 raise _Refused
-            balance_after, _version = applied
+            balance_after, version = applied
             entry = LedgerEntry.objects.create(
                 owner_id=owner_id,
                 app=app,
@@ -256,11 +330,22 @@ def entry_post(
         # client may retry with the same nonce.
         raise NonceInFlight() from None
 
-    transaction.on_commit(lambda: _after_commit(entry), robust=True)
+    view = BalanceView(owner_id=owner_id, balance=balance_after, version=version, updated_at=now)
+    transaction.on_commit(lambda: _after_commit(entry, view, actor, started), robust=True)
     return PostResult(entry=entry)
 
 
-def _after_commit(entry: LedgerEntry) -> None:
+def _after_commit(entry: LedgerEntry, view: BalanceView, actor: Actor, started: float) -> None:
+    # Order matters: the cache holds the new balance before the post's
+    # response can reach the client (read-your-writes, see ledger_core.cache).
+    balance_cache.offer(view)
+    metrics.entry_committed(
+        app=entry.app,
+        operation=entry.operation,
+        amount=entry.amount,
+        seconds=time.perf_counter() - started,
+    )
+    _log_entry("posted", entry, actor)
     for receiver, error in entry_posted.send_robust(sender=LedgerEntry, entry=entry):
         if isinstance(error, Exception):
             logger.error(

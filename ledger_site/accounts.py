@@ -27,6 +27,8 @@ from ledger_core.actors import POST_ANY_PERMISSION, VIEW_ANY_PERMISSION, Actor
 from ledger_core.selectors import balance_get
 from ledger_core.services import entry_post
 
+from .jwt import LedgerTokenObtainPairSerializer, LedgerTokenRefreshSerializer
+
 USERNAME_RE = re.compile(r"\A[A-Za-z0-9_.@+\-]{1,128}\Z")
 SIGNUP_NONCE = "signup"
 SITE_APP = "site"
@@ -82,6 +84,7 @@ class RegisterView(APIView):
 
     authentication_classes: list = []
     permission_classes = [AllowAny]
+    ratelimit_group = "auth"
 
     def post(self, request: Request) -> Response:
         serializer = RegisterSerializer(data=request.data)
@@ -109,6 +112,8 @@ class TokenView(TokenObtainPairView):
     """Username + password (JSON or form) to an access/refresh token pair."""
 
     authentication_classes: list = []
+    serializer_class = LedgerTokenObtainPairSerializer
+    ratelimit_group = "auth"
 
     def post(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         response = super().post(request, *args, **kwargs)
@@ -124,6 +129,8 @@ class RefreshView(TokenRefreshView):
     """A refresh token to a new access token and a rotated refresh token."""
 
     authentication_classes: list = []
+    serializer_class = LedgerTokenRefreshSerializer
+    ratelimit_group = "auth"
 
 
 class LogoutSerializer(serializers.Serializer):
@@ -135,6 +142,7 @@ class LogoutView(APIView):
 
     authentication_classes: list = []
     permission_classes = [AllowAny]
+    ratelimit_group = "auth"
 
     def get_authenticate_header(self, request: Request) -> str:
         # No authenticator runs here, but a bad refresh token is still a 401.

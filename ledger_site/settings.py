@@ -97,24 +97,66 @@ else:
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-# --- Cache ----------------------------------------------------------------
+# --- Cache ---------------------------------------------------------------
+# Two aliases: "default" holds the balance cache, "ratelimit" the rate-limit
+# counters (own key prefix, so flushing one never resets the other). Redis
+# calls get short timeouts and no retries: when Redis is slow or gone, the
+# balance cache falls back to PostgreSQL and rate limiting fails open (both
+# logged and counted), instead of requests hanging on a dead socket.
 REDIS_URL = env.str("REDIS_URL", default="")
 if REDIS_URL:
+    _REDIS_OPTIONS = {
+        "SOCKET_CONNECT_TIMEOUT": env.float("REDIS_CONNECT_TIMEOUT", default=0.25),
+        "SOCKET_TIMEOUT": env.float("REDIS_TIMEOUT", default=0.25),
+    }
     CACHES = {
         "default": {
             "BACKEND": "django_redis.cache.RedisCache",
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": env.str("CACHE_KEY_PREFIX", default="ledger"),
-            "OPTIONS": {
-                "SOCKET_CONNECT_TIMEOUT": 0.5,
-                "SOCKET_TIMEOUT": 0.5,
-            },
+            "OPTIONS": _REDIS_OPTIONS,
+        },
+        "ratelimit": {
+            "BACKEND": "django_redis.cache.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": env.str("CACHE_KEY_PREFIX", default="ledger") + "-rl",
+            "OPTIONS": _REDIS_OPTIONS,
         },
     }
 else:
+    # No Redis (the `make run` default): in-process memory. Each process then
+    # has its own balance cache and its own rate-limit counters, so under
+    # several workers a limit would be enforced per worker (limit x workers).
+    # That is fine for the single-process development server and is why
+    # production sets REDIS_URL: Redis is what makes the counters shared.
     CACHES = {
-        "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+        "default": {
+            "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+            "LOCATION": "ledger-balances",
+        },
+        "ratelimit": {
+            "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+            "LOCATION": "ledger-ratelimit",
+        },
     }
+
+# --- Rate limiting (django-ratelimit counters, checked after DRF auth) -----
+RATELIMIT_ENABLE = env.bool("RATELIMIT_ENABLE", default=True)
+RATELIMIT_USE_CACHE = "ratelimit"
+# A cache that cannot count lets the request through (see ledger_site.ratelimit).
+RATELIMIT_FAIL_OPEN = True
+# Behind a reverse proxy, set to the header carrying the client address
+# (e.g. HTTP_X_REAL_IP); the default is the socket peer.
+RATELIMIT_IP_META_KEY = env.str("RATELIMIT_IP_META_KEY", default="") or None
+RATE_LIMIT_LEDGER_WRITE = env.str("RATE_LIMIT_LEDGER_WRITE", default="120/m")
+RATE_LIMIT_LEDGER_READ = env.str("RATE_LIMIT_LEDGER_READ", default="600/m")
+RATE_LIMIT_AUTH = env.str("RATE_LIMIT_AUTH", default="20/m")
+
+# Serve balance reads from the cache ("default" alias). Off: always PostgreSQL.
+LEDGER_BALANCE_CACHE = env.bool("LEDGER_BALANCE_CACHE", default=True)
+# Seconds a cached balance may live; bounds how long a cache write lost to a
+# Redis fault could matter (see ledger_core.cache).
+LEDGER_BALANCE_CACHE_TTL = env.int("LEDGER_BALANCE_CACHE_TTL", default=300)
 
 # --- Auth -----------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [
@@ -129,7 +171,7 @@ LOGIN_URL = "/api/auth/session/login/"
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         # JWT first: its WWW-Authenticate header is what a 401 advertises.
-        "rest_framework_simplejwt.authentication.JWTAuthentication",
+        "ledger_site.jwt.LedgerJWTAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
@@ -138,6 +180,7 @@ REST_FRAMEWORK = {
         "rest_framework.renderers.BrowsableAPIRenderer",
     ],
     "EXCEPTION_HANDLER": "ledger_core.api.exceptions.exception_handler",
+    "DEFAULT_THROTTLE_CLASSES": ["ledger_site.ratelimit.RateLimit"],
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }
 

@@ -7,10 +7,10 @@ import contextlib
 import pytest
 from django.core.cache import caches
 from rest_framework.test import APIClient
-from rest_framework_simplejwt.tokens import RefreshToken
 
 from ledger_core.actors import Actor
 from ledger_core.services import entry_post
+from ledger_site.jwt import token_pair_for
 from tests.factories import UserFactory
 
 
@@ -21,7 +21,24 @@ def _fast_password_hasher(settings):
 
 
 @pytest.fixture(autouse=True)
+def _balance_cache_only_when_committing(request, settings):
+    # The balance cache is written from on_commit callbacks. A test that runs
+    # inside one never-committed transaction (django_db without
+    # transaction=True) would see stale cached balances that production never
+    # shows, so those tests read balances from the database; the cache is
+    # tested in transactional tests (tests/ledger_core/test_cache.py).
+    marker = request.node.get_closest_marker("django_db")
+    transactional = bool(marker and marker.kwargs.get("transaction"))
+    settings.LEDGER_BALANCE_CACHE = transactional
+
+
+@pytest.fixture(autouse=True)
 def _clear_caches():
+    from ledger_core.cache import balance_cache
+    from ledger_site.ratelimit import outage
+
+    balance_cache.reset()
+    outage.clear()
     for alias in caches:
         # A cache pointed at a dead server in a test must not break the others.
         with contextlib.suppress(Exception):
@@ -31,7 +48,7 @@ def _clear_caches():
 
 def bearer_client(user) -> APIClient:
     client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Bearer {RefreshToken.for_user(user).access_token}")
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {token_pair_for(user).access_token}")
     return client
 
 

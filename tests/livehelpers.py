@@ -99,3 +99,46 @@ def call(
     except urllib.error.HTTPError as err:
         raw = err.read()
         return err.code, (json.loads(raw) if raw else {}), dict(err.headers)
+
+
+@contextlib.contextmanager
+def temp_database() -> Iterator[str]:
+    """A fresh, migrated PostgreSQL database for a live server; dropped afterwards."""
+    import uuid
+
+    import environ
+    import psycopg
+
+    base = os.environ["DATABASE_URL"]
+    config = environ.Env.db_url_config(base)
+    name = f"ledger_live_{uuid.uuid4().hex[:10]}"
+    admin_dsn = (
+        f"host={config['HOST'] or '127.0.0.1'} port={config['PORT'] or 5432} "
+        f"user={config['USER'] or 'postgres'} dbname=postgres"
+    )
+    if config.get("PASSWORD"):
+        admin_dsn += f" password={config['PASSWORD']}"
+    with psycopg.connect(admin_dsn, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = base.rsplit("/", 1)[0] + "/" + name
+    try:
+        yield url
+    finally:
+        with psycopg.connect(admin_dsn, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def gunicorn_cmd(port: int, workers: int = 3, *extra: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "ledger_site.wsgi:application",
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--workers",
+        str(workers),
+        "--timeout",
+        "30",
+        *extra,
+    ]

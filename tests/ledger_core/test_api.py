@@ -331,8 +331,24 @@ def test_session_post_requires_csrf(user):
     assert_error(response, 403, "forbidden")
 
 
-def test_deleted_user_token_is_rejected(db):
+def test_deleted_user_cannot_write_with_a_live_token(db):
     ghost = UserFactory(username="ghost")
     client = bearer_client(ghost)
     ghost.delete()
-    assert_error(client.get(f"{CONTENT}ghost/"), 401, "authentication_failed")
+    response = client.post(CONTENT, body(owner_id="ghost", operation="DAILY_REWARD"), format="json")
+    assert_error(response, 401, "authentication_failed")
+    assert not LedgerEntry.objects.exists()
+    # Reads trust the signed claims until the access token expires (docs/design.md).
+    assert client.get(f"{CONTENT}ghost/").status_code == 200
+
+
+def test_revoked_manager_permission_stops_writes_at_once(db):
+    from django.contrib.auth.models import Permission
+
+    boss = UserFactory(username="boss", perms=["ledger_core.post_any_entry"])
+    client = bearer_client(boss)
+    grant = body(owner_id="bob", operation="CREDIT_ADD", amount=5)
+    assert client.post(CONTENT, grant, format="json").status_code == 201
+    boss.user_permissions.remove(Permission.objects.get(codename="post_any_entry"))
+    response = client.post(CONTENT, {**grant, "nonce": "n2"}, format="json")
+    assert_error(response, 403, "forbidden")

@@ -1,0 +1,234 @@
+"""The balance cache: read-your-writes on top of a shared cache (Redis).
+
+Design decision: the cache maps an owner to ``(version, balance, updated_at)``
+where ``version`` is ``Balance.version`` (entries applied). Two writers fill
+it: a post's ``on_commit`` callback (the balance the post produced) and a read
+that missed (the balance it just read from the database). Both go through one
+compare-and-set that keeps whichever value has the higher version, atomically
+in Redis (a Lua script), so a slow writer holding an older balance can never
+overwrite a newer one, whatever order the writes land in. A post's
+``on_commit`` write finishes before the post's response is sent, so once a
+client has seen ``balance_after = X``, every later read returns a version at
+least as new as X.
+
+Faults: every cache call is guarded. An error (Redis gone, timeout) counts in
+``ledger_balance_cache_total{result="error"}``, logs one warning, and opens a
+short circuit during which this process skips the cache (reads go to the
+database; nothing hangs on a dead socket). Owners whose cache write was lost
+in that time are remembered and their keys deleted when the cache answers
+again; the TTL (``LEDGER_BALANCE_CACHE_TTL``) bounds anything beyond that.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from datetime import UTC, datetime
+
+from django.conf import settings
+from django.core.cache import caches
+
+from . import metrics
+from .types import BalanceView
+
+logger = logging.getLogger("ledger_core.cache")
+
+CACHE_ALIAS = "default"
+KEY_PREFIX = "balance:v1:"
+CIRCUIT_OPEN_SECONDS = 2.0
+MAX_LOST_WRITES = 10_000
+
+# KEYS[1] = key; ARGV = new version, encoded value, ttl seconds.
+_CAS_SCRIPT = """
+local current = redis.call('GET', KEYS[1])
+if current then
+  local version = tonumber(string.match(current, '^(%d+):'))
+  if version and version >= tonumber(ARGV[1]) then
+    return 0
+  end
+end
+redis.call('SET', KEYS[1], ARGV[2], 'EX', tonumber(ARGV[3]))
+return 1
+"""
+
+
+def _encode(view: BalanceView) -> str:
+    stamp = "" if view.updated_at is None else str(int(view.updated_at.timestamp() * 1_000_000))
+    return f"{view.version}:{view.balance}:{stamp}"
+
+
+def _decode(owner_id: str, raw: str | bytes) -> BalanceView | None:
+    if isinstance(raw, bytes):
+        raw = raw.decode()
+    try:
+        version, balance, stamp = raw.split(":", 2)
+        updated_at = datetime.fromtimestamp(int(stamp) / 1_000_000, tz=UTC) if stamp else None
+        return BalanceView(
+            owner_id=owner_id, balance=int(balance), version=int(version), updated_at=updated_at
+        )
+    except ValueError:
+        return None
+
+
+class BalanceCache:
+    """Versioned balance cache with compare-and-set writes and a circuit breaker."""
+
+    def __init__(self, alias: str = CACHE_ALIAS) -> None:
+        self.alias = alias
+        self._lock = threading.Lock()
+        self._open_until = 0.0
+        self._lost: dict[str, None] = {}
+        self._lost_overflow = False
+        self._script = None
+        self._script_client = None
+
+    # -- plumbing ----------------------------------------------------------
+    @property
+    def cache(self):
+        return caches[self.alias]
+
+    def _redis(self):
+        try:
+            from django_redis.cache import RedisCache
+        except ImportError:  # pragma: no cover - django-redis is a dependency
+            return None
+        if not isinstance(self.cache, RedisCache):
+            return None
+        from django_redis import get_redis_connection
+
+        return get_redis_connection(self.alias)
+
+    def _key(self, owner_id: str) -> str:
+        return self.cache.make_key(KEY_PREFIX + owner_id)
+
+    def _ttl(self) -> int:
+        return int(getattr(settings, "LEDGER_BALANCE_CACHE_TTL", 300))
+
+    def _available(self) -> bool:
+        if not getattr(settings, "LEDGER_BALANCE_CACHE", True):
+            return False
+        if self._open_until == 0.0:
+            return True
+        if time.monotonic() < self._open_until:
+            return False
+        return self._recover()
+
+    def _fail(self, action: str, exc: Exception, owner_id: str | None = None) -> None:
+        metrics.BALANCE_CACHE.labels("error").inc()
+        with self._lock:
+            first = self._open_until == 0.0
+            self._open_until = time.monotonic() + CIRCUIT_OPEN_SECONDS
+            if owner_id is not None:
+                self._remember_lost(owner_id)
+        if first:
+            logger.warning(
+                "balance cache unavailable (%s failed: %s: %s); serving balances from the "
+                "database until it answers again",
+                action,
+                type(exc).__name__,
+                exc,
+            )
+
+    def _remember_lost(self, owner_id: str) -> None:
+        if len(self._lost) < MAX_LOST_WRITES:
+            self._lost[owner_id] = None
+        else:
+            self._lost_overflow = True
+
+    def _recover(self) -> bool:
+        with self._lock:
+            lost = list(self._lost)
+            overflow = self._lost_overflow
+        try:
+            if lost:
+                self.cache.delete_many([KEY_PREFIX + owner for owner in lost])
+            else:
+                self.cache.get(KEY_PREFIX + "__ping__")
+        except Exception as exc:  # noqa: BLE001 - any cache failure keeps the circuit open
+            metrics.BALANCE_CACHE.labels("error").inc()
+            with self._lock:
+                self._open_until = time.monotonic() + CIRCUIT_OPEN_SECONDS
+            logger.debug("balance cache still unavailable: %s", exc)
+            return False
+        with self._lock:
+            for owner in lost:
+                self._lost.pop(owner, None)
+            self._lost_overflow = False
+            self._open_until = 0.0
+        if overflow:
+            logger.error(
+                "balance cache recovered but more than %d writes were lost; cached balances "
+                "may lag for up to LEDGER_BALANCE_CACHE_TTL seconds",
+                MAX_LOST_WRITES,
+            )
+        logger.warning("balance cache available again (%d stale keys cleared)", len(lost))
+        return True
+
+    # -- API -----------------------------------------------------------------
+    def get(self, owner_id: str) -> BalanceView | None:
+        """The cached balance of ``owner_id``, or None on a miss or a cache fault."""
+        if not self._available():
+            return None
+        try:
+            client = self._redis()
+            raw = (
+                client.get(self._key(owner_id))
+                if client is not None
+                else self.cache.get(KEY_PREFIX + owner_id)
+            )
+        except Exception as exc:  # noqa: BLE001 - any cache failure falls back to the DB
+            self._fail("get", exc)
+            return None
+        view = _decode(owner_id, raw) if raw is not None else None
+        metrics.BALANCE_CACHE.labels("hit" if view is not None else "miss").inc()
+        return view
+
+    def offer(self, view: BalanceView) -> bool:
+        """Store ``view`` unless the cache already holds the same or a newer version."""
+        if not getattr(settings, "LEDGER_BALANCE_CACHE", True):
+            return False
+        if not self._available():
+            with self._lock:
+                self._remember_lost(view.owner_id)
+            return False
+        try:
+            client = self._redis()
+            if client is not None:
+                return bool(self._cas(client, view))
+            return self._cas_local(view)
+        except Exception as exc:  # noqa: BLE001 - a lost write is remembered, not raised
+            self._fail("set", exc, owner_id=view.owner_id)
+            return False
+
+    def _cas(self, client, view: BalanceView) -> int:
+        if self._script is None or self._script_client is not client:
+            self._script = client.register_script(_CAS_SCRIPT)
+            self._script_client = client
+        return self._script(
+            keys=[self._key(view.owner_id)], args=[view.version, _encode(view), self._ttl()]
+        )
+
+    def _cas_local(self, view: BalanceView) -> bool:
+        # In-process caches (locmem) live in this process only: a lock makes
+        # the compare-and-set atomic for every thread that can see them.
+        key = KEY_PREFIX + view.owner_id
+        with self._lock:
+            raw = self.cache.get(key)
+            current = _decode(view.owner_id, raw) if raw is not None else None
+            if current is not None and current.version >= view.version:
+                return False
+            self.cache.set(key, _encode(view), self._ttl())
+            return True
+
+    def reset(self) -> None:
+        """Forget the circuit state (tests)."""
+        with self._lock:
+            self._open_until = 0.0
+            self._lost.clear()
+            self._lost_overflow = False
+            self._script = None
+            self._script_client = None
+
+
+balance_cache = BalanceCache()

@@ -1,0 +1,140 @@
+"""JWT tokens that carry the ledger permissions, and authentication that trusts them for reads.
+
+Design decision: an access token carries the user's username and ledger
+permissions (``post_any``/``view_any``) as signed claims. Safe requests (GET,
+HEAD, OPTIONS) are authenticated from those claims alone, with no database
+query: that is what lets a cached balance read cost no SQL. Unsafe requests
+(anything that moves credits) load the user from the database as usual, so a
+deactivated user or a revoked manager permission stops writes at once; for
+reads, such a change takes effect when the access token expires
+(``JWT_ACCESS_MINUTES``, 15 by default). Claims are recomputed from the
+database whenever tokens are issued or refreshed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.utils.functional import cached_property
+from rest_framework.permissions import SAFE_METHODS
+from rest_framework.request import Request
+from rest_framework_simplejwt.authentication import JWTAuthentication
+from rest_framework_simplejwt.exceptions import AuthenticationFailed, InvalidToken
+from rest_framework_simplejwt.serializers import (
+    TokenObtainPairSerializer,
+    TokenRefreshSerializer,
+)
+from rest_framework_simplejwt.settings import api_settings
+from rest_framework_simplejwt.tokens import RefreshToken, Token
+
+from ledger_core.actors import POST_ANY_PERMISSION, VIEW_ANY_PERMISSION
+
+CLAIM_PERMS = "perms"
+CLAIM_USERNAME = "username"
+CLAIM_STAFF = "staff"
+PERMISSION_CLAIMS = {"post_any": POST_ANY_PERMISSION, "view_any": VIEW_ANY_PERMISSION}
+
+
+def set_claims(token: Token, user: Any) -> Token:
+    """Write the user's current username, staff flag and ledger permissions into ``token``."""
+    token[CLAIM_USERNAME] = user.get_username()
+    token[CLAIM_STAFF] = bool(user.is_staff)
+    token[CLAIM_PERMS] = sorted(
+        code for code, perm in PERMISSION_CLAIMS.items() if user.has_perm(perm)
+    )
+    return token
+
+
+def token_pair_for(user: Any) -> RefreshToken:
+    """A refresh token (and, through it, an access token) carrying the ledger claims."""
+    return set_claims(RefreshToken.for_user(user), user)
+
+
+class ClaimsUser:
+    """A user rebuilt from a validated access token's claims, without a query."""
+
+    is_active = True
+    is_authenticated = True
+    is_anonymous = False
+    is_superuser = False
+
+    def __init__(self, token: Token) -> None:
+        self.token = token
+        raw_id = token[api_settings.USER_ID_CLAIM]
+        self.pk = self.id = int(raw_id) if str(raw_id).isdigit() else raw_id
+        self.username = str(token[CLAIM_USERNAME])
+        self.is_staff = bool(token.get(CLAIM_STAFF, False))
+
+    @cached_property
+    def _perms(self) -> frozenset[str]:
+        codes = self.token.get(CLAIM_PERMS) or []
+        return frozenset(PERMISSION_CLAIMS[c] for c in codes if c in PERMISSION_CLAIMS)
+
+    def get_username(self) -> str:
+        return self.username
+
+    def has_perm(self, perm: str, obj: object = None) -> bool:
+        return perm in self._perms
+
+    def __str__(self) -> str:
+        return self.username
+
+    def __eq__(self, other: object) -> bool:
+        return getattr(other, "pk", None) == self.pk and self.pk is not None
+
+    def __hash__(self) -> int:
+        return hash(self.pk)
+
+
+class LedgerJWTAuthentication(JWTAuthentication):
+    """Bearer JWT authentication: claims only for safe methods, the database for writes."""
+
+    def authenticate(self, request: Request) -> tuple[Any, Token] | None:
+        header = self.get_header(request)
+        if header is None:
+            return None
+        raw_token = self.get_raw_token(header)
+        if raw_token is None:
+            return None
+        validated = self.get_validated_token(raw_token)
+        if request.method in SAFE_METHODS and CLAIM_USERNAME in validated:
+            if api_settings.USER_ID_CLAIM not in validated:
+                raise InvalidToken("Token contained no recognizable user identification")
+            return ClaimsUser(validated), validated
+        return self.get_user(validated), validated
+
+
+class LedgerTokenObtainPairSerializer(TokenObtainPairSerializer):
+    @classmethod
+    def get_token(cls, user: Any) -> Token:
+        return set_claims(super().get_token(user), user)
+
+
+class LedgerTokenRefreshSerializer(TokenRefreshSerializer):
+    """Refresh with rotation; claims are re-read from the database, and a
+    deleted or deactivated user gets a 401 (not a 500)."""
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, str]:
+        refresh = self.token_class(attrs["refresh"])
+        user_id = refresh.payload.get(api_settings.USER_ID_CLAIM)
+        user = (
+            get_user_model().objects.filter(**{api_settings.USER_ID_FIELD: user_id}).first()
+            if user_id is not None
+            else None
+        )
+        if user is None or not api_settings.USER_AUTHENTICATION_RULE(user):
+            raise AuthenticationFailed(
+                self.error_messages["no_active_account"], "no_active_account"
+            )
+        set_claims(refresh, user)
+        data = {"access": str(refresh.access_token)}
+        if api_settings.ROTATE_REFRESH_TOKENS:
+            if api_settings.BLACKLIST_AFTER_ROTATION:
+                refresh.blacklist()
+            refresh.set_jti()
+            refresh.set_exp()
+            refresh.set_iat()
+            refresh.outstand()
+            data["refresh"] = str(refresh)
+        return data

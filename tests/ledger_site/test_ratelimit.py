@@ -1,0 +1,198 @@
+"""Rate limits: per user for the ledger, per IP and username for auth, shared
+across gunicorn workers through Redis, failing open when Redis is gone."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from django.test import override_settings
+
+from ledger_site import ratelimit
+from tests.conftest import bearer_client, fund
+from tests.factories import PASSWORD, UserFactory
+from tests.ledger_core.test_cache import dead_redis_caches
+from tests.livehelpers import (
+    call,
+    free_port,
+    gunicorn_cmd,
+    manage,
+    running_server,
+    site_env,
+    temp_database,
+)
+
+pytestmark = pytest.mark.django_db
+
+
+def post_spend(client, owner: str, nonce: str):
+    return client.post(
+        "/api/content/ledger/",
+        {"owner_id": owner, "operation": "CREDIT_SPEND", "nonce": nonce},
+        format="json",
+    )
+
+
+@override_settings(RATE_LIMIT_LEDGER_WRITE="3/m")
+def test_writes_limited_per_user_with_retry_after(user, other_user):
+    fund("alice", 10)
+    fund("bob", 10)
+    alice, bob = bearer_client(user), bearer_client(other_user)
+    for i in range(3):
+        assert post_spend(alice, "alice", f"a{i}").status_code == 201
+    refused = post_spend(alice, "alice", "a3")
+    assert refused.status_code == 429
+    assert refused.json()["code"] == "rate_limited"
+    assert refused.json()["detail"]
+    retry_after = int(refused["Retry-After"])
+    assert 1 <= retry_after <= 60
+    # Bob has his own budget, even from the same address.
+    assert post_spend(bob, "bob", "b0").status_code == 201
+    # The refused post stored nothing.
+    assert bearer_client(user).get("/api/content/ledger/alice/").json()["balance"] == 7
+
+
+@override_settings(RATE_LIMIT_LEDGER_READ="2/m")
+def test_reads_limited_per_user(user):
+    client = bearer_client(user)
+    assert client.get("/api/content/ledger/alice/").status_code == 200
+    assert client.get("/api/rewards/ledger/alice/entries/").status_code == 200
+    response = client.get("/api/content/ledger/alice/")
+    assert response.status_code == 429 and "Retry-After" in response
+
+
+@override_settings(RATE_LIMIT_AUTH="3/m")
+def test_token_limited_per_ip(api_client):
+    UserFactory(username="alice")
+    for name in ("alice", "x", "y"):
+        api_client.post("/api/auth/token/", {"username": name, "password": "nope"}, format="json")
+    response = api_client.post(
+        "/api/auth/token/", {"username": "alice", "password": PASSWORD}, format="json"
+    )
+    assert response.status_code == 429
+    assert response.json()["code"] == "rate_limited"
+    # Another client address has its own budget.
+    other = api_client.post(
+        "/api/auth/token/",
+        {"username": "alice2", "password": PASSWORD},
+        format="json",
+        REMOTE_ADDR="10.9.8.7",
+    )
+    assert other.status_code == 401
+
+
+@override_settings(RATE_LIMIT_AUTH="2/m")
+def test_token_limited_per_username_across_addresses(api_client):
+    UserFactory(username="alice")
+    for i in range(2):
+        api_client.post(
+            "/api/auth/token/",
+            {"username": "alice", "password": "guess"},
+            format="json",
+            REMOTE_ADDR=f"10.0.0.{i + 1}",
+        )
+    response = api_client.post(
+        "/api/auth/token/",
+        {"username": "ALICE", "password": PASSWORD},
+        format="json",
+        REMOTE_ADDR="10.0.0.99",
+    )
+    assert response.status_code == 429
+
+
+@override_settings(RATE_LIMIT_AUTH="2/m")
+def test_register_limited_per_ip(api_client):
+    for i in range(2):
+        api_client.post(
+            "/api/auth/register/", {"username": f"u{i}", "password": PASSWORD}, format="json"
+        )
+    response = api_client.post(
+        "/api/auth/register/", {"username": "u9", "password": PASSWORD}, format="json"
+    )
+    assert response.status_code == 429
+
+
+@override_settings(RATE_LIMIT_LEDGER_READ="1/m", RATELIMIT_ENABLE=False)
+def test_ratelimit_enable_off(user):
+    client = bearer_client(user)
+    for _ in range(5):
+        assert client.get("/api/content/ledger/alice/").status_code == 200
+
+
+@override_settings(RATE_LIMIT_LEDGER_READ="1/m")
+def test_health_is_never_limited(client):
+    for _ in range(5):
+        assert client.get("/healthz").status_code == 200
+
+
+def test_redis_down_fails_open_logged_and_counted(user, caplog):
+    client = bearer_client(user)
+    before = ratelimit.ERRORS._value.get()
+    with (
+        override_settings(CACHES=dead_redis_caches(), RATE_LIMIT_LEDGER_READ="1/m"),
+        caplog.at_level(logging.WARNING),
+    ):
+        for _ in range(4):
+            assert client.get("/api/content/ledger/alice/").status_code == 200
+    assert ratelimit.ERRORS._value.get() >= before + 4
+    outage_logs = [r for r in caplog.records if r.name == "ledger_site.ratelimit"]
+    assert len(outage_logs) == 1
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_limit_is_shared_across_gunicorn_workers():
+    with temp_database() as database_url:
+        env = site_env(
+            DATABASE_URL=database_url,
+            RATE_LIMIT_LEDGER_READ="5/m",
+            CACHE_KEY_PREFIX=f"ledger-test-{free_port()}",
+        )
+        manage(env, "migrate", "--noinput")
+        port = free_port()
+        base = f"http://127.0.0.1:{port}"
+        with running_server(gunicorn_cmd(port, 3), env, f"{base}/healthz"):
+            status, _, _ = call(
+                "POST", f"{base}/api/auth/register/", {"username": "carol", "password": PASSWORD}
+            )
+            assert status == 201
+            _, tokens, _ = call(
+                "POST", f"{base}/api/auth/token/", {"username": "carol", "password": PASSWORD}
+            )
+            # Each call opens a new connection, so the requests spread over the workers.
+            statuses = [
+                call("GET", f"{base}/api/content/ledger/carol/", token=tokens["access"])[0]
+                for _ in range(12)
+            ]
+    assert statuses.count(200) == 5, statuses
+    assert statuses.count(429) == 7, statuses
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_site_with_redis_on_a_closed_port_serves_everything():
+    with temp_database() as database_url:
+        env = site_env(
+            DATABASE_URL=database_url,
+            REDIS_URL=f"redis://127.0.0.1:{free_port()}/0",
+        )
+        manage(env, "migrate", "--noinput")
+        port = free_port()
+        base = f"http://127.0.0.1:{port}"
+        with running_server(gunicorn_cmd(port, 2), env, f"{base}/healthz"):
+            status, body, _ = call(
+                "POST", f"{base}/api/auth/register/", {"username": "dora", "password": PASSWORD}
+            )
+            assert (status, body.get("balance")) == (201, 3), body
+            status, tokens, _ = call(
+                "POST", f"{base}/api/auth/token/", {"username": "dora", "password": PASSWORD}
+            )
+            assert status == 200
+            access = tokens["access"]
+            post = {"owner_id": "dora", "operation": "CREDIT_SPEND", "nonce": "n1"}
+            status, entry, _ = call("POST", f"{base}/api/content/ledger/", post, access)
+            assert (status, entry["balance_after"]) == (201, 2)
+            status, balance, _ = call("GET", f"{base}/api/content/ledger/dora/", token=access)
+            assert (status, balance["balance"]) == (200, 2)
+            status, ready, _ = call("GET", f"{base}/readyz")
+            assert status == 503 and ready["checks"]["database"] == "ok"
