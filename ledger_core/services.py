@@ -45,8 +45,8 @@ from .types import BalanceView
 from .validation import metadata_validate, nonce_validate, owner_id_validate
 
 logger = logging.getLogger("ledger_core.services")
-# One line per ledger decision (posted, replayed, refused), with its fields
-# under the "ledger" key.
+# One line per ledger decision (posted, replayed, refused) with owner, app,
+# operation, amount, nonce and outcome as fields.
 decision_log = logging.getLogger("ledger_core.decisions")
 
 _BALANCE_TABLE = Balance._meta.db_table
@@ -227,16 +227,14 @@ def entry_post(
         decision_log.info(
             "ledger.refused",
             extra={
-                "ledger": {
-                    "outcome": "refused",
-                    "reason": exc.code,
-                    "owner_id": owner_id,
-                    "app": app,
-                    "operation": operation,
-                    "amount": amount,
-                    "nonce": nonce,
-                    "actor": actor.name,
-                }
+                "outcome": "refused",
+                "reason": exc.code,
+                "owner_id": owner_id,
+                "app": app,
+                "operation": operation,
+                "amount": amount,
+                "nonce": nonce,
+                "actor": actor.name,
             },
         )
         raise
@@ -250,17 +248,15 @@ def _log_entry(outcome: str, entry: LedgerEntry, actor: Actor) -> None:
     decision_log.info(
         f"ledger.{outcome}",
         extra={
-            "ledger": {
-                "outcome": outcome,
-                "owner_id": entry.owner_id,
-                "app": entry.app,
-                "operation": entry.operation,
-                "amount": entry.amount,
-                "balance_after": entry.balance_after,
-                "nonce": entry.nonce,
-                "entry_id": entry.pk,
-                "actor": actor.name,
-            }
+            "outcome": outcome,
+            "owner_id": entry.owner_id,
+            "app": entry.app,
+            "operation": entry.operation,
+            "amount": entry.amount,
+            "balance_after": entry.balance_after,
+            "nonce": entry.nonce,
+            "entry_id": entry.pk,
+            "actor": actor.name,
         },
     )
 

@@ -21,4 +21,5 @@ urlpatterns = [
     path("api/rewards/", include("rewards_app.urls")),
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
+    path("", include("django_prometheus.urls")),  # /metrics
 ]

@@ -35,15 +35,19 @@ def site_env(**overrides: str | None) -> dict[str, str]:
 
 
 def manage(env: dict[str, str], *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run(
+    result = subprocess.run(  # noqa: S603 (our own command line)
         [sys.executable, "manage.py", *args],
         cwd=ROOT,
         env=env,
         capture_output=True,
         text=True,
         timeout=timeout,
-        check=True,
     )
+    if result.returncode != 0:
+        raise AssertionError(
+            f"manage.py {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
+        )
+    return result
 
 
 def wait_for(url: str, timeout: float = 30.0) -> None:
@@ -59,35 +63,48 @@ def wait_for(url: str, timeout: float = 30.0) -> None:
 
 @contextlib.contextmanager
 def running_server(
-    cmd: list[str], env: dict[str, str], health_url: str
+    cmd: list[str], env: dict[str, str], health_url: str, log_path: Path | None = None
 ) -> Iterator[subprocess.Popen]:
-    proc = subprocess.Popen(  # noqa: S603 (our own command line)
-        cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
-    try:
+    """Run ``cmd`` until the block ends; its output goes to ``log_path`` (or a temp file)."""
+    import tempfile
+
+    if log_path is None:
+        log_path = Path(tempfile.mkstemp(prefix="ledger-server-", suffix=".log")[1])
+    with open(log_path, "w") as log_file:
+        proc = subprocess.Popen(  # noqa: S603 (our own command line)
+            cmd, cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT, text=True
+        )
         try:
-            wait_for(health_url)
-        except TimeoutError:
-            proc.kill()
-            out = proc.communicate(timeout=10)[0]
-            raise AssertionError(f"server failed to start:\n{out}") from None
-        yield proc
-    finally:
-        if proc.poll() is None:
-            proc.terminate()
             try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
+                wait_for(health_url)
+            except TimeoutError:
                 proc.kill()
-                proc.wait(timeout=5)
+                proc.wait(timeout=10)
+                tail = log_path.read_text()[-5000:]
+                raise AssertionError(f"server failed to start:\n{tail}") from None
+            yield proc
+        finally:
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(timeout=5)
 
 
 def call(
-    method: str, url: str, body: dict | None = None, token: str | None = None
+    method: str,
+    url: str,
+    body: dict | None = None,
+    token: str | None = None,
+    request_id: str | None = None,
 ) -> tuple[int, dict, dict[str, str]]:
     data = json.dumps(body).encode() if body is not None else None
     request = urllib.request.Request(url, data=data, method=method)  # noqa: S310
     request.add_header("Accept", "application/json")
+    if request_id is not None:
+        request.add_header("X-Request-ID", request_id)
     if data is not None:
         request.add_header("Content-Type", "application/json")
     if token:
@@ -129,16 +146,21 @@ def temp_database() -> Iterator[str]:
 
 
 def gunicorn_cmd(port: int, workers: int = 3, *extra: str) -> list[str]:
+    """gunicorn with the production configuration (docker/gunicorn.conf.py)."""
     return [
         sys.executable,
         "-m",
         "gunicorn",
-        "ledger_site.wsgi:application",
+        "-c",
+        str(ROOT / "docker" / "gunicorn.conf.py"),
         "--bind",
         f"127.0.0.1:{port}",
         "--workers",
         str(workers),
-        "--timeout",
-        "30",
         *extra,
     ]
+
+
+def gunicorn_env(tmp: Path, **overrides: str | None) -> dict[str, str]:
+    """Environment for a gunicorn under test: its own metrics directory."""
+    return site_env(PROMETHEUS_MULTIPROC_DIR=str(tmp / "prometheus-multiproc"), **overrides)

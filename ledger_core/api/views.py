@@ -19,10 +19,12 @@ from typing import Any, ClassVar
 from django.urls import URLPattern, URLResolver
 from rest_framework import status, viewsets
 from rest_framework.decorators import action
+from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.routers import SimpleRouter
 
+from .. import metrics
 from ..actors import Actor
 from ..exceptions import Forbidden, UnknownOperation
 from ..operations import registry
@@ -89,16 +91,7 @@ class LedgerViewSet(viewsets.GenericViewSet):
 
     def create(self, request: Request) -> Response:
         """Post one entry to an owner's ledger (idempotent by nonce)."""
-        serializer = EntryPostSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        data: dict[str, Any] = serializer.validated_data
-        allowed = self.allowed_operations()
-        if data["operation"] not in allowed:
-            raise UnknownOperation(
-                f"Unknown operation {data['operation']!r} for app {self.app_label!r}.",
-                field="operation",
-                allowed=allowed,
-            )
+        data = self._validated_post(request)
         result = entry_post(
             owner_id=data["owner_id"],
             operation=data["operation"],
@@ -109,6 +102,26 @@ class LedgerViewSet(viewsets.GenericViewSet):
             metadata=data.get("metadata"),
         )
         return post_response(result)
+
+    def _validated_post(self, request: Request) -> dict[str, Any]:
+        """The post's fields, or a 400; refusals here are counted like the service's."""
+        serializer = EntryPostSerializer(data=request.data)
+        if not serializer.is_valid():
+            raw = request.data.get("operation") if isinstance(request.data, dict) else None
+            metrics.entry_rejected(app=self.app_label, operation=raw, reason="invalid")
+            raise ValidationError(serializer.errors)
+        data: dict[str, Any] = serializer.validated_data
+        allowed = self.allowed_operations()
+        if data["operation"] not in allowed:
+            metrics.entry_rejected(
+                app=self.app_label, operation=data["operation"], reason="invalid"
+            )
+            raise UnknownOperation(
+                f"Unknown operation {data['operation']!r} for app {self.app_label!r}.",
+                field="operation",
+                allowed=allowed,
+            )
+        return data
 
     @action(detail=True, methods=["get"])
     def entries(self, request: Request, owner_id: str) -> Response:

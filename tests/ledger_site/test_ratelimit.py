@@ -16,9 +16,9 @@ from tests.livehelpers import (
     call,
     free_port,
     gunicorn_cmd,
+    gunicorn_env,
     manage,
     running_server,
-    site_env,
     temp_database,
 )
 
@@ -141,9 +141,10 @@ def test_redis_down_fails_open_logged_and_counted(user, caplog):
 
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
-def test_limit_is_shared_across_gunicorn_workers():
+def test_limit_is_shared_across_gunicorn_workers(tmp_path):
     with temp_database() as database_url:
-        env = site_env(
+        env = gunicorn_env(
+            tmp_path,
             DATABASE_URL=database_url,
             RATE_LIMIT_LEDGER_READ="5/m",
             CACHE_KEY_PREFIX=f"ledger-test-{free_port()}",
@@ -170,9 +171,10 @@ def test_limit_is_shared_across_gunicorn_workers():
 
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
-def test_site_with_redis_on_a_closed_port_serves_everything():
+def test_site_with_redis_on_a_closed_port_serves_everything(tmp_path):
     with temp_database() as database_url:
-        env = site_env(
+        env = gunicorn_env(
+            tmp_path,
             DATABASE_URL=database_url,
             REDIS_URL=f"redis://127.0.0.1:{free_port()}/0",
         )
