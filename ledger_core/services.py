@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import logging
 import time
 from datetime import UTC, datetime, timedelta
@@ -187,6 +188,72 @@ def _apply_to_balance(owner_id: str, amount: int, now: datetime) -> tuple[int, i
     return (row[0], row[1]) if row else None
 
 
+@dataclasses.dataclass(frozen=True)
+class PreparedEntry:
+    """A post that passed every check that needs no database: ready to apply."""
+
+    owner_id: str
+    operation: str
+    nonce: str
+    app: str
+    amount: int
+    metadata: dict[str, Any] | None
+    policy: OperationPolicy
+    limit_key: str | None
+    fingerprint: str
+    actor_name: str
+
+
+def entry_prepare(
+    *,
+    owner_id: str,
+    operation: str,
+    nonce: str,
+    app: str,
+    actor: Actor,
+    amount: int | None = None,
+    metadata: dict[str, Any] | None = None,
+    now: datetime | None = None,
+    direct: bool = False,
+) -> PreparedEntry:
+    """Check a post without touching the database: input, operation, permission, amount.
+
+    Raises the same ``LedgerError`` that ``entry_post`` would for these rules.
+    ``direct=True`` also refuses operations the app posts only through its own
+    domain endpoints, as the generic ledger API does.
+    """
+    owner_id_validate(owner_id)
+    nonce_validate(nonce)
+    metadata_validate(metadata)
+    policy = operation_policy_get(app=app, operation=operation)
+    if direct and not policy.direct:
+        allowed = [
+            op
+            for op in registry.operations_for(app)
+            if (p := registry.policy(app, op)) is not None and p.amount is not None and p.direct
+        ]
+        raise UnknownOperation(
+            f"{operation} cannot be posted directly in app {app!r}.",
+            field="operation",
+            allowed=allowed,
+        )
+    role = _role_for(actor, owner_id, policy)
+    resolved = _amount_resolve(policy, amount, role)
+    now = now or timezone.now()
+    return PreparedEntry(
+        owner_id=owner_id,
+        operation=operation,
+        nonce=nonce,
+        app=app,
+        amount=resolved,
+        metadata=metadata,
+        policy=policy,
+        limit_key=_limit_key(policy, operation, now),
+        fingerprint=entry_fingerprint(app=app, operation=operation, amount=resolved),
+        actor_name=actor.name,
+    )
+
+
 class _Refused(Exception):
     """Internal: leave the atomic block (rolling it back) for an insufficient balance."""
 
@@ -200,6 +267,7 @@ def entry_post(
     actor: Actor,
     amount: int | None = None,
     metadata: dict[str, Any] | None = None,
+    direct: bool = False,
 ) -> PostResult:
     """Post ``operation`` to ``owner_id``'s ledger as ``actor``, at most once per nonce.
 
@@ -209,6 +277,8 @@ def entry_post(
     ``InsufficientBalance``, ``LimitReached``, ``NonceConflict`` or
     ``NonceInFlight``; nothing is stored when it raises. Works inside a
     caller's ``transaction.atomic()``: the entry then commits with it.
+    ``direct=True`` refuses operations that the app posts only through its own
+    endpoints (as the generic ledger API, the admin and the commands do).
     """
     started = time.perf_counter()
     try:
@@ -221,6 +291,7 @@ def entry_post(
             amount=amount,
             metadata=metadata,
             started=started,
+            direct=direct,
         )
     except LedgerError as exc:
         metrics.entry_rejected(app=app, operation=operation, reason=exc.code)
@@ -271,16 +342,22 @@ def _post(
     amount: int | None,
     metadata: dict[str, Any] | None,
     started: float,
+    direct: bool,
 ) -> PostResult:
-    owner_id_validate(owner_id)
-    nonce_validate(nonce)
-    metadata_validate(metadata)
-    policy = operation_policy_get(app=app, operation=operation)
-    role = _role_for(actor, owner_id, policy)
-    resolved = _amount_resolve(policy, amount, role)
     now = timezone.now()
-    limit_key = _limit_key(policy, operation, now)
-    fingerprint = entry_fingerprint(app=app, operation=operation, amount=resolved)
+    prepared = entry_prepare(
+        owner_id=owner_id,
+        operation=operation,
+        nonce=nonce,
+        app=app,
+        actor=actor,
+        amount=amount,
+        metadata=metadata,
+        now=now,
+        direct=direct,
+    )
+    resolved, limit_key, fingerprint = prepared.amount, prepared.limit_key, prepared.fingerprint
+    policy = prepared.policy
 
     try:
         with transaction.atomic():
@@ -347,3 +424,345 @@ def _after_commit(entry: LedgerEntry, view: BalanceView, actor: Actor, started: 
             logger.error(
                 "entry_posted receiver %r failed", receiver, exc_info=(type(error), error, None)
             )
+
+
+# --- batches -------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class EntryRequest:
+    """One post of a batch, as a client or a command gives it."""
+
+    owner_id: str
+    operation: str
+    nonce: str
+    amount: int | None = None
+    metadata: dict[str, Any] | None = None
+
+
+@dataclasses.dataclass
+class BatchItemResult:
+    """The outcome of one batch item: a new entry, a replay, or a refusal."""
+
+    index: int
+    entry: LedgerEntry | None = None
+    replayed: bool = False
+    error: LedgerError | None = None
+
+    @property
+    def status(self) -> int:
+        if self.error is not None:
+            return self.error.status
+        return 200 if self.replayed else 201
+
+
+class BatchRefused(LedgerError):
+    """An atomic batch stored nothing because the entry at ``index`` was refused.
+
+    Its ``code``, ``status`` and extra fields are those of that entry's refusal.
+    """
+
+    def __init__(self, index: int, error: LedgerError) -> None:
+        self.index = index
+        self.error = error
+        self.code = error.code
+        self.status = error.status
+        super().__init__(
+            f"Entry {index} was refused ({error.code}): {error.detail} Nothing was stored.",
+            index=index,
+            **error.extra,
+        )
+
+
+_LOCK_CHUNK = 5000
+
+
+def _batch_lock_balances(
+    owners: list[str], create: set[str], now: datetime
+) -> dict[str, list[int]]:
+    """Lock the owners' balance rows in sorted order; create rows for ``create``."""
+    state: dict[str, list[int]] = {}
+    to_create = sorted(create)
+    pg = connection.vendor == "postgresql"
+    with connection.cursor() as cursor:
+        for start in range(0, len(to_create), _LOCK_CHUNK):
+            chunk = to_create[start : start + _LOCK_CHUNK]
+            if pg:
+                cursor.execute(
+                    f"INSERT INTO {_BALANCE_TABLE} (owner_id, balance, version, updated_at) "  # noqa: S608
+                    "SELECT o, 0, 0, %s FROM unnest(%s::text[]) AS o "
+                    "ON CONFLICT (owner_id) DO NOTHING",
+                    [now, chunk],
+                )
+            else:
+                Balance.objects.bulk_create(
+                    [Balance(owner_id=o, balance=0, version=0, updated_at=now) for o in chunk],
+                    ignore_conflicts=True,
+                )
+    for start in range(0, len(owners), _LOCK_CHUNK):
+        chunk = owners[start : start + _LOCK_CHUNK]
+        rows = (
+            Balance.objects.select_for_update()
+            .filter(owner_id__in=chunk)
+            .order_by("owner_id")
+            .values_list("owner_id", "balance", "version")
+        )
+        for owner_id, balance, version in rows:
+            state[owner_id] = [balance, version]
+    return state
+
+
+def _batch_existing(prepared: list[PreparedEntry]) -> tuple[dict, set]:
+    """Entries already stored for these (owner, nonce) pairs, and used limit keys."""
+    by_nonce: dict[tuple[str, str], LedgerEntry] = {}
+    limits: set[tuple[str, str]] = set()
+    pairs = {(p.owner_id, p.nonce) for p in prepared}
+    limit_pairs = {(p.owner_id, p.limit_key) for p in prepared if p.limit_key}
+    owners = sorted({p.owner_id for p in prepared})
+    for start in range(0, len(owners), _LOCK_CHUNK):
+        chunk = owners[start : start + _LOCK_CHUNK]
+        nonces = list({n for o, n in pairs if o in set(chunk)})
+        for entry in LedgerEntry.objects.filter(owner_id__in=chunk, nonce__in=nonces):
+            if (entry.owner_id, entry.nonce) in pairs:
+                by_nonce[(entry.owner_id, entry.nonce)] = entry
+        keys = list({k for o, k in limit_pairs if o in set(chunk)})
+        if keys:
+            for owner_id, key in LedgerEntry.objects.filter(
+                owner_id__in=chunk, limit_key__in=keys
+            ).values_list("owner_id", "limit_key"):
+                limits.add((owner_id, key))
+    return by_nonce, limits
+
+
+def _batch_insert(rows: list[LedgerEntry]) -> None:
+    """Insert new entries, setting their ids (one statement per chunk)."""
+    if connection.vendor != "postgresql":
+        LedgerEntry.objects.bulk_create(rows, batch_size=500)
+        return
+    table = LedgerEntry._meta.db_table
+    sql = (
+        f"INSERT INTO {table} (owner_id, app, operation, amount, balance_after, nonce, "  # noqa: S608
+        "fingerprint, limit_key, metadata, created_at, created_by) "
+        "SELECT o, a, op, am, ba, n, f, lk, md::jsonb, ca, cb FROM unnest("
+        "%s::text[], %s::text[], %s::text[], %s::bigint[], %s::bigint[], %s::text[], "
+        "%s::text[], %s::text[], %s::text[], %s::timestamptz[], %s::text[]"
+        ") AS t(o, a, op, am, ba, n, f, lk, md, ca, cb) RETURNING id"
+    )
+    with connection.cursor() as cursor:
+        for start in range(0, len(rows), _LOCK_CHUNK):
+            chunk = rows[start : start + _LOCK_CHUNK]
+            cursor.execute(
+                sql,
+                [
+                    [r.owner_id for r in chunk],
+                    [r.app for r in chunk],
+                    [r.operation for r in chunk],
+                    [r.amount for r in chunk],
+                    [r.balance_after for r in chunk],
+                    [r.nonce for r in chunk],
+                    [r.fingerprint for r in chunk],
+                    [r.limit_key for r in chunk],
+                    [None if r.metadata is None else json.dumps(r.metadata) for r in chunk],
+                    [r.created_at for r in chunk],
+                    [r.created_by for r in chunk],
+                ],
+            )
+            # Ids come from one sequence in insertion order, which is the
+            # order of the unnest() rows.
+            ids = sorted(row[0] for row in cursor.fetchall())
+            for row, pk in zip(chunk, ids, strict=True):
+                row.pk = pk
+                row._state.adding = False
+
+
+def _batch_update_balances(state: dict[str, list[int]], touched: set[str], now: datetime) -> None:
+    owners = sorted(touched)
+    if connection.vendor != "postgresql":
+        for owner in owners:
+            Balance.objects.filter(owner_id=owner).update(
+                balance=state[owner][0], version=state[owner][1], updated_at=now
+            )
+        return
+    with connection.cursor() as cursor:
+        for start in range(0, len(owners), _LOCK_CHUNK):
+            chunk = owners[start : start + _LOCK_CHUNK]
+            cursor.execute(
+                f"UPDATE {_BALANCE_TABLE} AS b SET balance = v.balance, version = v.version, "  # noqa: S608
+                "updated_at = %s FROM unnest(%s::text[], %s::bigint[], %s::bigint[]) "
+                "AS v(owner_id, balance, version) WHERE b.owner_id = v.owner_id",
+                [
+                    now,
+                    chunk,
+                    [state[o][0] for o in chunk],
+                    [state[o][1] for o in chunk],
+                ],
+            )
+
+
+def entry_post_batch(
+    *,
+    app: str,
+    actor: Actor,
+    entries: list[EntryRequest],
+    atomic: bool = True,
+    direct: bool = False,
+) -> list[BatchItemResult]:
+    """Post many entries in one transaction, with every rule of ``entry_post``.
+
+    ``atomic=True``: all new entries commit or none do; the first refusal
+    raises ``BatchRefused`` (naming the entry's index). ``atomic=False``: each
+    entry stands alone; refused ones are reported in their result and the rest
+    commit. Replays and nonce conflicts work as for single posts, including
+    between two items of one batch. Balance rows are locked in owner order, so
+    batches touching the same owners never deadlock, and entries of one owner
+    are applied in the order given. Side effects run after commit: one cache
+    write per owner, metrics, log lines and ``entry_posted`` per new entry.
+    """
+    started = time.perf_counter()
+    now = timezone.now()
+    results = [BatchItemResult(index=i) for i in range(len(entries))]
+    prepared: dict[int, PreparedEntry] = {}
+
+    def refuse(index: int, error: LedgerError) -> None:
+        results[index].error = error
+        request = entries[index]
+        metrics.entry_rejected(app=app, operation=request.operation, reason=error.code)
+        decision_log.info(
+            "ledger.refused",
+            extra={
+                "outcome": "refused",
+                "reason": error.code,
+                "owner_id": request.owner_id,
+                "app": app,
+                "operation": request.operation,
+                "amount": request.amount,
+                "nonce": request.nonce,
+                "actor": actor.name,
+                "batch_index": index,
+            },
+        )
+        if atomic:
+            raise BatchRefused(index, error)
+
+    for i, request in enumerate(entries):
+        try:
+            prepared[i] = entry_prepare(
+                owner_id=request.owner_id,
+                operation=request.operation,
+                nonce=request.nonce,
+                app=app,
+                actor=actor,
+                amount=request.amount,
+                metadata=request.metadata,
+                now=now,
+                direct=direct,
+            )
+        except LedgerError as exc:
+            refuse(i, exc)
+
+    # Items repeating an earlier item's (owner, nonce) answer like a retry of it.
+    primary_of: dict[tuple[str, str], int] = {}
+    duplicates: dict[int, int] = {}
+    for i, p in prepared.items():
+        key = (p.owner_id, p.nonce)
+        if key in primary_of:
+            first = prepared[primary_of[key]]
+            if first.fingerprint != p.fingerprint:
+                refuse(
+                    i,
+                    NonceConflict("This nonce is used twice in the batch with different payloads."),
+                )
+            else:
+                duplicates[i] = primary_of[key]
+        else:
+            primary_of[key] = i
+    primaries = [i for i in primary_of.values()]
+
+    new_entries: list[LedgerEntry] = []
+    touched: set[str] = set()
+    final_views: dict[str, BalanceView] = {}
+    with transaction.atomic():
+        owners = sorted({prepared[i].owner_id for i in primaries})
+        creates = {prepared[i].owner_id for i in primaries if prepared[i].amount >= 0}
+        state = _batch_lock_balances(owners, creates, now)
+        existing, used_limits = _batch_existing([prepared[i] for i in primaries])
+        for i in sorted(primaries):
+            p = prepared[i]
+            stored = existing.get((p.owner_id, p.nonce))
+            if stored is not None:
+                if stored.fingerprint == p.fingerprint:
+                    results[i].entry, results[i].replayed = stored, True
+                else:
+                    refuse(i, NonceConflict(entry_id=stored.pk))
+                continue
+            if p.limit_key and (p.owner_id, p.limit_key) in used_limits:
+                refuse(i, _limit_refusal(p.policy, p.operation, now))
+                continue
+            balance, version = state.get(p.owner_id, [0, 0])
+            if balance + p.amount < 0:
+                refuse(
+                    i,
+                    InsufficientBalance(
+                        f"Balance {balance} does not cover {-p.amount}.",
+                        balance=balance,
+                        required=-p.amount,
+                    ),
+                )
+                continue
+            state[p.owner_id] = [balance + p.amount, version + 1]
+            touched.add(p.owner_id)
+            if p.limit_key:
+                used_limits.add((p.owner_id, p.limit_key))
+            entry = LedgerEntry(
+                owner_id=p.owner_id,
+                app=app,
+                operation=p.operation,
+                amount=p.amount,
+                balance_after=balance + p.amount,
+                nonce=p.nonce,
+                fingerprint=p.fingerprint,
+                limit_key=p.limit_key,
+                metadata=p.metadata,
+                created_at=now,
+                created_by=actor.name,
+            )
+            results[i].entry = entry
+            new_entries.append(entry)
+        if new_entries:
+            _batch_insert(new_entries)
+            _batch_update_balances(state, touched, now)
+        for owner in touched:
+            final_views[owner] = BalanceView(
+                owner_id=owner, balance=state[owner][0], version=state[owner][1], updated_at=now
+            )
+
+    for i, first in duplicates.items():
+        source = results[first]
+        if source.error is not None:
+            results[i].error = source.error
+        else:
+            results[i].entry, results[i].replayed = source.entry, True
+    for result in results:
+        if result.replayed and result.entry is not None:
+            metrics.entry_replayed(app=app, operation=result.entry.operation)
+
+    def after_commit() -> None:
+        for view in final_views.values():
+            balance_cache.offer(view)
+        elapsed = time.perf_counter() - started
+        for entry in new_entries:
+            metrics.entry_committed(
+                app=app, operation=entry.operation, amount=entry.amount, seconds=elapsed
+            )
+            _log_entry("posted", entry, actor)
+            for receiver, error in entry_posted.send_robust(sender=LedgerEntry, entry=entry):
+                if isinstance(error, Exception):
+                    logger.error(
+                        "entry_posted receiver %r failed",
+                        receiver,
+                        exc_info=(type(error), error, None),
+                    )
+
+    if new_entries:
+        transaction.on_commit(after_commit, robust=True)
+    return results

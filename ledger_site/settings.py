@@ -209,6 +209,8 @@ SIMPLE_JWT = {
 # Per-site overrides of operation amounts/policies, e.g. {"DAILY_REWARD": 2}.
 LEDGER_OPERATION_CONFIG: dict = {}
 LEDGER_MAX_ENTRY_AMOUNT = env.int("LEDGER_MAX_ENTRY_AMOUNT", default=1_000_000)
+# The app label management commands post as when --app is not given.
+LEDGER_COMMAND_APP = env.str("LEDGER_COMMAND_APP", default="content")
 
 # --- I18N / time ----------------------------------------------------------
 LANGUAGE_CODE = "en-us"

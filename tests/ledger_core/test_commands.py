@@ -1,0 +1,239 @@
+"""grant_credits, verify_ledger and create_service_account, run as commands."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.core.management import CommandError, call_command
+from django.db import connection, transaction
+
+from ledger_core.models import Balance, LedgerEntry
+from tests.conftest import fund
+
+pytestmark = pytest.mark.django_db
+
+
+def run(*args: str) -> tuple[str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    call_command(*args, stdout=out, stderr=err)
+    return out.getvalue(), err.getvalue()
+
+
+def write_csv(tmp_path, text: str):
+    path = tmp_path / "grants.csv"
+    path.write_text(text)
+    return str(path)
+
+
+# --- grant_credits ----------------------------------------------------------------
+
+
+def test_single_grant_and_idempotent_rerun():
+    out, _ = run("grant_credits", "--owner", "alice", "--amount", "25", "--nonce", "promo-1")
+    assert "granted 1 entry (+25 credits) to 1 owner(s); 0 replay(s)" in out
+    entry = LedgerEntry.objects.get(owner_id="alice")
+    assert (entry.operation, entry.app, entry.amount) == ("CREDIT_ADD", "content", 25)
+    assert entry.created_by.startswith("cli:grant_credits:")
+    out, _ = run("grant_credits", "--owner", "alice", "--amount", "25", "--nonce", "promo-1")
+    assert "granted 0 entries (+0 credits) to 0 owner(s); 1 replay(s)" in out
+    assert Balance.objects.get(owner_id="alice").balance == 25
+
+
+def test_single_grant_with_operation_app_and_reason():
+    fund("bob", 10)
+    run(
+        "grant_credits", "--owner", "bob", "--amount", "-4", "--nonce", "fix",
+        "--operation", "CREDIT_SPEND", "--app", "rewards", "--reason", "chargeback",
+    )  # fmt: skip
+    entry = LedgerEntry.objects.get(nonce="fix")
+    assert (entry.app, entry.amount, entry.metadata["reason"]) == ("rewards", -4, "chargeback")
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--owner", "bad owner", "--amount", "5", "--nonce", "n"], "owner_id"),
+        (["--owner", "a", "--amount", "five", "--nonce", "n"], "not an integer"),
+        (["--owner", "a", "--amount", "-5", "--nonce", "n"], "positive"),
+        (["--owner", "a", "--amount", "5", "--nonce", "n", "--operation", "NOPE"], "allowed"),
+        (["--owner", "a", "--amount", "5", "--nonce", "n", "--app", "nosuch"], "Unknown"),
+        (
+            ["--owner", "a", "--amount", "5", "--nonce", "n", "--operation", "DAILY_REWARD"],
+            "may not",
+        ),
+        (["--owner", "a", "--amount", "99999999", "--nonce", "n"], "at most"),
+        (["--owner", "a", "--amount", "5"], "--nonce"),
+        (
+            [
+                "--owner",
+                "a",
+                "--amount",
+                "5",
+                "--nonce",
+                "n",
+                "--app",
+                "rewards",
+                "--operation",
+                "REFERRAL_BONUS",
+            ],
+            "directly",
+        ),
+    ],
+)
+def test_single_grant_rejects_what_the_api_rejects(args, message):
+    with pytest.raises(CommandError):
+        out, err = io.StringIO(), io.StringIO()
+        try:
+            call_command("grant_credits", *args, stdout=out, stderr=err)
+        finally:
+            assert message in (err.getvalue() + out.getvalue()) or message == "--nonce"
+    assert not LedgerEntry.objects.exists()
+
+
+def test_csv_grant_and_rerun_reports_replays(tmp_path):
+    path = write_csv(
+        tmp_path,
+        "owner_id,amount,nonce,operation\nalice,10,g1,\nbob,20,g2,CREDIT_ADD\nalice,5,g3,\n",
+    )
+    out, _ = run("grant_credits", "--csv", path)
+    assert "granted 3 entries (+35 credits) to 2 owner(s); 0 replay(s)" in out
+    assert Balance.objects.get(owner_id="alice").balance == 15
+    out, _ = run("grant_credits", "--csv", path)
+    assert "granted 0 entries (+0 credits) to 0 owner(s); 3 replay(s)" in out
+    assert LedgerEntry.objects.count() == 3
+
+
+def test_csv_bad_rows_reported_by_line_and_nothing_granted(tmp_path):
+    path = write_csv(
+        tmp_path,
+        "owner_id,amount,nonce\n"
+        "alice,10,g1\n"
+        "bad owner,10,g2\n"
+        "bob,ten,g3\n"
+        "carol,10,\n"
+        "dave,-3,g5\n"
+        "alice,11,g1\n",
+    )
+    with pytest.raises(CommandError, match="5 bad row"):
+        out, err = io.StringIO(), io.StringIO()
+        try:
+            call_command("grant_credits", "--csv", path, stdout=out, stderr=err)
+        finally:
+            report = err.getvalue()
+    assert "line 3: owner_id" in report
+    assert "line 4: amount 'ten'" in report
+    assert "line 5: nonce" in report
+    assert "line 6: amount must be a non-zero positive" in report
+    assert "line 7: nonce 'g1' for 'alice' is also used on line 2" in report
+    assert "line 2" not in report.replace("on line 2", "")
+    assert not LedgerEntry.objects.exists()
+
+
+def test_csv_runtime_refusal_grants_nothing(tmp_path):
+    path = write_csv(
+        tmp_path,
+        "owner_id,amount,nonce,operation\nalice,10,g1,CREDIT_ADD\nbob,-5,s1,CREDIT_SPEND\n",
+    )
+    with pytest.raises(CommandError, match="line 3: Balance 0 does not cover 5"):
+        run("grant_credits", "--csv", path)
+    assert not LedgerEntry.objects.exists()
+
+
+def test_csv_header_is_checked(tmp_path):
+    with pytest.raises(CommandError, match="header"):
+        run("grant_credits", "--csv", write_csv(tmp_path, "owner,amount\nalice,1\n"))
+
+
+# --- verify_ledger -------------------------------------------------------------------
+
+
+def test_verify_clean_ledger_passes():
+    fund("alice", 5)
+    fund("bob", 3)
+    out, _ = run("verify_ledger", "--no-progress")
+    assert "checked 2 owner(s), 2 entries" in out and "ledger consistent" in out
+    out, _ = run("verify_ledger", "--owner", "alice", "--no-progress")
+    assert "checked 1 owner(s), 1 entry" in out
+
+
+def corrupt(sql: str, params: list) -> None:
+    """Change rows behind the ledger's back, with the immutability trigger off."""
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(
+            "ALTER TABLE ledger_core_ledgerentry DISABLE TRIGGER ledger_core_entry_no_update_delete"
+        )
+        cursor.execute(sql, params)
+        cursor.execute(
+            "ALTER TABLE ledger_core_ledgerentry ENABLE TRIGGER ledger_core_entry_no_update_delete"
+        )
+
+
+def test_verify_reports_inconsistent_data_and_exits_1():
+    fund("alice", 5)
+    second = fund("alice", 4)
+    fund("bob", 3)
+    fund("carol", 2)
+    corrupt("UPDATE ledger_core_ledgerentry SET amount = 40 WHERE id = %s", [second.pk])
+    corrupt("UPDATE ledger_core_balance SET balance = 30 WHERE owner_id = %s", ["bob"])
+    corrupt("DELETE FROM ledger_core_balance WHERE owner_id = %s", ["carol"])
+    with pytest.raises(SystemExit) as exit_info:
+        out, _ = io.StringIO(), None
+        call_command("verify_ledger", "--no-progress", stdout=out, stderr=io.StringIO())
+    assert exit_info.value.code == 1
+    report = out.getvalue()
+    assert (
+        f"owner=alice: entry {second.pk}: balance_after 9 but the entries before it add up to 45"
+        in report
+    )
+    assert "owner=alice: balance 9 but entries add up to 45" in report
+    assert "owner=bob: balance 30 but entries add up to 3" in report
+    assert "owner=carol: 1 entries but no balance row" in report
+    assert "4 discrepancies" in report
+
+
+def test_verify_reports_negative_running_balance():
+    first = fund("alice", 5)
+    corrupt(
+        "UPDATE ledger_core_ledgerentry SET amount = -5 WHERE id = %s",
+        [first.pk],
+    )
+    corrupt("UPDATE ledger_core_balance SET balance = 0 WHERE owner_id = %s", ["alice"])
+    out = io.StringIO()
+    with pytest.raises(SystemExit):
+        call_command("verify_ledger", "--no-progress", stdout=out, stderr=io.StringIO())
+    assert "running balance -5 < 0" in out.getvalue()
+
+
+# --- create_service_account --------------------------------------------------------------
+
+
+def test_create_service_account_can_post_for_anyone(api_client):
+    out, _ = run("create_service_account", "billing-svc")
+    password = next(
+        line.split(": ", 1)[1] for line in out.splitlines() if line.startswith("password")
+    )
+    assert "/api/auth/token/" in out
+    user = get_user_model().objects.get(username="billing-svc")
+    assert user.has_perm("ledger_core.post_any_entry")
+    tokens = api_client.post(
+        "/api/auth/token/", {"username": "billing-svc", "password": password}, format="json"
+    ).json()
+    api_client.credentials(HTTP_AUTHORIZATION=f"Bearer {tokens['access']}")
+    response = api_client.post(
+        "/api/content/ledger/",
+        {"owner_id": "anyone", "operation": "CREDIT_ADD", "nonce": "svc-1", "amount": 50},
+        format="json",
+    )
+    assert response.status_code == 201
+
+
+def test_create_service_account_refuses_existing_unless_reset():
+    run("create_service_account", "svc")
+    with pytest.raises(CommandError, match="exists"):
+        run("create_service_account", "svc")
+    out, _ = run("create_service_account", "svc", "--reset-password")
+    assert "password" in out
+    with pytest.raises(CommandError):
+        run("create_service_account", "bad name")
