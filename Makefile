@@ -12,7 +12,7 @@ TEST_REDIS_URL ?= redis://127.0.0.1:6379/1
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install run test lint fmt check clean tools
+.PHONY: install run test lint fmt check clean bench bench-grant
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,12 @@ test: $(STAMP)
 	REDIS_URL=$${REDIS_URL:-$(TEST_REDIS_URL)} \
 	DJANGO_DEBUG=0 DJANGO_SECRET_KEY=$${DJANGO_SECRET_KEY:-test-secret-key-not-for-production} \
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+BENCH_ENV = DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} \
+	REDIS_URL=$${REDIS_URL:-redis://127.0.0.1:6379/2}
+
+bench-grant: $(STAMP)
+	$(BENCH_ENV) $(BIN)/python -m bench.grant_csv
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

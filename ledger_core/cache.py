@@ -201,11 +201,46 @@ class BalanceCache:
             self._fail("set", exc, owner_id=view.owner_id)
             return False
 
-    def _cas(self, client, view: BalanceView) -> int:
+    def offer_many(self, views: list[BalanceView]) -> None:
+        """``offer`` for many owners at once (one pipelined round trip on Redis)."""
+        if not views or not getattr(settings, "LEDGER_BALANCE_CACHE", True):
+            return
+        if not self._available():
+            with self._lock:
+                for view in views:
+                    self._remember_lost(view.owner_id)
+            return
+        try:
+            client = self._redis()
+            if client is None:
+                for view in views:
+                    self._cas_local(view)
+                return
+            script = self._script_for(client)
+            ttl = self._ttl()
+            for start in range(0, len(views), 1000):
+                pipe = client.pipeline(transaction=False)
+                for view in views[start : start + 1000]:
+                    script(
+                        keys=[self._key(view.owner_id)],
+                        args=[view.version, _encode(view), ttl],
+                        client=pipe,
+                    )
+                pipe.execute()
+        except Exception as exc:  # noqa: BLE001 - lost writes are remembered, not raised
+            self._fail("set", exc)
+            with self._lock:
+                for view in views:
+                    self._remember_lost(view.owner_id)
+
+    def _script_for(self, client):
         if self._script is None or self._script_client is not client:
             self._script = client.register_script(_CAS_SCRIPT)
             self._script_client = client
-        return self._script(
+        return self._script
+
+    def _cas(self, client, view: BalanceView) -> int:
+        return self._script_for(client)(
             keys=[self._key(view.owner_id)], args=[view.version, _encode(view), self._ttl()]
         )
 

@@ -43,7 +43,7 @@ BALANCE_CACHE = Counter(
 
 
 def operation_label(app: str, operation: object) -> str:
-    if isinstance(operation, str) and operation in registry.operations_for(app):
+    if isinstance(operation, str) and registry.is_operation_of(app, operation):
         return operation
     return "other"
 
@@ -57,6 +57,22 @@ def entry_committed(*, app: str, operation: str, amount: int, seconds: float) ->
     ENTRIES.labels(app, op).inc()
     if amount:
         CREDITS.labels(app, op, "credit" if amount > 0 else "debit").inc(abs(amount))
+    POST_SECONDS.labels(app).observe(seconds)
+
+
+def batch_committed(
+    *, app: str, amounts_by_operation: dict[str, list[int]], seconds: float
+) -> None:
+    """A committed batch: entries and credits per operation, one latency sample."""
+    for operation, amounts in amounts_by_operation.items():
+        op = operation_label(app, operation)
+        ENTRIES.labels(app, op).inc(len(amounts))
+        credit = sum(a for a in amounts if a > 0)
+        debit = -sum(a for a in amounts if a < 0)
+        if credit:
+            CREDITS.labels(app, op, "credit").inc(credit)
+        if debit:
+            CREDITS.labels(app, op, "debit").inc(debit)
     POST_SECONDS.labels(app).observe(seconds)
 
 

@@ -13,6 +13,7 @@ resolved at use (never at import) so ``override_settings`` works.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import threading
 from collections.abc import Iterable, Mapping
 from typing import Literal
@@ -93,7 +94,7 @@ SHARED_POLICIES: dict[str, OperationPolicy] = {
 _POLICY_FIELDS = {f.name for f in dataclasses.fields(OperationPolicy)}
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)
 class RegisteredApp:
     """One consumer app's registration: its label, operation class and defaults."""
 
@@ -104,6 +105,10 @@ class RegisteredApp:
     @property
     def values(self) -> list[str]:
         return [member.value for member in self.operations]
+
+    @functools.cached_property
+    def value_set(self) -> frozenset[str]:
+        return frozenset(member.value for member in self.operations)
 
 
 class OperationRegistry:
@@ -156,6 +161,10 @@ class OperationRegistry:
     def operations_for(self, app_label: str) -> list[str]:
         app = self._apps.get(app_label)
         return app.values if app else []
+
+    def is_operation_of(self, app_label: str, operation: str) -> bool:
+        app = self._apps.get(app_label)
+        return app is not None and operation in app.value_set
 
     def policy(self, app_label: str, operation: str) -> OperationPolicy | None:
         """The effective policy of ``operation`` in ``app_label``, or None if unknown."""

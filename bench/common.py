@@ -1,0 +1,64 @@
+"""Helpers shared by the benchmarks: throwaway databases and environments."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import environ
+import psycopg
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/ledger"
+
+
+def database_url() -> str:
+    return os.environ.get("DATABASE_URL") or DEFAULT_DATABASE_URL
+
+
+def admin_dsn(url: str, dbname: str = "postgres") -> str:
+    config = environ.Env.db_url_config(url)
+    dsn = (
+        f"host={config['HOST'] or '127.0.0.1'} port={config['PORT'] or 5432} "
+        f"user={config['USER'] or 'postgres'} dbname={dbname}"
+    )
+    if config.get("PASSWORD"):
+        dsn += f" password={config['PASSWORD']}"
+    return dsn
+
+
+@contextlib.contextmanager
+def temp_database(prefix: str = "ledger_bench") -> Iterator[tuple[str, str]]:
+    """A new database; yields (django url, psycopg dsn); dropped afterwards."""
+    base = database_url()
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(admin_dsn(base), autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield base.rsplit("/", 1)[0] + "/" + name, admin_dsn(base, name)
+    finally:
+        with psycopg.connect(admin_dsn(base), autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def site_env(**overrides: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.setdefault("DJANGO_SECRET_KEY", "bench-secret-key-not-for-production-use")
+    env.setdefault("DJANGO_DEBUG", "0")
+    env.update(overrides)
+    return env
+
+
+def manage(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    result = subprocess.run(  # noqa: S603
+        [sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"manage.py {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+    return result
