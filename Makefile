@@ -36,7 +36,7 @@ test: $(STAMP)
 	scripts/ensure-test-tools.sh
 	DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} \
 	REDIS_URL=$${REDIS_URL:-$(TEST_REDIS_URL)} \
-	DJANGO_DEBUG=0 DJANGO_SECRET_KEY=$${DJANGO_SECRET_KEY:-test-secret-key-not-for-production} \
+	DJANGO_DEBUG=0 DJANGO_SECURE=0 DJANGO_SECRET_KEY=$${DJANGO_SECRET_KEY:-test-secret-key-not-for-production} \
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 BENCH_ENV = DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} \

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.http import Http404
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.pagination import CursorPagination
@@ -10,6 +11,13 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from ledger_core.api import LedgerViewSet, request_actor
+from ledger_core.api.schema import (
+    BAD_REQUEST,
+    NOT_FOUND,
+    RATE_LIMITED,
+    UNAUTHORIZED,
+    WRITE_ERRORS,
+)
 from ledger_core.api.serializers import StrictCharField
 from ledger_core.validation import NONCE_RULE, is_valid_nonce
 
@@ -78,6 +86,21 @@ class ItemPagination(CursorPagination):
     max_page_size = 100
 
 
+@extend_schema_view(
+    list=extend_schema(
+        summary="Your content items, newest first",
+        responses={
+            200: ItemSerializer(many=True),
+            400: BAD_REQUEST,
+            401: UNAUTHORIZED,
+            429: RATE_LIMITED,
+        },
+    ),
+    retrieve=extend_schema(
+        summary="One of your content items",
+        responses={200: ItemSerializer, 401: UNAUTHORIZED, 404: NOT_FOUND, 429: RATE_LIMITED},
+    ),
+)
 class ContentItemViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     """Content items: created by paying CONTENT_CREATION, read by recording CONTENT_ACCESS."""
 
@@ -95,6 +118,17 @@ class ContentItemViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, views
             return ItemAccessSerializer
         return ItemSerializer
 
+    @extend_schema(
+        summary="Create an item, paying CONTENT_CREATION in the same transaction",
+        request=ItemCreateSerializer,
+        responses={
+            201: ItemSerializer,
+            200: OpenApiResponse(
+                ItemSerializer, description="replay of a creation with this nonce"
+            ),
+            **WRITE_ERRORS,
+        },
+    )
     def create(self, request: Request) -> Response:
         """Create an item and pay CONTENT_CREATION (-5) for it, in one transaction."""
         serializer = ItemCreateSerializer(data=request.data)
@@ -114,6 +148,11 @@ class ContentItemViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, views
             )
         return Response(body, status=status.HTTP_201_CREATED)
 
+    @extend_schema(
+        summary="Read any item; records a CONTENT_ACCESS (0 credits) entry for you",
+        request=ItemAccessSerializer,
+        responses={200: ItemAccessResponseSerializer, 404: NOT_FOUND, **WRITE_ERRORS},
+    )
     @action(detail=True, methods=["post"])
     def access(self, request: Request, pk: str | None = None) -> Response:
         """Read any item; records a CONTENT_ACCESS (0 credits) entry for the caller."""

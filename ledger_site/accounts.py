@@ -13,6 +13,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model, password_validation
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import IntegrityError, transaction
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers, status
 from rest_framework.exceptions import AuthenticationFailed
 from rest_framework.permissions import AllowAny, IsAuthenticated
@@ -24,6 +25,7 @@ from rest_framework_simplejwt.tokens import RefreshToken
 from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
 
 from ledger_core.actors import POST_ANY_PERMISSION, VIEW_ANY_PERMISSION, Actor
+from ledger_core.api.schema import BAD_REQUEST, RATE_LIMITED, UNAUTHORIZED, UNAVAILABLE
 from ledger_core.selectors import balance_get
 from ledger_core.services import entry_post
 
@@ -63,6 +65,44 @@ class RegisterSerializer(serializers.Serializer):
         return attrs
 
 
+class RegisteredSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    username = serializers.CharField()
+    owner_id = serializers.CharField()
+    balance = serializers.IntegerField(help_text="after the signup credit")
+
+
+class TokenRequestSerializer(serializers.Serializer):
+    username = serializers.CharField()
+    password = serializers.CharField(style={"input_type": "password"})
+
+
+class TokenPairSerializer(serializers.Serializer):
+    access = serializers.CharField()
+    refresh = serializers.CharField()
+    access_token = serializers.CharField(help_text="the same as access")
+    token_type = serializers.CharField(help_text='always "bearer"')
+    expires_in = serializers.IntegerField(help_text="access token lifetime in seconds")
+
+
+class RefreshRequestSerializer(serializers.Serializer):
+    refresh = serializers.CharField()
+
+
+class RefreshedSerializer(serializers.Serializer):
+    access = serializers.CharField()
+    refresh = serializers.CharField(help_text="a new refresh token; the old one is blacklisted")
+
+
+class MeSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    username = serializers.CharField()
+    owner_id = serializers.CharField()
+    is_staff = serializers.BooleanField()
+    balance = serializers.IntegerField()
+    permissions = serializers.ListField(child=serializers.CharField())
+
+
 def user_register(*, username: str, password: str, email: str = "") -> Any:
     """Create a user and post their SIGNUP_CREDIT in one transaction."""
     with transaction.atomic():
@@ -86,6 +126,17 @@ class RegisterView(APIView):
     permission_classes = [AllowAny]
     ratelimit_group = "auth"
 
+    @extend_schema(
+        summary="Register; the new owner gets the signup credit",
+        request=RegisterSerializer,
+        responses={
+            201: RegisteredSerializer,
+            400: BAD_REQUEST,
+            429: RATE_LIMITED,
+            503: UNAVAILABLE,
+        },
+        auth=[],
+    )
     def post(self, request: Request) -> Response:
         serializer = RegisterSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -115,6 +166,17 @@ class TokenView(TokenObtainPairView):
     serializer_class = LedgerTokenObtainPairSerializer
     ratelimit_group = "auth"
 
+    @extend_schema(
+        summary="Log in: username and password (JSON or form) to tokens",
+        request=TokenRequestSerializer,
+        responses={
+            200: TokenPairSerializer,
+            400: BAD_REQUEST,
+            401: UNAUTHORIZED,
+            429: RATE_LIMITED,
+        },
+        auth=[],
+    )
     def post(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         response = super().post(request, *args, **kwargs)
         if response.status_code == status.HTTP_200_OK:
@@ -132,6 +194,20 @@ class RefreshView(TokenRefreshView):
     serializer_class = LedgerTokenRefreshSerializer
     ratelimit_group = "auth"
 
+    @extend_schema(
+        summary="Rotate: a refresh token to a new access and refresh token",
+        request=RefreshRequestSerializer,
+        responses={
+            200: RefreshedSerializer,
+            400: BAD_REQUEST,
+            401: UNAUTHORIZED,
+            429: RATE_LIMITED,
+        },
+        auth=[],
+    )
+    def post(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return super().post(request, *args, **kwargs)
+
 
 class LogoutSerializer(serializers.Serializer):
     refresh = serializers.CharField()
@@ -148,6 +224,17 @@ class LogoutView(APIView):
         # No authenticator runs here, but a bad refresh token is still a 401.
         return 'Bearer realm="api"'
 
+    @extend_schema(
+        summary="Log out: blacklist a refresh token",
+        request=LogoutSerializer,
+        responses={
+            205: OpenApiResponse(description="blacklisted; no body"),
+            400: BAD_REQUEST,
+            401: UNAUTHORIZED,
+            429: RATE_LIMITED,
+        },
+        auth=[],
+    )
     def post(self, request: Request) -> Response:
         serializer = LogoutSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -163,6 +250,10 @@ class MeView(APIView):
 
     permission_classes = [IsAuthenticated]
 
+    @extend_schema(
+        summary="The authenticated user",
+        responses={200: MeSerializer, 401: UNAUTHORIZED, 429: RATE_LIMITED},
+    )
     def get(self, request: Request) -> Response:
         user = request.user
         ledger_perms = [

@@ -43,6 +43,8 @@ INSTALLED_APPS = [
     "django_prometheus",
     "rest_framework",
     "rest_framework_simplejwt.token_blacklist",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
     "ledger_core",
     "ledger_site",
     "content_app",
@@ -53,6 +55,7 @@ MIDDLEWARE = [
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "ledger_site.middleware.RequestLogMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -191,6 +194,7 @@ REST_FRAMEWORK = {
     ],
     "EXCEPTION_HANDLER": "ledger_core.api.exceptions.exception_handler",
     "DEFAULT_THROTTLE_CLASSES": ["ledger_site.ratelimit.RateLimit"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }
 
@@ -218,9 +222,64 @@ TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
 
-# --- Static ---------------------------------------------------------------
+# --- Static files -----------------------------------------------------------
+# WhiteNoise serves them under gunicorn: compressed, with hashed names and
+# far-future cache headers once `collectstatic` has run (the image does it at
+# build time). Without a manifest (tests, a fresh checkout) names stay unhashed
+# instead of failing.
 STATIC_URL = "static/"
-STATIC_ROOT = BASE_DIR / "staticfiles"
+STATIC_ROOT = Path(env.str("STATIC_ROOT", default=str(BASE_DIR / "staticfiles")))
+# Before collectstatic, files are found in the apps (WhiteNoise's finders).
+WHITENOISE_USE_FINDERS = not (STATIC_ROOT / "staticfiles.json").exists()
+if WHITENOISE_USE_FINDERS:
+    STATIC_ROOT.mkdir(parents=True, exist_ok=True)
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "ledger_site.storage.StaticStorage"},
+}
+
+# --- HTTPS hardening -----------------------------------------------------------
+# On by default whenever DEBUG is off; DJANGO_SECURE=0 for plain HTTP on a
+# trusted network (the test suite, a private load test).
+SECURE = env.bool("DJANGO_SECURE", default=not DEBUG)
+if SECURE:
+    SECURE_SSL_REDIRECT = True
+    # Probes and scrapes come over plain HTTP from inside the network.
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_HSTS_SECONDS = env.int("DJANGO_HSTS_SECONDS", default=31_536_000)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("DJANGO_HSTS_INCLUDE_SUBDOMAINS", default=True)
+    SECURE_HSTS_PRELOAD = env.bool("DJANGO_HSTS_PRELOAD", default=False)
+    # TLS ends at the reverse proxy, which says so in X-Forwarded-Proto.
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
+SILENCED_SYSTEM_CHECKS = [
+    # HSTS preload is a commitment for the whole domain and its subdomains
+    # that an operator makes deliberately (DJANGO_HSTS_PRELOAD=1), not a default.
+    "security.W021",
+]
+
+# --- API schema (drf-spectacular, assets served locally by the sidecar) ------
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Shared Ledger API",
+    "DESCRIPTION": (
+        "One credits wallet per owner, shared by the apps of one site. Every error "
+        'body is {"code", "detail", ...}. Posts are idempotent by nonce: a retry '
+        "with the same payload answers 200 with `Idempotent-Replayed: true`."
+    ),
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "COMPONENT_SPLIT_REQUEST": True,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "SCHEMA_PATH_PREFIX": r"/api/",
+    "PREPROCESSING_HOOKS": ["ledger_site.schema.exclude_session_login"],
+}
 
 # --- Logging --------------------------------------------------------------
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO").upper()

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from django.utils import timezone
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from ledger_core.api import LedgerViewSet, request_actor
+from ledger_core.api.schema import WRITE_ERRORS
 from ledger_core.api.serializers import EntrySerializer, OwnerIdField, StrictCharField
 from ledger_core.services import next_utc_midnight
 from ledger_core.validation import NONCE_RULE, is_valid_nonce
@@ -69,6 +71,15 @@ def _replayable(body: dict, replayed: bool) -> Response:
 class DailyClaimView(APIView):
     """Claim today's DAILY_REWARD (+1) for the caller, once per UTC day."""
 
+    @extend_schema(
+        summary="Claim today's DAILY_REWARD (+1); once per UTC day",
+        request=DailyClaimSerializer,
+        responses={
+            201: DailyClaimResponseSerializer,
+            200: OpenApiResponse(DailyClaimResponseSerializer, description="replay (same nonce)"),
+            **WRITE_ERRORS,
+        },
+    )
     def post(self, request: Request) -> Response:
         serializer = DailyClaimSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -86,6 +97,15 @@ class DailyClaimView(APIView):
 class ReferralView(APIView):
     """Managers only: pay REFERRAL_BONUS (+5) to ``referrer``, once per ``referred``."""
 
+    @extend_schema(
+        summary="Managers: pay REFERRAL_BONUS (+5) to the referrer, once per referred user",
+        request=ReferralSerializer,
+        responses={
+            201: ReferralResponseSerializer,
+            200: OpenApiResponse(ReferralResponseSerializer, description="replay (same nonce)"),
+            **WRITE_ERRORS,
+        },
+    )
     def post(self, request: Request) -> Response:
         serializer = ReferralSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)

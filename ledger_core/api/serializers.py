@@ -105,6 +105,12 @@ class EntrySerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
+class EntryPageSerializer(serializers.Serializer):
+    next = serializers.URLField(allow_null=True)
+    previous = serializers.URLField(allow_null=True)
+    results = EntrySerializer(many=True)
+
+
 class BalanceSerializer(serializers.Serializer):
     owner_id = serializers.CharField()
     balance = serializers.IntegerField()

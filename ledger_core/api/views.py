@@ -17,6 +17,13 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from django.urls import URLPattern, URLResolver
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import (
+    OpenApiExample,
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+)
 from rest_framework import status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
@@ -32,14 +39,62 @@ from ..selectors import balance_get, entry_list
 from ..services import PostResult, entry_post
 from ..validation import owner_id_validate
 from .pagination import EntryCursorPagination
+from .schema import READ_ERRORS, WRITE_ERRORS
 from .serializers import (
     BalanceSerializer,
     EntryFilterSerializer,
+    EntryPageSerializer,
     EntryPostSerializer,
     EntrySerializer,
 )
 
 REPLAY_HEADER = "Idempotent-Replayed"
+
+OWNER_PARAMETER = OpenApiParameter(
+    "owner_id",
+    OpenApiTypes.STR,
+    OpenApiParameter.PATH,
+    description="1-128 characters of A-Z a-z 0-9 _ . @ + : -",
+)
+REPLAYED = OpenApiResponse(
+    response=EntrySerializer,
+    description="a replay of an earlier post with the same nonce and payload; "
+    "header `Idempotent-Replayed: true`, nothing new stored",
+)
+POST_EXAMPLES = [
+    OpenApiExample(
+        "owner spends one credit",
+        value={"owner_id": "alice", "operation": "CREDIT_SPEND", "nonce": "order-42"},
+        request_only=True,
+    ),
+    OpenApiExample(
+        "manager grants credits with a reason",
+        value={
+            "owner_id": "alice",
+            "operation": "CREDIT_ADD",
+            "nonce": "promo-2026-11",
+            "amount": 50,
+            "metadata": {"reason": "November promo"},
+        },
+        request_only=True,
+    ),
+    OpenApiExample(
+        "created entry",
+        value={
+            "id": 42,
+            "owner_id": "alice",
+            "app": "content",
+            "operation": "CREDIT_SPEND",
+            "amount": -1,
+            "balance_after": 2,
+            "nonce": "order-42",
+            "metadata": None,
+            "created_at": "2026-11-26T09:00:00Z",
+        },
+        response_only=True,
+        status_codes=["201", "200"],
+    ),
+]
 
 
 def request_actor(request: Request) -> Actor:
@@ -84,11 +139,22 @@ class LedgerViewSet(viewsets.GenericViewSet):
             raise Forbidden("You may only read your own ledger.")
         return owner_id
 
+    @extend_schema(
+        summary="An owner's balance",
+        parameters=[OWNER_PARAMETER],
+        responses={200: BalanceSerializer, **READ_ERRORS},
+    )
     def retrieve(self, request: Request, owner_id: str) -> Response:
         """The owner's balance (0 for an owner without entries)."""
         owner_id = self._readable_owner(request, owner_id)
         return Response(BalanceSerializer(balance_get(owner_id=owner_id)).data)
 
+    @extend_schema(
+        summary="Post an entry (idempotent by nonce)",
+        request=EntryPostSerializer,
+        responses={201: EntrySerializer, 200: REPLAYED, **WRITE_ERRORS},
+        examples=POST_EXAMPLES,
+    )
     def create(self, request: Request) -> Response:
         """Post one entry to an owner's ledger (idempotent by nonce)."""
         data = self._validated_post(request)
@@ -123,6 +189,16 @@ class LedgerViewSet(viewsets.GenericViewSet):
             )
         return data
 
+    @extend_schema(
+        summary="An owner's entries, newest first",
+        parameters=[
+            OWNER_PARAMETER,
+            EntryFilterSerializer,
+            OpenApiParameter("cursor", OpenApiTypes.STR, description="from next/previous"),
+            OpenApiParameter("page_size", OpenApiTypes.INT, description="1-200, default 50"),
+        ],
+        responses={200: EntryPageSerializer, **READ_ERRORS},
+    )
     @action(detail=True, methods=["get"])
     def entries(self, request: Request, owner_id: str) -> Response:
         """The owner's entries, newest first, cursor-paginated."""
