@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.core.validators import RegexValidator
 from rest_framework import serializers
 
 from ..models import NONCE_MAX_LENGTH, OWNER_ID_MAX_LENGTH, LedgerEntry
@@ -13,6 +14,10 @@ from ..validation import (
     is_valid_owner_id,
     metadata_problem,
 )
+
+# ECMA-compatible forms of the rules, published as `pattern` in the schema.
+OWNER_ID_PATTERN = r"^[A-Za-z0-9_.@+:\-]{1,128}$"
+NONCE_PATTERN = r"^[!-~]{1,128}$"
 
 # Beyond any sane grant, but inside a 64-bit column; the site's cap
 # (LEDGER_MAX_ENTRY_AMOUNT) is applied by the service.
@@ -33,6 +38,7 @@ class OwnerIdField(StrictCharField):
         kwargs.setdefault("max_length", OWNER_ID_MAX_LENGTH)
         kwargs.setdefault("trim_whitespace", False)
         kwargs.setdefault("help_text", OWNER_ID_RULE)
+        kwargs.setdefault("validators", [RegexValidator(OWNER_ID_PATTERN)])
         super().__init__(**kwargs)
 
     def to_internal_value(self, data):
@@ -47,6 +53,7 @@ class NonceField(StrictCharField):
         kwargs.setdefault("max_length", NONCE_MAX_LENGTH)
         kwargs.setdefault("trim_whitespace", False)
         kwargs.setdefault("help_text", "Idempotency key: " + NONCE_RULE)
+        kwargs.setdefault("validators", [RegexValidator(NONCE_PATTERN)])
         super().__init__(**kwargs)
 
     def to_internal_value(self, data):

