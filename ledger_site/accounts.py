@@ -32,6 +32,8 @@ from ledger_core.services import entry_post
 from .jwt import LedgerTokenObtainPairSerializer, LedgerTokenRefreshSerializer
 
 USERNAME_RE = re.compile(r"\A[A-Za-z0-9_.@+\-]{1,128}\Z")
+# Path segments of the ledger API that cannot double as an owner id there.
+RESERVED_USERNAMES = frozenset({"batch"})
 SIGNUP_NONCE = "signup"
 SITE_APP = "site"
 
@@ -52,6 +54,8 @@ class RegisterSerializer(serializers.Serializer):
             raise serializers.ValidationError(
                 "Use 1-128 characters of A-Z a-z 0-9 _ . @ + -.", code="invalid"
             )
+        if value.lower() in RESERVED_USERNAMES:
+            raise serializers.ValidationError("This username is reserved.", code="reserved")
         if get_user_model().objects.filter(username__iexact=value).exists():
             raise serializers.ValidationError("This username is taken.", code="taken")
         return value

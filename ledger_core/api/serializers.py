@@ -82,6 +82,8 @@ class MetadataField(serializers.JSONField):
 
 
 class EntryPostSerializer(serializers.Serializer):
+    """One post; the same shape is one item of a batch."""
+
     owner_id = OwnerIdField()
     operation = StrictCharField(max_length=OPERATION_MAX_LENGTH, trim_whitespace=False)
     nonce = NonceField()
@@ -136,3 +138,30 @@ class EntryFilterSerializer(serializers.Serializer):
         if since and until and since > until:
             raise serializers.ValidationError({"until": "must not be before since."})
         return attrs
+
+
+MAX_BATCH_ENTRIES = 1000
+
+
+class BatchPostSerializer(serializers.Serializer):
+    entries = serializers.ListField(
+        child=serializers.JSONField(),
+        min_length=1,
+        max_length=MAX_BATCH_ENTRIES,
+        help_text=f"1-{MAX_BATCH_ENTRIES} post bodies, as for a single post",
+    )
+    atomic = serializers.BooleanField(
+        default=True,
+        help_text="true: all entries commit or none; false: each entry stands alone",
+    )
+
+
+class BatchItemSerializer(serializers.Serializer):
+    status = serializers.IntegerField(help_text="201 created, 200 replay, or the error status")
+    entry = EntrySerializer(required=False)
+    error = serializers.DictField(required=False, help_text="the error body, for a refused entry")
+
+
+class BatchResultSerializer(serializers.Serializer):
+    atomic = serializers.BooleanField()
+    results = BatchItemSerializer(many=True)

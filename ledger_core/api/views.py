@@ -33,15 +33,17 @@ from rest_framework.routers import SimpleRouter
 
 from .. import metrics
 from ..actors import Actor
-from ..exceptions import Forbidden, UnknownOperation
+from ..exceptions import Forbidden, InvalidEntry, UnknownOperation
 from ..operations import registry
 from ..selectors import balance_get, entry_list
-from ..services import PostResult, entry_post
+from ..services import BatchRefused, EntryRequest, PostResult, entry_post, entry_post_batch
 from ..validation import owner_id_validate
 from .pagination import EntryCursorPagination
 from .schema import READ_ERRORS, WRITE_ERRORS
 from .serializers import (
     BalanceSerializer,
+    BatchPostSerializer,
+    BatchResultSerializer,
     EntryFilterSerializer,
     EntryPageSerializer,
     EntryPostSerializer,
@@ -190,6 +192,77 @@ class LedgerViewSet(viewsets.GenericViewSet):
         return data
 
     @extend_schema(
+        summary="Post up to 1000 entries in one request",
+        description=(
+            "With `atomic` (the default) all entries commit or none do: a refusal "
+            "answers with that entry's error status and body plus its `index`. With "
+            "`atomic: false` each entry stands alone and the 200 response lists every "
+            "result. Validation, permissions, idempotency and limits are those of "
+            "single posts; balance rows are locked in owner order (no deadlocks)."
+        ),
+        request=BatchPostSerializer,
+        responses={
+            201: BatchResultSerializer,
+            200: OpenApiResponse(
+                BatchResultSerializer, description="non-atomic results, or all replays"
+            ),
+            **WRITE_ERRORS,
+        },
+    )
+    @action(detail=False, methods=["post"])
+    def batch(self, request: Request) -> Response:
+        """Post many entries (atomic by default)."""
+        serializer = BatchPostSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        atomic = serializer.validated_data["atomic"]
+        raw_items = serializer.validated_data["entries"]
+        requests: list[EntryRequest] = []
+        positions: list[int] = []
+        items: list[dict[str, Any] | None] = [None] * len(raw_items)
+        for index, raw in enumerate(raw_items):
+            item = EntryPostSerializer(data=raw)
+            if not item.is_valid():
+                error = _item_error(index, item.errors)
+                operation = raw.get("operation") if isinstance(raw, dict) else None
+                metrics.entry_rejected(app=self.app_label, operation=operation, reason="invalid")
+                if atomic:
+                    raise BatchRefused(index, error)
+                items[index] = {"status": 400, "error": error.as_dict()}
+                continue
+            data = item.validated_data
+            requests.append(
+                EntryRequest(
+                    owner_id=data["owner_id"],
+                    operation=data["operation"],
+                    nonce=data["nonce"],
+                    amount=data.get("amount"),
+                    metadata=data.get("metadata"),
+                )
+            )
+            positions.append(index)
+        try:
+            results = entry_post_batch(
+                app=self.app_label,
+                actor=request_actor(request),
+                entries=requests,
+                atomic=atomic,
+                direct=True,
+            )
+        except BatchRefused as refused:
+            raise BatchRefused(positions[refused.index], refused.error) from None
+        for position, result in zip(positions, results, strict=True):
+            if result.error is not None:
+                items[position] = {"status": result.status, "error": result.error.as_dict()}
+            else:
+                items[position] = {
+                    "status": result.status,
+                    "entry": EntrySerializer(result.entry).data,
+                }
+        created = any(item["status"] == 201 for item in items)
+        status_code = status.HTTP_201_CREATED if atomic and created else status.HTTP_200_OK
+        return Response({"atomic": atomic, "results": items}, status=status_code)
+
+    @extend_schema(
         summary="An owner's entries, newest first",
         parameters=[
             OWNER_PARAMETER,
@@ -208,6 +281,12 @@ class LedgerViewSet(viewsets.GenericViewSet):
         queryset = entry_list(owner_id=owner_id, **filters.validated_data)
         page = self.paginate_queryset(queryset)
         return self.get_paginated_response(EntrySerializer(page, many=True).data)
+
+
+def _item_error(index: int, errors: dict) -> InvalidEntry:
+    first = next(iter(errors.items()), ("entry", ["Invalid."]))
+    message = first[1][0] if isinstance(first[1], list) and first[1] else str(first[1])
+    return InvalidEntry(f"entry {index}: {first[0]}: {message}", errors=errors)
 
 
 def ledger_urls(viewset: type[LedgerViewSet], *, basename: str) -> list[URLPattern | URLResolver]:
