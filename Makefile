@@ -42,6 +42,11 @@ test: $(STAMP)
 BENCH_ENV = DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} \
 	REDIS_URL=$${REDIS_URL:-redis://127.0.0.1:6379/2}
 
+bench: $(STAMP)
+	scripts/ensure-bench-tools.sh
+	$(BENCH_ENV) $(BIN)/python -m bench.run $(BENCH_ARGS)
+	$(BENCH_ENV) $(BIN)/python -m bench.grant_csv
+
 bench-grant: $(STAMP)
 	$(BENCH_ENV) $(BIN)/python -m bench.grant_csv
 

@@ -1,0 +1,300 @@
+"""`make bench`: the ledger's throughput as ratios to the database's own ceiling.
+
+In one run on this machine:
+1. pgbench (8 clients) runs the minimal SQL of one post (conditional balance
+   UPDATE + entry INSERT in one transaction) on tables migrated from our own
+   models: the ceiling.
+2. The real stack (gunicorn with the production configuration, PostgreSQL,
+   Redis, JWT auth, rate limiting on with high limits, metrics and JSON logs on)
+   is driven by wrk on loopback, bounded in time: single posts with unique
+   nonces over many owners, balance reads, batch posts.
+3. History growth: read and post latency for an owner with 1,000,000 entries
+   against one with 10 (entries inserted with SQL).
+Prints a table and writes bench/results/bench.json; every throughput is also
+given as a ratio to the pgbench ceiling of the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from datetime import UTC, datetime
+from pathlib import Path
+
+import psycopg
+
+from bench.common import RESULTS, ROOT, manage, site_env, temp_database
+
+WRK_DIR = ROOT / "bench" / "wrk"
+OWNERS = 2000
+
+PGBENCH_SCRIPT = """\\set owner random(1, {owners})
+BEGIN;
+UPDATE ledger_core_balance SET balance = balance + 1, version = version + 1, updated_at = now()
+  WHERE owner_id = 'owner' || :owner AND balance + 1 >= 0;
+INSERT INTO ledger_core_ledgerentry (owner_id, app, operation, amount, balance_after, nonce,
+  fingerprint, limit_key, metadata, created_at, created_by)
+  VALUES ('owner' || :owner, 'content', 'CREDIT_ADD', 1, 1, md5(random()::text || clock_timestamp()::text),
+  'f', NULL, NULL, now(), 'pgbench');
+END;
+"""
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def seed_owners(dsn: str, owners: int) -> None:
+    with psycopg.connect(dsn) as conn:
+        conn.execute(
+            "INSERT INTO ledger_core_balance (owner_id, balance, version, updated_at) "
+            "SELECT 'owner' || i, 0, 0, now() FROM generate_series(1, %s) AS i",
+            [owners],
+        )
+
+
+def pgbench_ceiling(dsn: str, seconds: int, clients: int) -> dict:
+    script = Path(tempfile.mkstemp(suffix=".sql")[1])
+    script.write_text(PGBENCH_SCRIPT.format(owners=OWNERS))
+    conninfo = psycopg.conninfo.conninfo_to_dict(dsn)
+    env = {
+        **os.environ,
+        "PGHOST": str(conninfo.get("host", "127.0.0.1")),
+        "PGPORT": str(conninfo.get("port", 5432)),
+        "PGUSER": str(conninfo.get("user", "postgres")),
+    }
+    if conninfo.get("password"):
+        env["PGPASSWORD"] = str(conninfo["password"])
+    result = subprocess.run(  # noqa: S603 - fixed arguments
+        ["pgbench",  # noqa: S607 "-n", "-c", str(clients), "-j", "2", "-T", str(seconds), "-f", str(script),
+         str(conninfo["dbname"])],
+        env=env, capture_output=True, text=True, timeout=seconds + 60,
+    )  # fmt: skip
+    if result.returncode != 0:
+        raise RuntimeError(result.stderr)
+    tps = float(re.search(r"tps = ([0-9.]+)", result.stdout).group(1))
+    latency = re.search(r"latency average = ([0-9.]+) ms", result.stdout)
+    return {"tps": tps, "latency_avg_ms": float(latency.group(1)) if latency else None,
+            "clients": clients, "seconds": seconds}  # fmt: skip
+
+
+def wrk(script: str, url: str, seconds: int, connections: int, threads: int, **env: str) -> dict:
+    full_env = {**os.environ, "BENCH_LUA_DIR": str(WRK_DIR), **env}
+    result = subprocess.run(  # noqa: S603 - fixed arguments
+        ["wrk",  # noqa: S607 "-t", str(threads), "-c", str(connections), "-d", f"{seconds}s", "--timeout", "10s",
+         "-s", str(WRK_DIR / script), url],
+        env=full_env, capture_output=True, text=True, timeout=seconds + 60,
+    )  # fmt: skip
+    line = next((x for x in result.stdout.splitlines() if x.startswith("BENCH_JSON ")), None)
+    if line is None:
+        raise RuntimeError(f"wrk failed:\n{result.stdout}\n{result.stderr}")
+    data = json.loads(line.split(" ", 1)[1])
+    data["rps"] = data["requests"] / (data["duration_us"] / 1e6)
+    data["errors"] = sum(
+        data[k] for k in ("non2xx", "connect_errors", "read_errors", "write_errors", "timeouts")
+    )
+    return data
+
+
+def http_json(method: str, url: str, body: dict | None = None) -> dict:
+    request = urllib.request.Request(  # noqa: S310 (loopback)
+        url, data=json.dumps(body).encode() if body else None, method=method,
+        headers={"Content-Type": "application/json"},
+    )  # fmt: skip
+    with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+        return json.loads(response.read())
+
+
+def wait_up(url: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2):  # noqa: S310
+                return
+        except OSError:
+            time.sleep(0.3)
+    raise TimeoutError(url)
+
+
+def insert_history(dsn: str, owner: str, count: int) -> None:
+    with psycopg.connect(dsn) as conn:
+        conn.execute(
+            "INSERT INTO ledger_core_ledgerentry (owner_id, app, operation, amount, balance_after, "
+            "nonce, fingerprint, limit_key, metadata, created_at, created_by) "
+            "SELECT %s, 'content', 'CREDIT_ADD', 1, i, 'hist-' || i, 'f', NULL, NULL, now(), 'bench' "
+            "FROM generate_series(1, %s) AS i",
+            [owner, count],
+        )
+        conn.execute(
+            "INSERT INTO ledger_core_balance (owner_id, balance, version, updated_at) "
+            "VALUES (%s, %s, %s, now())",
+            [owner, count, count],
+        )
+        conn.execute("ANALYZE ledger_core_ledgerentry")
+
+
+def _p50_ratio(history: dict, kind: str) -> float:
+    return history["history-big"][kind]["p50_ms"] / history["history-small"][kind]["p50_ms"]
+
+
+def main() -> None:  # noqa: PLR0915
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--seconds", type=int, default=int(os.environ.get("BENCH_SECONDS", "15")))
+    parser.add_argument("--workers", type=int, default=int(os.environ.get("GUNICORN_WORKERS", "0")))
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--batch", type=int, default=100)
+    parser.add_argument("--history", type=int, default=1_000_000)
+    args = parser.parse_args()
+    for tool in ("wrk", "pgbench"):
+        if not shutil.which(tool):
+            sys.exit(f"{tool} is missing: run scripts/ensure-bench-tools.sh")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    report: dict = {
+        "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "cpus": os.cpu_count(),
+    }
+
+    with temp_database("ledger_pgbench") as (url, dsn):
+        manage(site_env(DATABASE_URL=url), "migrate", "--noinput")
+        seed_owners(dsn, OWNERS)
+        print(f"pgbench ceiling: 8 clients, {args.seconds}s ...", flush=True)
+        report["pgbench"] = pgbench_ceiling(dsn, args.seconds, clients=8)
+    ceiling = report["pgbench"]["tps"]
+
+    with temp_database("ledger_stack") as (url, dsn):
+        tmp = Path(tempfile.mkdtemp(prefix="ledger-bench-"))
+        high = "100000000/m"
+        env = site_env(
+            DATABASE_URL=url,
+            REDIS_URL=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/2"),
+            CACHE_KEY_PREFIX=f"bench-{run_id}",
+            DJANGO_DEBUG="0",
+            # Plain HTTP on loopback: the HTTPS redirect would answer every request with a 301.
+            DJANGO_SECURE="0",
+            RATELIMIT_ENABLE="1",
+            RATE_LIMIT_LEDGER_WRITE=high,
+            RATE_LIMIT_LEDGER_READ=high,
+            RATE_LIMIT_AUTH=high,
+            LOG_FORMAT="json",
+            LOG_LEVEL="INFO",
+            PROMETHEUS_MULTIPROC_DIR=str(tmp / "prometheus"),
+        )
+        if args.workers:
+            env["GUNICORN_WORKERS"] = str(args.workers)
+        manage(env, "migrate", "--noinput")
+        seed_owners(dsn, OWNERS)
+        password = re.search(
+            r"password[^:]*: (\S+)", manage(env, "create_service_account", "bench-manager").stdout
+        ).group(1)
+        port = free_port()
+        base = f"http://127.0.0.1:{port}"
+        log = open(tmp / "gunicorn.log", "w")  # noqa: SIM115
+        server = subprocess.Popen(  # noqa: S603
+            [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "docker" / "gunicorn.conf.py"),
+             "--bind", f"127.0.0.1:{port}"],
+            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        try:
+            wait_up(f"{base}/healthz")
+            token = http_json(
+                "POST",
+                f"{base}/api/auth/token/",
+                {"username": "bench-manager", "password": password},
+            )["access"]
+            common = {"BENCH_TOKEN": token, "BENCH_OWNERS": str(OWNERS), "BENCH_RUN": run_id}
+            conns, threads = args.connections, 2
+            # Warm up every worker (imports, connections, cache) before measuring.
+            wrk("read.lua", base, 3, conns, threads, **common)
+            wrk("post.lua", base, 3, conns, threads, **{**common, "BENCH_RUN": run_id + "w"})
+            print(f"single posts: {args.seconds}s ...", flush=True)
+            report["posts"] = wrk("post.lua", base, args.seconds, conns, threads, **common)
+            print(f"balance reads: {args.seconds}s ...", flush=True)
+            report["reads"] = wrk("read.lua", base, args.seconds, conns, threads, **common)
+            print(f"batch posts of {args.batch}: {args.seconds}s ...", flush=True)
+            report["batches"] = wrk(
+                "batch.lua", base, args.seconds, max(2, conns // 4), threads,
+                **{**common, "BENCH_BATCH": str(args.batch)},
+            )  # fmt: skip
+            report["batches"]["batch_size"] = args.batch
+            report["batches"]["entries_per_s"] = report["batches"]["rps"] * args.batch
+
+            print(f"history: inserting {args.history} entries for one owner ...", flush=True)
+            insert_history(dsn, "history-big", args.history)
+            insert_history(dsn, "history-small", 10)
+            history: dict = {}
+            for owner in ("history-small", "history-big"):
+                owner_env = {**common, "BENCH_OWNER": owner, "BENCH_RUN": f"{run_id}-{owner}"}
+                history[owner] = {
+                    "read": wrk("read.lua", base, 5, 1, 1, **owner_env),
+                    "post": wrk("post_owner.lua", base, 5, 1, 1, **owner_env),
+                }
+            report["history"] = history
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+            log.close()
+
+    posts, reads, batches = report["posts"], report["reads"], report["batches"]
+    hist = report["history"]
+    report["ratios"] = {
+        "posts_to_pgbench": posts["rps"] / ceiling,
+        "batch_entries_to_pgbench": batches["entries_per_s"] / ceiling,
+        "reads_to_pgbench": reads["rps"] / ceiling,
+        "reads_to_posts": reads["rps"] / posts["rps"],
+        "history_read_p50_big_to_small": hist["history-big"]["read"]["p50_ms"]
+        / hist["history-small"]["read"]["p50_ms"],
+        "history_post_p50_big_to_small": hist["history-big"]["post"]["p50_ms"]
+        / hist["history-small"]["post"]["p50_ms"],
+    }
+    targets = {
+        "posts_to_pgbench": 0.15,
+        "batch_entries_to_pgbench": 1.0,
+        "reads_to_posts": 2.0,
+    }
+    (RESULTS / "bench.json").write_text(json.dumps(report, indent=2) + "\n")
+
+    print()
+    print(f"pgbench ceiling (8 clients): {ceiling:,.0f} posts/s")
+    print(f"{'scenario':<28}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}{'x pgbench':>11}")
+    rows = [
+        ("single posts", posts, posts["rps"]),
+        ("balance reads", reads, reads["rps"]),
+        (f"batch posts ({args.batch}/req)", batches, batches["entries_per_s"]),
+    ]
+    for name, data, per_s in rows:
+        print(f"{name:<28}{data['rps']:>10,.0f}{data['p50_ms']:>9.2f}{data['p99_ms']:>9.2f}"
+              f"{data['errors']:>8}{per_s / ceiling:>11.3f}")  # fmt: skip
+    print(f"batch entries/s: {batches['entries_per_s']:,.0f}")
+    print(f"reads / posts: {report['ratios']['reads_to_posts']:.2f}")
+    for kind in ("read", "post"):
+        small = hist["history-small"][kind]["p50_ms"]
+        big = hist["history-big"][kind]["p50_ms"]
+        print(f"{kind} p50 with {args.history:,} entries vs 10: {big:.2f} ms vs {small:.2f} ms "
+              f"= {big / small:.2f}x")  # fmt: skip
+    print()
+    for key, target in targets.items():
+        value = report["ratios"][key]
+        print(f"target {key} >= {target}: {value:.3f} {'ok' if value >= target else 'MISSED'}")
+    for key in ("history_read_p50_big_to_small", "history_post_p50_big_to_small"):
+        value = report["ratios"][key]
+        print(f"target {key} <= 1.2: {value:.2f} {'ok' if value <= 1.2 else 'MISSED'}")
+    print(f"written to {(RESULTS / 'bench.json').relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
