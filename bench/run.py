@@ -42,8 +42,8 @@ UPDATE ledger_core_balance SET balance = balance + 1, version = version + 1, upd
   WHERE owner_id = 'owner' || :owner AND balance + 1 >= 0;
 INSERT INTO ledger_core_ledgerentry (owner_id, app, operation, amount, balance_after, nonce,
   fingerprint, limit_key, metadata, created_at, created_by)
-  VALUES ('owner' || :owner, 'content', 'CREDIT_ADD', 1, 1, md5(random()::text || clock_timestamp()::text),
-  'f', NULL, NULL, now(), 'pgbench');
+  VALUES ('owner' || :owner, 'content', 'CREDIT_ADD', 1, 1,
+  md5(random()::text || clock_timestamp()::text), 'f', NULL, NULL, now(), 'pgbench');
 END;
 """
 
@@ -133,7 +133,8 @@ def insert_history(dsn: str, owner: str, count: int) -> None:
         conn.execute(
             "INSERT INTO ledger_core_ledgerentry (owner_id, app, operation, amount, balance_after, "
             "nonce, fingerprint, limit_key, metadata, created_at, created_by) "
-            "SELECT %s, 'content', 'CREDIT_ADD', 1, i, 'hist-' || i, 'f', NULL, NULL, now(), 'bench' "
+            "SELECT %s, 'content', 'CREDIT_ADD', 1, i, 'hist-' || i, 'f', NULL, NULL, now(), "
+            "'bench' "
             "FROM generate_series(1, %s) AS i",
             [owner, count],
         )
