@@ -70,6 +70,42 @@ RETURNING balance, version
 """  # noqa: S608
 
 
+_ENTRY_TABLE = LedgerEntry._meta.db_table
+_ENTRY_INSERT = f"""
+INSERT INTO {_ENTRY_TABLE} (owner_id, app, operation, amount, balance_after, nonce,
+    fingerprint, limit_key, metadata, created_at, created_by)
+SELECT %(owner)s, %(app)s, %(operation)s, %(amount)s, b.balance, %(nonce)s,
+    %(fingerprint)s, %(limit_key)s, %(metadata)s::jsonb, %(now)s, %(actor)s
+FROM b
+RETURNING id, balance_after, (SELECT version FROM b)
+"""  # noqa: S608
+
+# PostgreSQL: the balance change and the entry in one statement (a
+# data-modifying CTE), so a post outside a transaction is one round trip and
+# still all-or-nothing: a unique violation on the entry undoes the balance
+# change with it.
+_PG_CREDIT_POST = f"""
+WITH b AS (
+    INSERT INTO {_BALANCE_TABLE} (owner_id, balance, version, updated_at)
+    VALUES (%(owner)s, %(amount)s, 1, %(now)s)
+    ON CONFLICT (owner_id) DO UPDATE SET
+        balance = {_BALANCE_TABLE}.balance + EXCLUDED.balance,
+        version = {_BALANCE_TABLE}.version + 1,
+        updated_at = EXCLUDED.updated_at
+    RETURNING balance, version
+)
+{_ENTRY_INSERT}"""  # noqa: S608
+
+_PG_DEBIT_POST = f"""
+WITH b AS (
+    UPDATE {_BALANCE_TABLE}
+    SET balance = balance + %(amount)s, version = version + 1, updated_at = %(now)s
+    WHERE owner_id = %(owner)s AND balance + %(amount)s >= 0
+    RETURNING balance, version
+)
+{_ENTRY_INSERT}"""  # noqa: S608
+
+
 @dataclasses.dataclass(frozen=True)
 class PostResult:
     """What ``entry_post`` did: the entry, and whether it was a replay."""
@@ -254,6 +290,42 @@ def entry_prepare(
     )
 
 
+def _pg_post(p: PreparedEntry, now: datetime) -> tuple[LedgerEntry, int]:
+    params = {
+        "owner": p.owner_id,
+        "app": p.app,
+        "operation": p.operation,
+        "amount": p.amount,
+        "nonce": p.nonce,
+        "fingerprint": p.fingerprint,
+        "limit_key": p.limit_key,
+        "metadata": None if p.metadata is None else json.dumps(p.metadata),
+        "now": now,
+        "actor": p.actor_name,
+    }
+    with connection.cursor() as cursor:
+        cursor.execute(_PG_CREDIT_POST if p.amount >= 0 else _PG_DEBIT_POST, params)
+        row = cursor.fetchone()
+    if row is None:
+        raise _Refused
+    entry = LedgerEntry(
+        id=row[0],
+        owner_id=p.owner_id,
+        app=p.app,
+        operation=p.operation,
+        amount=p.amount,
+        balance_after=row[1],
+        nonce=p.nonce,
+        fingerprint=p.fingerprint,
+        limit_key=p.limit_key,
+        metadata=p.metadata,
+        created_at=now,
+        created_by=p.actor_name,
+    )
+    entry._state.adding = False
+    return entry, row[2]
+
+
 class _Refused(Exception):
     """Internal: leave the atomic block (rolling it back) for an insufficient balance."""
 
@@ -360,24 +432,33 @@ def _post(
     policy = prepared.policy
 
     try:
-        with transaction.atomic():
-            applied = _apply_to_balance(owner_id, resolved, now)
-            if applied is None:
-                raise _Refused
-            balance_after, version = applied
-            entry = LedgerEntry.objects.create(
-                owner_id=owner_id,
-                app=app,
-                operation=operation,
-                amount=resolved,
-                balance_after=balance_after,
-                nonce=nonce,
-                fingerprint=fingerprint,
-                limit_key=limit_key,
-                metadata=metadata,
-                created_at=now,
-                created_by=actor.name,
-            )
+        if connection.vendor == "postgresql":
+            if connection.in_atomic_block:
+                # Inside the caller's transaction: a savepoint keeps it usable
+                # when the statement fails.
+                with transaction.atomic():
+                    entry, version = _pg_post(prepared, now)
+            else:
+                entry, version = _pg_post(prepared, now)
+        else:
+            with transaction.atomic():
+                applied = _apply_to_balance(owner_id, resolved, now)
+                if applied is None:
+                    raise _Refused
+                balance_after, version = applied
+                entry = LedgerEntry.objects.create(
+                    owner_id=owner_id,
+                    app=app,
+                    operation=operation,
+                    amount=resolved,
+                    balance_after=balance_after,
+                    nonce=nonce,
+                    fingerprint=fingerprint,
+                    limit_key=limit_key,
+                    metadata=metadata,
+                    created_at=now,
+                    created_by=actor.name,
+                )
     except _Refused:
         existing = _entry_by_nonce(owner_id, nonce)
         if existing is not None:
@@ -403,7 +484,9 @@ def _post(
         # client may retry with the same nonce.
         raise NonceInFlight() from None
 
-    view = BalanceView(owner_id=owner_id, balance=balance_after, version=version, updated_at=now)
+    view = BalanceView(
+        owner_id=owner_id, balance=entry.balance_after, version=version, updated_at=now
+    )
     transaction.on_commit(lambda: _after_commit(entry, view, actor, started), robust=True)
     return PostResult(entry=entry)
 

@@ -48,6 +48,8 @@ from .serializers import (
     EntryPageSerializer,
     EntryPostSerializer,
     EntrySerializer,
+    entry_data,
+    simple_post_item,
 )
 
 REPLAY_HEADER = "Idempotent-Replayed"
@@ -110,7 +112,7 @@ def request_actor(request: Request) -> Actor:
 
 def post_response(result: PostResult) -> Response:
     """201 with the new entry, or 200 + ``Idempotent-Replayed: true`` for a replay."""
-    body = EntrySerializer(result.entry).data
+    body = entry_data(result.entry)
     if result.replayed:
         return Response(body, status=status.HTTP_200_OK, headers={REPLAY_HEADER: "true"})
     return Response(body, status=status.HTTP_201_CREATED)
@@ -220,16 +222,20 @@ class LedgerViewSet(viewsets.GenericViewSet):
         positions: list[int] = []
         items: list[dict[str, Any] | None] = [None] * len(raw_items)
         for index, raw in enumerate(raw_items):
-            item = EntryPostSerializer(data=raw)
-            if not item.is_valid():
-                error = _item_error(index, item.errors)
-                operation = raw.get("operation") if isinstance(raw, dict) else None
-                metrics.entry_rejected(app=self.app_label, operation=operation, reason="invalid")
-                if atomic:
-                    raise BatchRefused(index, error)
-                items[index] = {"status": 400, "error": error.as_dict()}
-                continue
-            data = item.validated_data
+            data = simple_post_item(raw)
+            if data is None:
+                item = EntryPostSerializer(data=raw)
+                if not item.is_valid():
+                    error = _item_error(index, item.errors)
+                    operation = raw.get("operation") if isinstance(raw, dict) else None
+                    metrics.entry_rejected(
+                        app=self.app_label, operation=operation, reason="invalid"
+                    )
+                    if atomic:
+                        raise BatchRefused(index, error)
+                    items[index] = {"status": 400, "error": error.as_dict()}
+                    continue
+                data = item.validated_data
             requests.append(
                 EntryRequest(
                     owner_id=data["owner_id"],
@@ -254,10 +260,7 @@ class LedgerViewSet(viewsets.GenericViewSet):
             if result.error is not None:
                 items[position] = {"status": result.status, "error": result.error.as_dict()}
             else:
-                items[position] = {
-                    "status": result.status,
-                    "entry": EntrySerializer(result.entry).data,
-                }
+                items[position] = {"status": result.status, "entry": entry_data(result.entry)}
         created = any(item["status"] == 201 for item in items)
         status_code = status.HTTP_201_CREATED if atomic and created else status.HTTP_200_OK
         return Response({"atomic": atomic, "results": items}, status=status_code)

@@ -352,3 +352,31 @@ def test_revoked_manager_permission_stops_writes_at_once(db):
     boss.user_permissions.remove(Permission.objects.get(codename="post_any_entry"))
     response = client.post(CONTENT, {**grant, "nonce": "n2"}, format="json")
     assert_error(response, 403, "forbidden")
+
+
+def test_manager_permission_through_a_group(db):
+    from django.contrib.auth.models import Group, Permission
+
+    managers = Group.objects.create(name="managers")
+    managers.permissions.add(Permission.objects.get(codename="post_any_entry"))
+    grantor = UserFactory(username="grantor")
+    grantor.groups.add(managers)
+    client = bearer_client(grantor)
+    response = client.post(
+        CONTENT, body(owner_id="bob", operation="CREDIT_ADD", amount=5), format="json"
+    )
+    assert response.status_code == 201, response.content
+    grantor.groups.remove(managers)
+    response = client.post(
+        CONTENT, body(owner_id="bob", operation="CREDIT_ADD", amount=5, nonce="n2"), format="json"
+    )
+    assert_error(response, 403, "forbidden")
+
+
+def test_write_authentication_is_one_query(db, django_assert_num_queries):
+    boss = UserFactory(username="boss", perms=["ledger_core.post_any_entry"])
+    client = bearer_client(boss)
+    grant = body(owner_id="bob", operation="CREDIT_ADD", amount=5)
+    # user + permissions (1), savepoint + post statement + release (3) inside the test transaction
+    with django_assert_num_queries(4):
+        assert client.post(CONTENT, grant, format="json").status_code == 201

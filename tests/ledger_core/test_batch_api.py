@@ -60,7 +60,7 @@ def test_atomic_batch_invalid_item_is_400_with_index(manager_client):
     )
     assert response.status_code == 400
     body = response.json()
-    assert body["code"] == "invalid" and body["index"] == 1 and "owner_id" in body["errors"]
+    assert body["code"] == "invalid" and body["index"] == 1 and body["field"] == "owner_id"
     assert not LedgerEntry.objects.exists()
 
 
