@@ -77,11 +77,11 @@ def pgbench_ceiling(dsn: str, seconds: int, clients: int) -> dict:
     }
     if conninfo.get("password"):
         env["PGPASSWORD"] = str(conninfo["password"])
+    command = ["pgbench", "-n", "-c", str(clients), "-j", "2", "-T", str(seconds),
+               "-f", str(script), str(conninfo["dbname"])]  # fmt: skip
     result = subprocess.run(  # noqa: S603 - fixed arguments
-        ["pgbench",  # noqa: S607 "-n", "-c", str(clients), "-j", "2", "-T", str(seconds), "-f", str(script),
-         str(conninfo["dbname"])],
-        env=env, capture_output=True, text=True, timeout=seconds + 60,
-    )  # fmt: skip
+        command, env=env, capture_output=True, text=True, timeout=seconds + 60
+    )
     if result.returncode != 0:
         raise RuntimeError(result.stderr)
     tps = float(re.search(r"tps = ([0-9.]+)", result.stdout).group(1))
@@ -92,11 +92,11 @@ def pgbench_ceiling(dsn: str, seconds: int, clients: int) -> dict:
 
 def wrk(script: str, url: str, seconds: int, connections: int, threads: int, **env: str) -> dict:
     full_env = {**os.environ, "BENCH_LUA_DIR": str(WRK_DIR), **env}
+    command = ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{seconds}s",
+               "--timeout", "10s", "-s", str(WRK_DIR / script), url]  # fmt: skip
     result = subprocess.run(  # noqa: S603 - fixed arguments
-        ["wrk",  # noqa: S607 "-t", str(threads), "-c", str(connections), "-d", f"{seconds}s", "--timeout", "10s",
-         "-s", str(WRK_DIR / script), url],
-        env=full_env, capture_output=True, text=True, timeout=seconds + 60,
-    )  # fmt: skip
+        command, env=full_env, capture_output=True, text=True, timeout=seconds + 60
+    )
     line = next((x for x in result.stdout.splitlines() if x.startswith("BENCH_JSON ")), None)
     if line is None:
         raise RuntimeError(f"wrk failed:\n{result.stdout}\n{result.stderr}")

@@ -162,25 +162,34 @@ class LedgerViewSet(viewsets.GenericViewSet):
     def create(self, request: Request) -> Response:
         """Post one entry to an owner's ledger (idempotent by nonce)."""
         data = self._validated_post(request)
-        result = entry_post(
-            owner_id=data["owner_id"],
-            operation=data["operation"],
-            nonce=data["nonce"],
-            app=self.app_label,
-            actor=request_actor(request),
-            amount=data.get("amount"),
-            metadata=data.get("metadata"),
-        )
+        try:
+            result = entry_post(
+                owner_id=data["owner_id"],
+                operation=data["operation"],
+                nonce=data["nonce"],
+                app=self.app_label,
+                actor=request_actor(request),
+                amount=data.get("amount"),
+                metadata=data.get("metadata"),
+            )
+        except InvalidEntry as exc:
+            # Same body as the serializer's errors for the same field.
+            field = exc.extra.get("field")
+            if field and "errors" not in exc.extra and not exc.extra.get("allowed"):
+                exc.extra["errors"] = {field: [exc.detail]}
+            raise
         return post_response(result)
 
     def _validated_post(self, request: Request) -> dict[str, Any]:
         """The post's fields, or a 400; refusals here are counted like the service's."""
-        serializer = EntryPostSerializer(data=request.data)
-        if not serializer.is_valid():
-            raw = request.data.get("operation") if isinstance(request.data, dict) else None
-            metrics.entry_rejected(app=self.app_label, operation=raw, reason="invalid")
-            raise ValidationError(serializer.errors)
-        data: dict[str, Any] = serializer.validated_data
+        data = simple_post_item(request.data)
+        if data is None:
+            serializer = EntryPostSerializer(data=request.data)
+            if not serializer.is_valid():
+                raw = request.data.get("operation") if isinstance(request.data, dict) else None
+                metrics.entry_rejected(app=self.app_label, operation=raw, reason="invalid")
+                raise ValidationError(serializer.errors)
+            data = serializer.validated_data
         allowed = self.allowed_operations()
         if data["operation"] not in allowed:
             metrics.entry_rejected(
