@@ -366,25 +366,33 @@ def entry_post(
             direct=direct,
         )
     except LedgerError as exc:
-        metrics.entry_rejected(app=app, operation=operation, reason=exc.code)
-        decision_log.info(
-            "ledger.refused",
-            extra={
-                "outcome": "refused",
-                "reason": exc.code,
-                "owner_id": owner_id,
-                "app": app,
-                "operation": operation,
-                "amount": amount,
-                "nonce": nonce,
-                "actor": actor.name,
-            },
-        )
+        _record_refusal(
+            exc, app=app, operation=operation, owner_id=owner_id, amount=amount, nonce=nonce,
+            actor=actor,
+        )  # fmt: skip
         raise
     if result.replayed:
         metrics.entry_replayed(app=app, operation=operation)
         _log_entry("replayed", result.entry, actor)
     return result
+
+
+def _record_refusal(
+    error: LedgerError, *, app: str, operation: object, actor: Actor, **fields: Any
+) -> None:
+    """Count a refused post and log it as one decision line."""
+    metrics.entry_rejected(app=app, operation=operation, reason=error.code)
+    decision_log.info(
+        "ledger.refused",
+        extra={
+            "outcome": "refused",
+            "reason": error.code,
+            "app": app,
+            "operation": operation,
+            "actor": actor.name,
+            **fields,
+        },
+    )
 
 
 def _log_entry(outcome: str, entry: LedgerEntry, actor: Actor) -> None:
@@ -741,21 +749,10 @@ def entry_post_batch(
     def refuse(index: int, error: LedgerError) -> None:
         results[index].error = error
         request = entries[index]
-        metrics.entry_rejected(app=app, operation=request.operation, reason=error.code)
-        decision_log.info(
-            "ledger.refused",
-            extra={
-                "outcome": "refused",
-                "reason": error.code,
-                "owner_id": request.owner_id,
-                "app": app,
-                "operation": request.operation,
-                "amount": request.amount,
-                "nonce": request.nonce,
-                "actor": actor.name,
-                "batch_index": index,
-            },
-        )
+        _record_refusal(
+            error, app=app, operation=request.operation, owner_id=request.owner_id,
+            amount=request.amount, nonce=request.nonce, actor=actor, batch_index=index,
+        )  # fmt: skip
         if atomic:
             raise BatchRefused(index, error)
 

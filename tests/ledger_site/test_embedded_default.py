@@ -45,4 +45,30 @@ def test_site_runs_on_sqlite_without_any_server(tmp_path):
         assert (status, balance["balance"]) == (200, 2)
         status, ready, _ = call("GET", f"{base}/readyz")
         assert status == 200 and ready["checks"] == {"database": "ok", "cache": "ok"}
+
+        # A manager's batch and an item paid with credits, on SQLite too.
+        out = manage(env, "create_service_account", "sqlite-manager").stdout
+        password = next(x.split(": ", 1)[1] for x in out.splitlines() if x.startswith("password"))
+        _, manager, _ = call(
+            "POST", f"{base}/api/auth/token/", {"username": "sqlite-manager", "password": password}
+        )
+        batch = {
+            "entries": [
+                {"owner_id": "sqlite-user", "operation": "CREDIT_ADD", "nonce": "b1", "amount": 10},
+                {"owner_id": "other", "operation": "CREDIT_ADD", "nonce": "b2", "amount": 4},
+            ]
+        }
+        status, body, _ = call(
+            "POST", f"{base}/api/content/ledger/batch/", batch, manager["access"]
+        )
+        assert status == 201, body
+        assert [r["entry"]["balance_after"] for r in body["results"]] == [12, 4]
+        status, item, _ = call(
+            "POST", f"{base}/api/content/items/", {"title": "t", "body": "b"}, access
+        )
+        assert status == 201, item
+        status, balance, _ = call("GET", f"{base}/api/content/ledger/sqlite-user/", token=access)
+        assert balance["balance"] == 7
+    manage(env, "grant_credits", "--owner", "third", "--amount", "3", "--nonce", "g")
+    assert "ledger consistent" in manage(env, "verify_ledger", "--no-progress").stdout
     assert (tmp_path / "ledger.sqlite3").stat().st_size > 0
