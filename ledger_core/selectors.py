@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from django.db import connection, transaction
 from django.db.models import QuerySet
 
 from .cache import balance_cache
@@ -33,7 +34,16 @@ def balance_get_uncached(*, owner_id: str) -> BalanceView:
 
 
 def balance_get(*, owner_id: str) -> BalanceView:
-    """The current balance of ``owner_id`` (0 for an unknown owner), cache first."""
+    """The current balance of ``owner_id`` (0 for an unknown owner), cache first.
+
+    Inside a transaction the database answers (it sees the transaction's own
+    posts, the cache does not), and the value reaches the cache only if and
+    when the transaction commits: an uncommitted balance is never shared.
+    """
+    if connection.in_atomic_block:
+        view = balance_get_uncached(owner_id=owner_id)
+        transaction.on_commit(lambda: balance_cache.offer(view), robust=True)
+        return view
     cached = balance_cache.get(owner_id)
     if cached is not None:
         return cached

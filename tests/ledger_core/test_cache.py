@@ -218,3 +218,28 @@ def test_write_lost_during_outage_is_cleared_on_recovery():
     cache._open_until = 0.000001  # the circuit's wait is over
     assert cache.get("alice") is None  # recovery deleted the stale key
     assert "alice" not in cache._lost
+
+
+def test_reads_inside_a_transaction_never_share_uncommitted_balances():
+    from django.db import transaction
+
+    fund("alice", 5)
+    assert balance_get(owner_id="alice").balance == 5  # cached: version 1
+    with pytest.raises(RuntimeError), transaction.atomic():
+        entry_post(
+            owner_id="alice", operation="CREDIT_ADD", nonce="rolled-back", app="content",
+            actor=MANAGER, amount=100,
+        )  # fmt: skip
+        # The caller sees its own post...
+        assert balance_get(owner_id="alice").balance == 105
+        raise RuntimeError("the caller's transaction fails")
+    # ...and nobody else ever sees it.
+    assert balance_cache.get("alice").balance == 5
+    assert balance_get(owner_id="alice").balance == 5
+    with transaction.atomic():
+        entry_post(
+            owner_id="alice", operation="CREDIT_ADD", nonce="kept", app="content",
+            actor=MANAGER, amount=1,
+        )  # fmt: skip
+        assert balance_get(owner_id="alice").balance == 6
+    assert balance_cache.get("alice").balance == 6
