@@ -47,6 +47,31 @@ def temp_database(prefix: str = "ledger_bench") -> Iterator[tuple[str, str]]:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on right now."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_up(url: str, timeout: float = 60) -> None:
+    """Poll ``url`` until it answers, or raise TimeoutError."""
+    import time
+    import urllib.error
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2):  # noqa: S310 (loopback)
+                return
+        except (urllib.error.URLError, ConnectionError, OSError):
+            time.sleep(0.2)
+    raise TimeoutError(f"{url} did not come up in {timeout}s")
+
+
 def site_env(**overrides: str) -> dict[str, str]:
     env = dict(os.environ)
     env.setdefault("DJANGO_SECRET_KEY", "bench-secret-key-not-for-production-use")

@@ -24,14 +24,13 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
 
-from bench.common import RESULTS, ROOT, manage, site_env, temp_database
+from bench.common import RESULTS, ROOT, free_port, manage, site_env, temp_database, wait_up
 
 WRK_DIR = ROOT / "bench" / "wrk"
 OWNERS = 2000
@@ -46,14 +45,6 @@ INSERT INTO ledger_core_ledgerentry (owner_id, app, operation, amount, balance_a
   md5(random()::text || clock_timestamp()::text), 'f', NULL, NULL, now(), 'pgbench');
 END;
 """
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def seed_owners(dsn: str, owners: int) -> None:
@@ -115,17 +106,6 @@ def http_json(method: str, url: str, body: dict | None = None) -> dict:
     )  # fmt: skip
     with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
         return json.loads(response.read())
-
-
-def wait_up(url: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=2):  # noqa: S310
-                return
-        except OSError:
-            time.sleep(0.3)
-    raise TimeoutError(url)
 
 
 def insert_history(dsn: str, owner: str, count: int) -> None:

@@ -5,22 +5,20 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+from bench import common
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    return common.free_port()
 
 
 def site_env(**overrides: str | None) -> dict[str, str]:
@@ -51,14 +49,7 @@ def manage(env: dict[str, str], *args: str, timeout: float = 120) -> subprocess.
 
 
 def wait_for(url: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=2):  # noqa: S310 (loopback)
-                return
-        except (urllib.error.URLError, ConnectionError, OSError):
-            time.sleep(0.2)
-    raise TimeoutError(f"{url} did not come up in {timeout}s")
+    common.wait_up(url, timeout)
 
 
 @contextlib.contextmanager
@@ -120,29 +111,9 @@ def call(
 
 @contextlib.contextmanager
 def temp_database() -> Iterator[str]:
-    """A fresh, migrated PostgreSQL database for a live server; dropped afterwards."""
-    import uuid
-
-    import environ
-    import psycopg
-
-    base = os.environ["DATABASE_URL"]
-    config = environ.Env.db_url_config(base)
-    name = f"ledger_live_{uuid.uuid4().hex[:10]}"
-    admin_dsn = (
-        f"host={config['HOST'] or '127.0.0.1'} port={config['PORT'] or 5432} "
-        f"user={config['USER'] or 'postgres'} dbname=postgres"
-    )
-    if config.get("PASSWORD"):
-        admin_dsn += f" password={config['PASSWORD']}"
-    with psycopg.connect(admin_dsn, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = base.rsplit("/", 1)[0] + "/" + name
-    try:
+    """A fresh PostgreSQL database for a live server (migrate it); dropped afterwards."""
+    with common.temp_database("ledger_live") as (url, _dsn):
         yield url
-    finally:
-        with psycopg.connect(admin_dsn, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def gunicorn_cmd(port: int, workers: int = 3, *extra: str) -> list[str]:
