@@ -183,6 +183,16 @@ class OperationRegistry:
         self._resolved[key] = policy
         return policy
 
+    def postable(self, app_label: str, *, direct: bool = False) -> list[str]:
+        """Operations of ``app_label`` that have an amount (and, with ``direct``,
+        that the generic ledger endpoints accept)."""
+        allowed = []
+        for value in self.operations_for(app_label):
+            policy = self.policy(app_label, value)
+            if policy is not None and policy.amount is not None and (policy.direct or not direct):
+                allowed.append(value)
+        return allowed
+
     def clear_cache(self) -> None:
         self._resolved.clear()
 

@@ -123,15 +123,21 @@ def max_entry_amount() -> int:
     return int(settings.LEDGER_MAX_ENTRY_AMOUNT)
 
 
-def operation_policy_get(*, app: str, operation: str) -> OperationPolicy:
-    """The policy of ``operation`` in ``app``; ``UnknownOperation`` if it has none."""
+def operation_policy_get(*, app: str, operation: str, direct: bool = False) -> OperationPolicy:
+    """The policy of ``operation`` in ``app``; ``UnknownOperation`` if it has none.
+
+    ``direct=True``: operations posted only through an app's own endpoints
+    count as unknown too, and are left out of the ``allowed`` list.
+    """
     policy = registry.policy(app, operation) if isinstance(operation, str) else None
-    if policy is None or policy.amount is None:
-        allowed = [op for op in registry.operations_for(app) if registry.policy(app, op)]
+    if policy is None or policy.amount is None or (direct and not policy.direct):
+        detail = (
+            f"{operation} cannot be posted directly in app {app!r}; use the app's own endpoint."
+            if policy is not None and policy.amount is not None
+            else f"Unknown operation {operation!r} for app {app!r}."
+        )
         raise UnknownOperation(
-            f"Unknown operation {operation!r} for app {app!r}.",
-            field="operation",
-            allowed=allowed,
+            detail, field="operation", allowed=registry.postable(app, direct=direct)
         )
     return policy
 
@@ -261,18 +267,7 @@ def entry_prepare(
     owner_id_validate(owner_id)
     nonce_validate(nonce)
     metadata_validate(metadata)
-    policy = operation_policy_get(app=app, operation=operation)
-    if direct and not policy.direct:
-        allowed = [
-            op
-            for op in registry.operations_for(app)
-            if (p := registry.policy(app, op)) is not None and p.amount is not None and p.direct
-        ]
-        raise UnknownOperation(
-            f"{operation} cannot be posted directly in app {app!r}.",
-            field="operation",
-            allowed=allowed,
-        )
+    policy = operation_policy_get(app=app, operation=operation, direct=direct)
     role = _role_for(actor, owner_id, policy)
     resolved = _amount_resolve(policy, amount, role)
     now = now or timezone.now()

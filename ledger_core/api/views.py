@@ -33,8 +33,7 @@ from rest_framework.routers import SimpleRouter
 
 from .. import metrics
 from ..actors import Actor
-from ..exceptions import Forbidden, InvalidEntry, UnknownOperation
-from ..operations import registry
+from ..exceptions import Forbidden, InvalidEntry
 from ..selectors import balance_get, entry_list
 from ..services import BatchRefused, EntryRequest, PostResult, entry_post, entry_post_batch
 from ..validation import owner_id_validate
@@ -128,15 +127,6 @@ class LedgerViewSet(viewsets.GenericViewSet):
     pagination_class = EntryCursorPagination
     serializer_class = EntryPostSerializer
 
-    def allowed_operations(self) -> list[str]:
-        """Operations this endpoint accepts: the app's, minus domain-only ones."""
-        allowed = []
-        for value in registry.operations_for(self.app_label):
-            policy = registry.policy(self.app_label, value)
-            if policy is not None and policy.amount is not None and policy.direct:
-                allowed.append(value)
-        return allowed
-
     def _readable_owner(self, request: Request, owner_id: str) -> str:
         owner_id_validate(owner_id)
         if not request_actor(request).may_view(owner_id):
@@ -171,6 +161,7 @@ class LedgerViewSet(viewsets.GenericViewSet):
                 actor=request_actor(request),
                 amount=data.get("amount"),
                 metadata=data.get("metadata"),
+                direct=True,
             )
         except InvalidEntry as exc:
             # Same body as the serializer's errors for the same field.
@@ -190,16 +181,6 @@ class LedgerViewSet(viewsets.GenericViewSet):
                 metrics.entry_rejected(app=self.app_label, operation=raw, reason="invalid")
                 raise ValidationError(serializer.errors)
             data = serializer.validated_data
-        allowed = self.allowed_operations()
-        if data["operation"] not in allowed:
-            metrics.entry_rejected(
-                app=self.app_label, operation=data["operation"], reason="invalid"
-            )
-            raise UnknownOperation(
-                f"Unknown operation {data['operation']!r} for app {self.app_label!r}.",
-                field="operation",
-                allowed=allowed,
-            )
         return data
 
     @extend_schema(
