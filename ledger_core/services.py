@@ -4,12 +4,14 @@ Design decision: a post is one short transaction that serialises per owner on
 the owner's ``Balance`` row. Credits use an upsert (so the first post for a new
 owner cannot race), debits a conditional ``UPDATE ... WHERE balance + x >= 0``;
 either returns the new balance, and the entry is inserted with it as
-``balance_after``. Idempotency and limits are enforced by unique keys: the
-fast path does not look the nonce up first; a unique violation (or a refused
-debit) is followed by a look-up that turns it into a replay, a conflict or a
-limit refusal. All of this runs inside ``transaction.atomic()`` (a savepoint
-when the caller already has a transaction), so a consumer app can create its
-own rows and the entry in one commit; side effects wait for ``on_commit``.
+``balance_after``. On PostgreSQL both are one statement (a data-modifying
+CTE), atomic on its own, so a post outside a transaction is a single round
+trip; inside a caller's transaction it runs under a savepoint, so a consumer
+app can create its own rows and the entry in one commit. Idempotency and
+limits are enforced by unique keys: the fast path does not look the nonce up
+first; a unique violation (or a refused debit) is followed by a look-up that
+turns it into a replay, a conflict or a limit refusal. Side effects (cache,
+metrics, logs, signal) wait for ``on_commit``.
 """
 
 from __future__ import annotations
@@ -52,9 +54,11 @@ decision_log = logging.getLogger("ledger_core.decisions")
 
 _BALANCE_TABLE = Balance._meta.db_table
 
+# The balance change of a post; both return the new (balance, version), or no
+# row when a debit is not covered.
 _CREDIT_SQL = f"""
 INSERT INTO {_BALANCE_TABLE} (owner_id, balance, version, updated_at)
-VALUES (%s, %s, 1, %s)
+VALUES (%(owner)s, %(amount)s, 1, %(now)s)
 ON CONFLICT (owner_id) DO UPDATE SET
     balance = {_BALANCE_TABLE}.balance + EXCLUDED.balance,
     version = {_BALANCE_TABLE}.version + 1,
@@ -64,12 +68,14 @@ RETURNING balance, version
 
 _DEBIT_SQL = f"""
 UPDATE {_BALANCE_TABLE}
-SET balance = balance + %s, version = version + 1, updated_at = %s
-WHERE owner_id = %s AND balance + %s >= 0
+SET balance = balance + %(amount)s, version = version + 1, updated_at = %(now)s
+WHERE owner_id = %(owner)s AND balance + %(amount)s >= 0
 RETURNING balance, version
 """  # noqa: S608
 
-
+# PostgreSQL: the balance change and the entry in one statement (a
+# data-modifying CTE): a unique violation on the entry undoes the balance
+# change with it.
 _ENTRY_TABLE = LedgerEntry._meta.db_table
 _ENTRY_INSERT = f"""
 INSERT INTO {_ENTRY_TABLE} (owner_id, app, operation, amount, balance_after, nonce,
@@ -79,31 +85,8 @@ SELECT %(owner)s, %(app)s, %(operation)s, %(amount)s, b.balance, %(nonce)s,
 FROM b
 RETURNING id, balance_after, (SELECT version FROM b)
 """  # noqa: S608
-
-# PostgreSQL: the balance change and the entry in one statement (a
-# data-modifying CTE), so a post outside a transaction is one round trip and
-# still all-or-nothing: a unique violation on the entry undoes the balance
-# change with it.
-_PG_CREDIT_POST = f"""
-WITH b AS (
-    INSERT INTO {_BALANCE_TABLE} (owner_id, balance, version, updated_at)
-    VALUES (%(owner)s, %(amount)s, 1, %(now)s)
-    ON CONFLICT (owner_id) DO UPDATE SET
-        balance = {_BALANCE_TABLE}.balance + EXCLUDED.balance,
-        version = {_BALANCE_TABLE}.version + 1,
-        updated_at = EXCLUDED.updated_at
-    RETURNING balance, version
-)
-{_ENTRY_INSERT}"""  # noqa: S608
-
-_PG_DEBIT_POST = f"""
-WITH b AS (
-    UPDATE {_BALANCE_TABLE}
-    SET balance = balance + %(amount)s, version = version + 1, updated_at = %(now)s
-    WHERE owner_id = %(owner)s AND balance + %(amount)s >= 0
-    RETURNING balance, version
-)
-{_ENTRY_INSERT}"""  # noqa: S608
+_PG_CREDIT_POST = f"WITH b AS ({_CREDIT_SQL}){_ENTRY_INSERT}"
+_PG_DEBIT_POST = f"WITH b AS ({_DEBIT_SQL}){_ENTRY_INSERT}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -221,11 +204,9 @@ def _entry_by_nonce(owner_id: str, nonce: str) -> LedgerEntry | None:
 
 
 def _apply_to_balance(owner_id: str, amount: int, now: datetime) -> tuple[int, int] | None:
+    params = {"owner": owner_id, "amount": amount, "now": now}
     with connection.cursor() as cursor:
-        if amount >= 0:
-            cursor.execute(_CREDIT_SQL, [owner_id, amount, now])
-        else:
-            cursor.execute(_DEBIT_SQL, [amount, now, owner_id, amount])
+        cursor.execute(_CREDIT_SQL if amount >= 0 else _DEBIT_SQL, params)
         row = cursor.fetchone()
     return (row[0], row[1]) if row else None
 
