@@ -30,7 +30,7 @@ run: $(STAMP)
 	@echo "  Admin:  http://$(HOST):$(PORT)/admin/"
 	@echo "  Create an admin: DJANGO_DEBUG=1 $(BIN)/python manage.py createsuperuser"
 	@echo ""
-	DJANGO_DEBUG=$${DJANGO_DEBUG:-1} $(BIN)/python manage.py runserver $(HOST):$(PORT)
+	DJANGO_DEBUG=$${DJANGO_DEBUG:-1} LOG_FORMAT=$${LOG_FORMAT:-console} $(BIN)/python manage.py runserver $(HOST):$(PORT)
 
 test: $(STAMP)
 	scripts/ensure-test-tools.sh
