@@ -18,7 +18,12 @@ from .cache import balance_cache
 from .models import Balance, LedgerEntry
 from .types import BalanceView
 
-__all__ = ["BalanceView", "balance_get", "balance_get_uncached", "entry_list"]
+__all__ = ["BalanceView", "balance_get", "balance_get_uncached", "entry_list", "ledger_exists"]
+
+
+def ledger_exists(*, owner_id: str) -> bool:
+    """Whether ``owner_id`` has a ledger (a balance row: any entry creates one)."""
+    return Balance.objects.filter(owner_id=owner_id).exists()
 
 
 def balance_get_uncached(*, owner_id: str) -> BalanceView:

@@ -26,7 +26,7 @@ from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
 
 from ledger_core.actors import POST_ANY_PERMISSION, VIEW_ANY_PERMISSION, Actor
 from ledger_core.api.schema import BAD_REQUEST, RATE_LIMITED, UNAUTHORIZED, UNAVAILABLE
-from ledger_core.selectors import balance_get
+from ledger_core.selectors import balance_get, ledger_exists
 from ledger_core.services import entry_post
 
 from .jwt import LedgerTokenObtainPairSerializer, LedgerTokenRefreshSerializer
@@ -57,6 +57,10 @@ class RegisterSerializer(serializers.Serializer):
         if value.lower() in RESERVED_USERNAMES:
             raise serializers.ValidationError("This username is reserved.", code="reserved")
         if get_user_model().objects.filter(username__iexact=value).exists():
+            raise serializers.ValidationError("This username is taken.", code="taken")
+        if ledger_exists(owner_id=value):
+            # The ledger of a deleted or renamed account, or one a manager
+            # credited: registering the name must not hand over its credits.
             raise serializers.ValidationError("This username is taken.", code="taken")
         return value
 

@@ -214,3 +214,17 @@ def test_staff_without_manager_permission_cannot_post(client, entries):
     )
     assert response.status_code == 403
     assert not LedgerEntry.objects.filter(nonce="n").exists()
+
+
+def test_usernames_cannot_be_changed_in_the_admin(admin_client):
+    from django.contrib.auth import get_user_model
+
+    alice = UserFactory(username="alice")
+    page = admin_client.get(f"/admin/auth/user/{alice.pk}/change/").content.decode()
+    assert 'name="username"' not in page
+    admin_client.post(
+        f"/admin/auth/user/{alice.pk}/change/",
+        {"username": "mallory", "date_joined_0": "2026-01-01", "date_joined_1": "00:00:00"},
+    )
+    assert get_user_model().objects.get(pk=alice.pk).username == "alice"
+    assert admin_client.get("/admin/auth/user/add/").status_code == 200

@@ -260,3 +260,14 @@ def test_browsable_api_session_login(client, user):
     balance = client.get("/api/content/ledger/alice/", HTTP_ACCEPT="text/html")
     assert balance.status_code == 200
     assert b"Log out" in balance.content or b"logout" in balance.content
+
+
+def test_register_cannot_take_over_an_existing_ledger(api_client):
+    from tests.conftest import fund
+
+    fund("ghost", 50)  # e.g. the ledger of a deleted account
+    response = register(api_client, "ghost")
+    assert response.status_code == 400
+    assert "username" in response.json()["errors"]
+    assert not get_user_model().objects.filter(username="ghost").exists()
+    assert Balance.objects.get(owner_id="ghost").balance == 50
