@@ -329,8 +329,9 @@ def entry_post(
     endpoints (as the generic ledger API, the admin and the commands do).
     """
     started = time.perf_counter()
+    now = timezone.now()
     try:
-        result = _post(
+        prepared = entry_prepare(
             owner_id=owner_id,
             operation=operation,
             nonce=nonce,
@@ -338,9 +339,10 @@ def entry_post(
             actor=actor,
             amount=amount,
             metadata=metadata,
-            started=started,
+            now=now,
             direct=direct,
         )
+        result = _post(prepared, actor=actor, now=now, started=started)
     except LedgerError as exc:
         _record_refusal(
             exc, app=app, operation=operation, owner_id=owner_id, amount=amount, nonce=nonce,
@@ -388,32 +390,10 @@ def _log_entry(outcome: str, entry: LedgerEntry, actor: Actor) -> None:
     )
 
 
-def _post(
-    *,
-    owner_id: str,
-    operation: str,
-    nonce: str,
-    app: str,
-    actor: Actor,
-    amount: int | None,
-    metadata: dict[str, Any] | None,
-    started: float,
-    direct: bool,
-) -> PostResult:
-    now = timezone.now()
-    prepared = entry_prepare(
-        owner_id=owner_id,
-        operation=operation,
-        nonce=nonce,
-        app=app,
-        actor=actor,
-        amount=amount,
-        metadata=metadata,
-        now=now,
-        direct=direct,
-    )
-    resolved, limit_key, fingerprint = prepared.amount, prepared.limit_key, prepared.fingerprint
-    policy = prepared.policy
+def _post(prepared: PreparedEntry, *, actor: Actor, now: datetime, started: float) -> PostResult:
+    """Apply a prepared post: balance change and entry, or a replay/refusal."""
+    owner_id, nonce = prepared.owner_id, prepared.nonce
+    resolved, fingerprint = prepared.amount, prepared.fingerprint
 
     try:
         if connection.vendor == "postgresql":
@@ -432,14 +412,14 @@ def _post(
                 balance_after, version = applied
                 entry = LedgerEntry.objects.create(
                     owner_id=owner_id,
-                    app=app,
-                    operation=operation,
+                    app=prepared.app,
+                    operation=prepared.operation,
                     amount=resolved,
                     balance_after=balance_after,
                     nonce=nonce,
                     fingerprint=fingerprint,
-                    limit_key=limit_key,
-                    metadata=metadata,
+                    limit_key=prepared.limit_key,
+                    metadata=prepared.metadata,
                     created_at=now,
                     created_by=actor.name,
                 )
@@ -459,11 +439,12 @@ def _post(
         existing = _entry_by_nonce(owner_id, nonce)
         if existing is not None:
             return _replay_or_conflict(existing, fingerprint)
+        limit_key = prepared.limit_key
         if (
             limit_key is not None
             and LedgerEntry.objects.filter(owner_id=owner_id, limit_key=limit_key).exists()
         ):
-            raise _limit_refusal(policy, operation, now) from None
+            raise _limit_refusal(prepared.policy, prepared.operation, now) from None
         # The conflicting post has not committed yet (or rolled back): the
         # client may retry with the same nonce.
         raise NonceInFlight() from None
