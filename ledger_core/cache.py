@@ -13,7 +13,7 @@ least as new as X.
 
 Faults: every cache call is guarded. An error (Redis gone, timeout) counts in
 ``ledger_balance_cache_total{result="error"}``, logs one warning, and opens a
-short circuit during which this process skips the cache (reads go to the
+short circuit (``ledger_core.circuit``) during which this process skips the cache (reads go to the
 database; nothing hangs on a dead socket). Owners whose cache write was lost
 in that time are remembered and their keys deleted when the cache answers
 again; the TTL (``LEDGER_BALANCE_CACHE_TTL``) bounds anything beyond that.
@@ -23,20 +23,19 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from datetime import UTC, datetime
 
 from django.conf import settings
 from django.core.cache import caches
 
 from . import metrics
+from .circuit import Circuit
 from .types import BalanceView
 
 logger = logging.getLogger("ledger_core.cache")
 
 CACHE_ALIAS = "default"
 KEY_PREFIX = "balance:v1:"
-CIRCUIT_OPEN_SECONDS = 2.0
 MAX_LOST_WRITES = 10_000
 
 # KEYS[1] = key; ARGV = new version, encoded value, ttl seconds.
@@ -77,7 +76,9 @@ class BalanceCache:
     def __init__(self, alias: str = CACHE_ALIAS) -> None:
         self.alias = alias
         self._lock = threading.Lock()
-        self._open_until = 0.0
+        self.circuit = Circuit(
+            "balance cache", logger, "serving balances from the database until it answers again"
+        )
         self._lost: dict[str, None] = {}
         self._lost_overflow = False
         self._script = None
@@ -108,27 +109,16 @@ class BalanceCache:
     def _available(self) -> bool:
         if not getattr(settings, "LEDGER_BALANCE_CACHE", True):
             return False
-        if self._open_until == 0.0:
-            return True
-        if time.monotonic() < self._open_until:
+        if self.circuit.is_open():
             return False
-        return self._recover()
+        return self._recover() if self.circuit.tripped else True
 
     def _fail(self, action: str, exc: Exception, owner_id: str | None = None) -> None:
         metrics.BALANCE_CACHE.labels("error").inc()
-        with self._lock:
-            first = self._open_until == 0.0
-            self._open_until = time.monotonic() + CIRCUIT_OPEN_SECONDS
-            if owner_id is not None:
+        if owner_id is not None:
+            with self._lock:
                 self._remember_lost(owner_id)
-        if first:
-            logger.warning(
-                "balance cache unavailable (%s failed: %s: %s); serving balances from the "
-                "database until it answers again",
-                action,
-                type(exc).__name__,
-                exc,
-            )
+        self.circuit.trip(exc, action)
 
     def _remember_lost(self, owner_id: str) -> None:
         if len(self._lost) < MAX_LOST_WRITES:
@@ -137,6 +127,7 @@ class BalanceCache:
             self._lost_overflow = True
 
     def _recover(self) -> bool:
+        """The circuit's wait is over: clear keys whose writes were lost, or fail again."""
         with self._lock:
             lost = list(self._lost)
             overflow = self._lost_overflow
@@ -147,22 +138,19 @@ class BalanceCache:
                 self.cache.get(KEY_PREFIX + "__ping__")
         except Exception as exc:  # noqa: BLE001 - any cache failure keeps the circuit open
             metrics.BALANCE_CACHE.labels("error").inc()
-            with self._lock:
-                self._open_until = time.monotonic() + CIRCUIT_OPEN_SECONDS
-            logger.debug("balance cache still unavailable: %s", exc)
+            self.circuit.trip(exc, "recovery")
             return False
         with self._lock:
             for owner in lost:
                 self._lost.pop(owner, None)
             self._lost_overflow = False
-            self._open_until = 0.0
         if overflow:
             logger.error(
                 "balance cache recovered but more than %d writes were lost; cached balances "
                 "may lag for up to LEDGER_BALANCE_CACHE_TTL seconds",
                 MAX_LOST_WRITES,
             )
-        logger.warning("balance cache available again (%d stale keys cleared)", len(lost))
+        self.circuit.reset(f" ({len(lost)} stale keys cleared)")
         return True
 
     # -- API -----------------------------------------------------------------
@@ -258,8 +246,8 @@ class BalanceCache:
 
     def reset(self) -> None:
         """Forget the circuit state (tests)."""
+        self.circuit.until = 0.0
         with self._lock:
-            self._open_until = 0.0
             self._lost.clear()
             self._lost_overflow = False
             self._script = None

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import logging
 import math
-import threading
-import time
 from typing import Any
 
 from django.conf import settings
@@ -26,6 +24,8 @@ from prometheus_client import Counter
 from rest_framework.permissions import SAFE_METHODS
 from rest_framework.request import Request
 from rest_framework.throttling import BaseThrottle
+
+from ledger_core.circuit import Circuit
 
 logger = logging.getLogger("ledger_site.ratelimit")
 
@@ -42,39 +42,7 @@ RATE_SETTINGS = {
     "ledger_write": "RATE_LIMIT_LEDGER_WRITE",
     "auth": "RATE_LIMIT_AUTH",
 }
-CIRCUIT_OPEN_SECONDS = 2.0
-
-
-class _Outage:
-    """Remembers a counter-store outage so it is logged once and not retried per request."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.until = 0.0
-
-    def active(self) -> bool:
-        return self.until != 0.0 and time.monotonic() < self.until
-
-    def record(self, exc: Exception) -> None:
-        ERRORS.inc()
-        with self.lock:
-            first = self.until == 0.0
-            self.until = time.monotonic() + CIRCUIT_OPEN_SECONDS
-        if first:
-            logger.warning(
-                "rate-limit counters unavailable (%s: %s); allowing requests until they answer",
-                type(exc).__name__,
-                exc,
-            )
-
-    def clear(self) -> None:
-        with self.lock:
-            was_open, self.until = self.until != 0.0, 0.0
-        if was_open:
-            logger.warning("rate-limit counters available again")
-
-
-outage = _Outage()
+outage = Circuit("rate-limit counters", logger, "allowing requests until they answer (fail open)")
 
 
 def client_ip(request: Request) -> str:
@@ -126,7 +94,7 @@ class RateLimit(BaseThrottle):
         if group == "none":
             return True
         rate = getattr(settings, RATE_SETTINGS[group])
-        if outage.active():
+        if outage.is_open():
             ERRORS.inc()
             return True
         try:
@@ -147,10 +115,10 @@ class RateLimit(BaseThrottle):
                     )
                     return False
         except Exception as exc:  # noqa: BLE001 - fail open on any counter-store fault
-            outage.record(exc)
+            ERRORS.inc()
+            outage.trip(exc, "count")
             return True
-        if outage.until:
-            outage.clear()
+        outage.reset()
         return True
 
     def wait(self) -> float | None:

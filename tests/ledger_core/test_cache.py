@@ -215,7 +215,7 @@ def test_write_lost_during_outage_is_cleared_on_recovery():
     with override_settings(CACHES=dead_redis_caches()):
         # The post's cache write fails: the stale version 1 stays in the real Redis.
         assert not cache.offer(BalanceView(owner_id="alice", balance=2, version=2, updated_at=None))
-    cache._open_until = 0.000001  # the circuit's wait is over
+    cache.circuit.until = 0.000001  # the circuit's wait is over
     assert cache.get("alice") is None  # recovery deleted the stale key
     assert "alice" not in cache._lost
 
