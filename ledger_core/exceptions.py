@@ -29,17 +29,31 @@ class LedgerError(Exception):
 
 
 class InvalidEntry(LedgerError):
-    """The request is malformed: bad owner id, nonce, amount or metadata."""
+    """The request is malformed: bad owner id, nonce, amount or metadata.
+
+    With a ``field``, the body also has ``errors: {field: [detail]}``, the
+    shape input validation uses for field errors.
+    """
 
     code = "invalid"
     status = 400
     default_detail = "Invalid input."
+
+    def as_dict(self) -> dict[str, Any]:
+        body = super().as_dict()
+        field = self.extra.get("field")
+        if field and "errors" not in body:
+            body["errors"] = {field: [self.detail]}
+        return body
 
 
 class UnknownOperation(InvalidEntry):
     """The operation is not one this app may post; ``allowed`` lists those it may."""
 
     default_detail = "Unknown operation for this app."
+
+    def as_dict(self) -> dict[str, Any]:
+        return LedgerError.as_dict(self)
 
 
 class Forbidden(LedgerError):

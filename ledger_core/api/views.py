@@ -152,23 +152,16 @@ class LedgerViewSet(viewsets.GenericViewSet):
     def create(self, request: Request) -> Response:
         """Post one entry to an owner's ledger (idempotent by nonce)."""
         data = self._validated_post(request)
-        try:
-            result = entry_post(
-                owner_id=data["owner_id"],
-                operation=data["operation"],
-                nonce=data["nonce"],
-                app=self.app_label,
-                actor=request_actor(request),
-                amount=data.get("amount"),
-                metadata=data.get("metadata"),
-                direct=True,
-            )
-        except InvalidEntry as exc:
-            # Same body as the serializer's errors for the same field.
-            field = exc.extra.get("field")
-            if field and "errors" not in exc.extra and not exc.extra.get("allowed"):
-                exc.extra["errors"] = {field: [exc.detail]}
-            raise
+        result = entry_post(
+            owner_id=data["owner_id"],
+            operation=data["operation"],
+            nonce=data["nonce"],
+            app=self.app_label,
+            actor=request_actor(request),
+            amount=data.get("amount"),
+            metadata=data.get("metadata"),
+            direct=True,
+        )
         return post_response(result)
 
     def _validated_post(self, request: Request) -> dict[str, Any]:
