@@ -33,7 +33,7 @@ run: $(STAMP)
 	DJANGO_DEBUG=$${DJANGO_DEBUG:-1} LOG_FORMAT=$${LOG_FORMAT:-console} $(BIN)/python manage.py runserver $(HOST):$(PORT)
 
 test: $(STAMP)
-	scripts/ensure-test-tools.sh
+	scripts/ensure-tools.sh test
 	DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} \
 	REDIS_URL=$${REDIS_URL:-$(TEST_REDIS_URL)} \
 	DJANGO_DEBUG=0 DJANGO_SECURE=0 DJANGO_SECRET_KEY=$${DJANGO_SECRET_KEY:-test-secret-key-not-for-production} \
@@ -43,7 +43,7 @@ BENCH_ENV = DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} \
 	REDIS_URL=$${REDIS_URL:-redis://127.0.0.1:6379/2}
 
 bench: $(STAMP)
-	scripts/ensure-bench-tools.sh
+	scripts/ensure-tools.sh bench
 	$(BENCH_ENV) $(BIN)/python -m bench.run $(BENCH_ARGS)
 	$(BENCH_ENV) $(BIN)/python -m bench.grant_csv
 

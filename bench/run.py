@@ -142,7 +142,7 @@ def main() -> None:  # noqa: PLR0915
     args = parser.parse_args()
     for tool in ("wrk", "pgbench"):
         if not shutil.which(tool):
-            sys.exit(f"{tool} is missing: run scripts/ensure-bench-tools.sh")
+            sys.exit(f"{tool} is missing: run scripts/ensure-tools.sh bench")
     RESULTS.mkdir(parents=True, exist_ok=True)
     run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     report: dict = {
