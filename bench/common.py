@@ -87,3 +87,13 @@ def manage(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
     if result.returncode != 0:
         raise RuntimeError(f"manage.py {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
     return result
+
+
+def service_account_password(output: str) -> str:
+    """The password ``manage.py create_service_account`` printed."""
+    import re
+
+    match = re.search(r"^password[^:]*: (\S+)$", output, re.M)
+    if match is None:
+        raise ValueError(f"no password in:\n{output}")
+    return match.group(1)

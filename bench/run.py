@@ -30,7 +30,16 @@ from pathlib import Path
 
 import psycopg
 
-from bench.common import RESULTS, ROOT, free_port, manage, site_env, temp_database, wait_up
+from bench.common import (
+    RESULTS,
+    ROOT,
+    free_port,
+    manage,
+    service_account_password,
+    site_env,
+    temp_database,
+    wait_up,
+)
 
 WRK_DIR = ROOT / "bench" / "wrk"
 OWNERS = 2000
@@ -179,9 +188,8 @@ def main() -> None:  # noqa: PLR0915
             env["GUNICORN_WORKERS"] = str(args.workers)
         manage(env, "migrate", "--noinput")
         seed_owners(dsn, OWNERS)
-        password = re.search(
-            r"password[^:]*: (\S+)", manage(env, "create_service_account", "bench-manager").stdout
-        ).group(1)
+        account = manage(env, "create_service_account", "bench-manager").stdout
+        password = service_account_password(account)
         port = free_port()
         base = f"http://127.0.0.1:{port}"
         log = open(tmp / "gunicorn.log", "w")  # noqa: SIM115

@@ -12,7 +12,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from bench.common import admin_dsn
+from bench.common import admin_dsn, service_account_password
 from tests.livehelpers import (
     call,
     free_port,
@@ -39,7 +39,7 @@ def test_killed_worker_loses_no_acknowledged_entry(tmp_path):
         env = gunicorn_env(tmp_path, DATABASE_URL=database_url, RATELIMIT_ENABLE="0")
         manage(env, "migrate", "--noinput")
         out = manage(env, "create_service_account", "fault-manager").stdout
-        password = next(x.split(": ", 1)[1] for x in out.splitlines() if x.startswith("password"))
+        password = service_account_password(out)
         port = free_port()
         base = f"http://127.0.0.1:{port}"
         with running_server(gunicorn_cmd(port, 2), env, f"{base}/healthz") as server:

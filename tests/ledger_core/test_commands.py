@@ -9,6 +9,7 @@ from django.contrib.auth import get_user_model
 from django.core.management import CommandError, call_command
 from django.db import connection, transaction
 
+from bench.common import service_account_password
 from ledger_core.models import Balance, LedgerEntry
 from tests.conftest import fund
 
@@ -211,9 +212,7 @@ def test_verify_reports_negative_running_balance():
 
 def test_create_service_account_can_post_for_anyone(api_client):
     out, _ = run("create_service_account", "billing-svc")
-    password = next(
-        line.split(": ", 1)[1] for line in out.splitlines() if line.startswith("password")
-    )
+    password = service_account_password(out)
     assert "/api/auth/token/" in out
     user = get_user_model().objects.get(username="billing-svc")
     assert user.has_perm("ledger_core.post_any_entry")

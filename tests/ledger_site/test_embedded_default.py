@@ -6,6 +6,7 @@ import sys
 
 import pytest
 
+from bench.common import service_account_password
 from tests.factories import PASSWORD
 from tests.livehelpers import call, free_port, manage, running_server, site_env
 
@@ -48,7 +49,7 @@ def test_site_runs_on_sqlite_without_any_server(tmp_path):
 
         # A manager's batch and an item paid with credits, on SQLite too.
         out = manage(env, "create_service_account", "sqlite-manager").stdout
-        password = next(x.split(": ", 1)[1] for x in out.splitlines() if x.startswith("password"))
+        password = service_account_password(out)
         _, manager, _ = call(
             "POST", f"{base}/api/auth/token/", {"username": "sqlite-manager", "password": password}
         )

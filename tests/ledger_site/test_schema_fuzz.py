@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.common import service_account_password
 from tests.factories import PASSWORD
 from tests.livehelpers import (
     call,
@@ -61,9 +62,7 @@ def test_fuzz_as_manager_and_owner(tmp_path):
         )
         manage(env, "migrate", "--noinput")
         out = manage(env, "create_service_account", "fuzz-manager").stdout
-        manager_password = next(
-            line.split(": ", 1)[1] for line in out.splitlines() if line.startswith("password")
-        )
+        manager_password = service_account_password(out)
         port = free_port()
         base = f"http://127.0.0.1:{port}"
         with running_server(gunicorn_cmd(port, 2), env, f"{base}/healthz", tmp_path / "server.log"):
