@@ -90,11 +90,11 @@ WSGI_APPLICATION = "ledger_site.wsgi.application"
 # concurrent writers serialise instead of failing with "database is locked"
 # half-way through a post.
 # Engines are django-prometheus's wrappers of Django's own, which count
-# queries, errors and connections per database in /metrics.
+# queries, errors and connections per database in /metrics; on PostgreSQL,
+# ledger_site.db_backends.postgresql adds a health check of persistent
+# connections that costs no round trip while the socket is quiet.
 if env.str("DATABASE_URL", default=""):
-    DATABASES = {
-        "default": env.db("DATABASE_URL", engine="django_prometheus.db.backends.postgresql")
-    }
+    DATABASES = {"default": env.db("DATABASE_URL", engine="ledger_site.db_backends.postgresql")}
     DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("DATABASE_CONN_MAX_AGE", default=60))
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 else:
