@@ -125,6 +125,37 @@ def test_health_is_never_limited(client):
         assert client.get("/healthz").status_code == 200
 
 
+def _command_calls(redis_client) -> dict[str, int]:
+    stats = redis_client.info("commandstats")
+    return {name.removeprefix("cmdstat_"): value["calls"] for name, value in stats.items()}
+
+
+@override_settings(RATE_LIMIT_AUTH="50/m")
+def test_counting_is_one_round_trip_and_readable_by_django_ratelimit(api_client):
+    from django.core.cache import caches
+    from django_ratelimit.core import get_usage
+
+    redis_client = caches["ratelimit"].client.get_client(write=True)
+    before = _command_calls(redis_client)
+    for _ in range(3):
+        api_client.post("/api/auth/token/", {"username": "Carol", "password": "x"}, format="json")
+    after = _command_calls(redis_client)
+    # One script call per request counts both keys (address and username).
+    assert (
+        after.get("evalsha", 0)
+        + after.get("eval", 0)
+        - (before.get("evalsha", 0) + before.get("eval", 0))
+        == 3
+    )
+    assert after.get("set", 0) == before.get("set", 0)  # no add-then-incr
+    # django-ratelimit's own reader sees the same counters (same keys and windows).
+    for group, key in (("auth:ip", "ip:127.0.0.1"), ("auth:username", "username:carol")):
+        usage = get_usage(None, group=group, key=lambda _g, _r, key=key: key, rate="50/m")
+        assert usage["count"] == 3, (group, usage)
+    ttls = [redis_client.ttl(k) for k in redis_client.keys("*rl:*")]
+    assert ttls and all(0 < ttl <= 65 for ttl in ttls)
+
+
 def test_redis_down_fails_open_logged_and_counted(user, caplog):
     client = bearer_client(user)
     before = ratelimit.ERRORS._value.get()
