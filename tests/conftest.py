@@ -35,9 +35,11 @@ def _balance_cache_only_when_committing(request, settings):
 @pytest.fixture(autouse=True)
 def _clear_caches():
     from ledger_core.cache import balance_cache
+    from ledger_site.authstate import auth_states
     from ledger_site.ratelimit import outage
 
     balance_cache.reset()
+    auth_states.reset()
     outage.until = 0.0
     for alias in caches:
         # A cache pointed at a dead server in a test must not break the others.
