@@ -12,6 +12,8 @@ import os
 import shutil
 from pathlib import Path
 
+from gunicorn.glogging import Logger
+
 # Must be set before prometheus_client is imported, here and in the workers.
 os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", "/tmp/ledger-prometheus")  # noqa: S108
 
@@ -31,6 +33,18 @@ wsgi_app = "ledger_site.wsgi:application"
 accesslog = None
 errorlog = "-"
 loglevel = os.environ.get("LOG_LEVEL", "info").lower()
+
+
+class _Logger(Logger):
+    """gunicorn's logger without the access log. With ``logconfig_dict`` set,
+    gunicorn would build every request's access-log atoms (~3% of a ledger
+    post's CPU) for a logger that writes nothing."""
+
+    def access(self, resp, req, environ, request_time):
+        return
+
+
+logger_class = _Logger
 
 
 def _logconfig() -> dict:
