@@ -52,6 +52,25 @@ return 1
 """
 
 
+def redis_client(cache) -> object | None:
+    """The redis-py client behind a django-redis cache, or None for any other cache.
+
+    Remembered on the cache object (Django builds one per thread and alias,
+    and new ones when CACHES changes), so the hot path does not redo the
+    look-up on every call."""
+    try:
+        return cache._ledger_redis_client
+    except AttributeError:
+        pass
+    try:
+        from django_redis.cache import RedisCache
+    except ImportError:  # pragma: no cover - django-redis is a dependency
+        RedisCache = ()  # noqa: N806
+    client = cache.client.get_client(write=True) if isinstance(cache, RedisCache) else None
+    cache._ledger_redis_client = client
+    return client
+
+
 def _encode(view: BalanceView) -> str:
     stamp = "" if view.updated_at is None else str(int(view.updated_at.timestamp() * 1_000_000))
     return f"{view.version}:{view.balance}:{stamp}"
@@ -90,15 +109,7 @@ class BalanceCache:
         return caches[self.alias]
 
     def _redis(self):
-        try:
-            from django_redis.cache import RedisCache
-        except ImportError:  # pragma: no cover - django-redis is a dependency
-            return None
-        if not isinstance(self.cache, RedisCache):
-            return None
-        from django_redis import get_redis_connection
-
-        return get_redis_connection(self.alias)
+        return redis_client(self.cache)
 
     def _key(self, owner_id: str) -> str:
         return self.cache.make_key(KEY_PREFIX + owner_id)

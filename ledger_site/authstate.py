@@ -38,6 +38,7 @@ from django.conf import settings
 from django.core.cache import caches
 from django.db import transaction
 
+from ledger_core.cache import redis_client
 from ledger_core.circuit import Circuit
 
 logger = logging.getLogger("ledger_site.authstate")
@@ -117,15 +118,7 @@ class AuthStateCache:
     def _client(self) -> Any | None:
         if not getattr(settings, "LEDGER_AUTH_CACHE", True):
             return None
-        try:
-            from django_redis.cache import RedisCache
-        except ImportError:  # pragma: no cover - django-redis is a dependency
-            return None
-        if not isinstance(caches[self.alias], RedisCache):
-            return None
-        from django_redis import get_redis_connection
-
-        return get_redis_connection(self.alias)
+        return redis_client(caches[self.alias])
 
     def _key(self, prefix: str, name: str) -> str:
         return caches[self.alias].make_key(prefix + name)

@@ -113,7 +113,7 @@ def _validated_access_token(raw_token: bytes) -> AccessToken:
 def _user_from_state(user_id: Any, state: AuthState) -> Any:
     """The user as a model instance built from cached state; the fields that
     were not cached are deferred (loaded from the database if ever read)."""
-    User = get_user_model()
+    User = _user_model()
     values = {
         User._meta.pk.attname: user_id,
         User.USERNAME_FIELD: state.username,
@@ -142,9 +142,19 @@ def _state_of(user: Any) -> AuthState:
     )
 
 
+@functools.cache
+def _user_model() -> Any:
+    # get_user_model() resolves the setting through the app registry on every
+    # call; DRF builds a new authenticator (and so calls it) for every request.
+    return get_user_model()
+
+
 class LedgerJWTAuthentication(JWTAuthentication):
     """Bearer JWT authentication: claims only for safe methods, the database
     (through the auth-state cache) for writes."""
+
+    def __init__(self) -> None:
+        self.user_model = _user_model()
 
     def get_validated_token(self, raw_token: bytes) -> Token:
         if list(api_settings.AUTH_TOKEN_CLASSES) != [AccessToken]:
@@ -174,7 +184,7 @@ class LedgerJWTAuthentication(JWTAuthentication):
 
     def get_user(self, validated_token: Token) -> Any:
         """The active user of a write: from the auth-state cache, else the database."""
-        User = get_user_model()
+        User = self.user_model
         try:
             user_id = validated_token[api_settings.USER_ID_CLAIM]
         except KeyError:
@@ -210,7 +220,7 @@ class LedgerJWTAuthentication(JWTAuthentication):
             user_id = validated_token[api_settings.USER_ID_CLAIM]
         except KeyError:
             raise InvalidToken("Token contained no recognizable user identification") from None
-        user = next(iter(get_user_model().objects.raw(_user_sql(), [user_id])), None)
+        user = next(iter(self.user_model.objects.raw(_user_sql(), [user_id])), None)
         if user is None:
             raise AuthenticationFailed("User not found", code="user_not_found")
         if not api_settings.USER_AUTHENTICATION_RULE(user):

@@ -42,6 +42,7 @@ from rest_framework.permissions import SAFE_METHODS
 from rest_framework.request import Request
 from rest_framework.throttling import BaseThrottle
 
+from ledger_core.cache import redis_client
 from ledger_core.circuit import Circuit
 
 logger = logging.getLogger("ledger_site.ratelimit")
@@ -74,20 +75,13 @@ return counts
 _script: Any = None  # redis-py Script; run with the client of the current cache
 
 
-def _redis_client(cache: Any) -> Any | None:
-    """The raw redis-py client behind a django-redis cache, else None."""
-    client = getattr(cache, "client", None)
-    get_client = getattr(client, "get_client", None)
-    return get_client(write=True) if get_client is not None else None
-
-
 def count_usage(counters: list[tuple[str, str]], rate: str) -> list[dict[str, Any]]:
     """Count one request against each ``(group, key)`` counter, the way
     django-ratelimit's ``get_usage(..., increment=True)`` does, in one Redis
     round trip for all of them. Returns each counter's usage (``count``,
     ``limit``, ``should_limit``, ``time_left``). Raises if the store fails."""
     cache = caches[getattr(settings, "RATELIMIT_USE_CACHE", "default")]
-    client = _redis_client(cache)
+    client = redis_client(cache)
     if client is None:
         return [_usage_from_get_usage(group, key, rate) for group, key in counters]
     limit, period = _split_rate(rate)
