@@ -1,4 +1,4 @@
-"""Request id and one structured log line per request."""
+"""Request id and one structured log line per request; request metrics."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 import structlog
 from django.http import HttpRequest, HttpResponse
+from django_prometheus.middleware import PrometheusAfterMiddleware, PrometheusBeforeMiddleware
 
 REQUEST_ID_HEADER = "X-Request-ID"
 # A client's request id is kept only if it is short and plain; anything else
@@ -52,3 +53,71 @@ class RequestLogMiddleware:
             return response
         finally:
             structlog.contextvars.clear_contextvars()
+
+
+# --- Request metrics --------------------------------------------------------
+# django-prometheus' middleware records ~15 series per request (body-size and
+# latency histograms, transport, charset, template, streaming ...), each a
+# label look-up and a write to a multiprocess file: ~0.2 ms of CPU per request,
+# a quarter of a cached balance read. These subclasses keep the same metric
+# names and labels for what the dashboards and alerts use, and drop the rest:
+#   django_http_requests_total_by_method, django_http_requests_before_middlewares,
+#   django_http_responses_before_middlewares, django_http_responses_total_by_status,
+#   django_http_responses_total_by_status_view_method,
+#   django_http_requests_latency_seconds_by_view_method,
+#   django_http_exceptions_total_by_type / _by_view.
+
+
+class _Children:
+    """Label children of prometheus metrics, looked up once per label set."""
+
+    def __init__(self) -> None:
+        self._children: dict[tuple, object] = {}
+
+    def get(self, metric, *labels: str):
+        key = (id(metric), labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
+
+class MetricsBeforeMiddleware(PrometheusBeforeMiddleware):
+    def process_request(self, request: HttpRequest) -> None:
+        self.metrics.requests_total.inc()
+
+    def process_response(self, request: HttpRequest, response: HttpResponse) -> HttpResponse:
+        self.metrics.responses_total.inc()
+        return response
+
+
+class MetricsAfterMiddleware(PrometheusAfterMiddleware):
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.children = _Children()
+
+    def process_request(self, request: HttpRequest) -> None:
+        self.children.get(self.metrics.requests_by_method, self._method(request)).inc()
+        request.prometheus_after_middleware_event = time.perf_counter()
+
+    def process_view(self, request, view_func, *view_args, **view_kwargs) -> None:
+        return None
+
+    def process_template_response(self, request, response):
+        return response
+
+    def process_response(self, request: HttpRequest, response: HttpResponse) -> HttpResponse:
+        method = self._method(request)
+        view = self._get_view_name(request)
+        status = str(response.status_code)
+        metrics, children = self.metrics, self.children
+        children.get(metrics.responses_by_status, status).inc()
+        children.get(metrics.responses_by_status_view_method, status, view, method).inc()
+        started = getattr(request, "prometheus_after_middleware_event", None)
+        if started is not None:
+            children.get(metrics.requests_latency_by_view_method, view, method).observe(
+                time.perf_counter() - started
+            )
+        else:
+            metrics.requests_unknown_latency.inc()
+        return response
