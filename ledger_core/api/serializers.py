@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.core.validators import RegexValidator
 from rest_framework import serializers
 
@@ -129,6 +131,18 @@ def entry_data(entry: LedgerEntry) -> dict:
         "nonce": entry.nonce,
         "metadata": entry.metadata,
         "created_at": _DATETIME.to_representation(entry.created_at),
+    }
+
+
+def balance_data(view: Any) -> dict:
+    """``BalanceSerializer(view).data`` without DRF's per-field machinery (hot path)."""
+    return {
+        "owner_id": view.owner_id,
+        "balance": view.balance,
+        "version": view.version,
+        "updated_at": None
+        if view.updated_at is None
+        else _DATETIME.to_representation(view.updated_at),
     }
 
 

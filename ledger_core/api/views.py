@@ -47,6 +47,7 @@ from .serializers import (
     EntryPageSerializer,
     EntryPostSerializer,
     EntrySerializer,
+    balance_data,
     entry_data,
     simple_post_item,
 )
@@ -141,7 +142,7 @@ class LedgerViewSet(viewsets.GenericViewSet):
     def retrieve(self, request: Request, owner_id: str) -> Response:
         """The owner's balance (0 for an owner without entries)."""
         owner_id = self._readable_owner(request, owner_id)
-        return Response(BalanceSerializer(balance_get(owner_id=owner_id)).data)
+        return Response(balance_data(balance_get(owner_id=owner_id)))
 
     @extend_schema(
         summary="Post an entry (idempotent by nonce)",

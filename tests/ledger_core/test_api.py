@@ -380,3 +380,26 @@ def test_write_authentication_is_one_query(db, django_assert_num_queries):
     # user + permissions (1), savepoint + post statement + release (3) inside the test transaction
     with django_assert_num_queries(4):
         assert client.post(CONTENT, grant, format="json").status_code == 201
+
+
+def test_hot_path_renderers_match_the_serializers(db):
+    """The plain-dict renderers of the hot paths give what the documented serializers give."""
+    from datetime import UTC, datetime
+
+    from ledger_core.api.serializers import (
+        BalanceSerializer,
+        EntrySerializer,
+        balance_data,
+        entry_data,
+    )
+    from ledger_core.types import BalanceView
+
+    fund("alice", 7)
+    entry = LedgerEntry.objects.get(owner_id="alice")
+    assert entry_data(entry) == EntrySerializer(entry).data
+    stamp = datetime(2026, 11, 26, 9, 0, 0, 123456, tzinfo=UTC)
+    for view in (
+        BalanceView(owner_id="alice", balance=7, version=1, updated_at=stamp),
+        BalanceView(owner_id="nobody", balance=0, version=0, updated_at=None),
+    ):
+        assert balance_data(view) == BalanceSerializer(view).data
