@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Mapping
 from datetime import UTC, datetime
 
 from django.conf import settings
@@ -165,17 +166,26 @@ class BalanceCache:
         return True
 
     # -- API -----------------------------------------------------------------
-    def get(self, owner_id: str) -> BalanceView | None:
-        """The cached balance of ``owner_id``, or None on a miss or a cache fault."""
+    def prefetch_key(self, owner_id: str) -> tuple[str, str]:
+        """``(cache alias, key)`` of ``owner_id``'s entry, for a caller that reads
+        it ahead, in a round trip of its own (the rate limiter does)."""
+        return self.alias, KEY_PREFIX + owner_id
+
+    def get(self, owner_id: str, prefetched: Mapping | None = None) -> BalanceView | None:
+        """The cached balance of ``owner_id``, or None on a miss or a cache fault.
+
+        ``prefetched``: raw values by ``prefetch_key``, read earlier in this
+        request; a value found there costs no round trip."""
         if not self._available():
             return None
+        name = self.prefetch_key(owner_id)
         try:
-            client = self._redis()
-            raw = (
-                client.get(self._key(owner_id))
-                if client is not None
-                else self.cache.get(KEY_PREFIX + owner_id)
-            )
+            if prefetched is not None and name in prefetched:
+                raw = prefetched[name]
+            elif (client := self._redis()) is not None:
+                raw = client.get(self._key(owner_id))
+            else:
+                raw = self.cache.get(KEY_PREFIX + owner_id)
         except Exception as exc:  # noqa: BLE001 - any cache failure falls back to the DB
             self._fail("get", exc)
             return None

@@ -62,28 +62,48 @@ RATE_SETTINGS = {
 }
 outage = Circuit("rate-limit counters", logger, "allowing requests until they answer (fail open)")
 
-# KEYS: the counters; ARGV[i]: the expiry in seconds of KEYS[i]. Returns the counts.
+# KEYS: the counters, then keys to read. ARGV[1]: how many counters;
+# ARGV[1 + i]: the expiry in seconds of counter i. Returns the counts, then the
+# values read (nil for a missing key).
 _COUNT_SCRIPT = """
-local counts = {}
+local counters = tonumber(ARGV[1])
+local out = {}
 for i, key in ipairs(KEYS) do
-  local count = redis.call('INCR', key)
-  if count == 1 then redis.call('EXPIRE', key, ARGV[i]) end
-  counts[i] = count
+  if i <= counters then
+    local count = redis.call('INCR', key)
+    if count == 1 then redis.call('EXPIRE', key, ARGV[i + 1]) end
+    out[i] = count
+  else
+    out[i] = redis.call('GET', key)
+  end
 end
-return counts
+return out
 """
 _script: Any = None  # redis-py Script; run with the client of the current cache
+_SERVER_FIELDS = ("host", "port", "path", "db", "username")
 
 
-def count_usage(counters: list[tuple[str, str]], rate: str) -> list[dict[str, Any]]:
+def _same_server(a: Any, b: Any) -> bool:
+    kwargs_a, kwargs_b = a.connection_pool.connection_kwargs, b.connection_pool.connection_kwargs
+    return all(kwargs_a.get(f) == kwargs_b.get(f) for f in _SERVER_FIELDS)
+
+
+def count_usage(
+    counters: list[tuple[str, str]], rate: str, fetch: list[tuple[str, str]] = ()
+) -> tuple[list[dict[str, Any]], dict[tuple[str, str], Any]]:
     """Count one request against each ``(group, key)`` counter, the way
     django-ratelimit's ``get_usage(..., increment=True)`` does, in one Redis
-    round trip for all of them. Returns each counter's usage (``count``,
-    ``limit``, ``should_limit``, ``time_left``). Raises if the store fails."""
+    round trip for all of them.
+
+    ``fetch``: ``(cache alias, key)`` pairs the request will read next; those
+    whose cache lives on the same Redis server are read in the same round
+    trip. Returns each counter's usage (``count``, ``limit``, ``should_limit``,
+    ``time_left``) and the values read (raw, None for a missing key), by
+    ``(alias, key)``. Raises if the store fails."""
     cache = caches[getattr(settings, "RATELIMIT_USE_CACHE", "default")]
     client = redis_client(cache)
     if client is None:
-        return [_usage_from_get_usage(group, key, rate) for group, key in counters]
+        return [_usage_from_get_usage(group, key, rate) for group, key in counters], {}
     limit, period = _split_rate(rate)
     now = time.time()
     windows = [_get_window(key, period) for _group, key in counters]
@@ -91,16 +111,26 @@ def count_usage(counters: list[tuple[str, str]], rate: str) -> list[dict[str, An
         cache.make_key(_make_cache_key(group, window, rate, key, None))
         for (group, key), window in zip(counters, windows, strict=True)
     ]
+    reads = []
+    for alias, key in fetch:
+        other = caches[alias]
+        other_client = redis_client(other)
+        if other_client is not None and _same_server(client, other_client):
+            reads.append(((alias, key), other.make_key(key)))
     global _script
     if _script is None:
         _script = client.register_script(_COUNT_SCRIPT)
     expiry = [period + EXPIRATION_FUDGE] * len(cache_keys)
-    counts = _script(keys=cache_keys, args=expiry, client=client)
-    return [
+    out = _script(
+        keys=cache_keys + [raw for _, raw in reads], args=[len(cache_keys), *expiry], client=client
+    )
+    usages = [
         {"count": int(count), "limit": limit, "should_limit": int(count) > limit,
          "time_left": window - now}
-        for count, window in zip(counts, windows, strict=True)
+        for count, window in zip(out, windows, strict=False)
     ]  # fmt: skip
+    fetched = {name: value for (name, _), value in zip(reads, out[len(cache_keys) :], strict=True)}
+    return usages, fetched
 
 
 def _usage_from_get_usage(group: str, key: str, rate: str) -> dict[str, Any]:
@@ -135,6 +165,11 @@ class RateLimit(BaseThrottle):
 
     Groups: ``ledger_read`` / ``ledger_write`` (default by HTTP method, keyed
     by user), ``auth`` (keyed by client IP and by username), ``none``.
+
+    A view may define ``ratelimit_fetch(request)``: the ``(cache alias, key)``
+    pairs it is about to read. They are read in the counters' round trip and
+    left in ``request.ledger_prefetched`` (``{(alias, key): raw value}``), so a
+    cached balance read costs one Redis round trip, not two.
     """
 
     def __init__(self) -> None:
@@ -165,13 +200,19 @@ class RateLimit(BaseThrottle):
             ERRORS.inc()
             return True
         keys = self.keys(group, request)
+        fetch = getattr(view, "ratelimit_fetch", None)
         try:
-            usages = count_usage([(f"{group}:{key.split(':', 1)[0]}", key) for key in keys], rate)
+            usages, fetched = count_usage(
+                [(f"{group}:{key.split(':', 1)[0]}", key) for key in keys],
+                rate,
+                fetch(request) if fetch is not None else (),
+            )
         except Exception as exc:  # noqa: BLE001 - fail open on any counter-store fault
             ERRORS.inc()
             outage.trip(exc, "count")
             return True
         outage.reset()
+        request.ledger_prefetched = fetched
         for key, usage in zip(keys, usages, strict=True):
             if usage["should_limit"]:
                 self._wait = max(1, math.ceil(usage["time_left"]))

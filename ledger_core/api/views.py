@@ -33,6 +33,7 @@ from rest_framework.routers import SimpleRouter
 
 from .. import metrics
 from ..actors import Actor
+from ..cache import balance_cache
 from ..exceptions import Forbidden, InvalidEntry
 from ..selectors import balance_get, entry_list
 from ..services import BatchRefused, EntryRequest, PostResult, entry_post, entry_post_batch
@@ -142,7 +143,15 @@ class LedgerViewSet(viewsets.GenericViewSet):
     def retrieve(self, request: Request, owner_id: str) -> Response:
         """The owner's balance (0 for an owner without entries)."""
         owner_id = self._readable_owner(request, owner_id)
-        return Response(balance_data(balance_get(owner_id=owner_id)))
+        prefetched = getattr(request, "ledger_prefetched", None)
+        return Response(balance_data(balance_get(owner_id=owner_id, prefetched=prefetched)))
+
+    def ratelimit_fetch(self, request: Request) -> list[tuple[str, str]]:
+        """What the rate limiter should read in its round trip: a balance read's
+        cache entry (only read here after the permission check)."""
+        if self.action != "retrieve" or not isinstance(self.kwargs.get("owner_id"), str):
+            return []
+        return [balance_cache.prefetch_key(self.kwargs["owner_id"])]
 
     @extend_schema(
         summary="Post an entry (idempotent by nonce)",

@@ -125,35 +125,65 @@ def test_health_is_never_limited(client):
         assert client.get("/healthz").status_code == 200
 
 
-def _command_calls(redis_client) -> dict[str, int]:
-    stats = redis_client.info("commandstats")
-    return {name.removeprefix("cmdstat_"): value["calls"] for name, value in stats.items()}
+@pytest.fixture
+def redis_round_trips(monkeypatch):
+    """Counts connections taken from redis-py's pools: one per command, script
+    call or pipeline, i.e. per round trip (the real call goes through)."""
+    import redis
+
+    counter = {"n": 0}
+    original = redis.ConnectionPool.get_connection
+
+    def counting(self, *args, **kwargs):
+        counter["n"] += 1
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(redis.ConnectionPool, "get_connection", counting)
+    return counter
 
 
 @override_settings(RATE_LIMIT_AUTH="50/m")
-def test_counting_is_one_round_trip_and_readable_by_django_ratelimit(api_client):
+def test_counting_is_one_round_trip_and_readable_by_django_ratelimit(api_client, redis_round_trips):
     from django.core.cache import caches
     from django_ratelimit.core import get_usage
 
-    redis_client = caches["ratelimit"].client.get_client(write=True)
-    before = _command_calls(redis_client)
-    for _ in range(3):
+    for i in range(3):
+        before = redis_round_trips["n"]
         api_client.post("/api/auth/token/", {"username": "Carol", "password": "x"}, format="json")
-    after = _command_calls(redis_client)
-    # One script call per request counts both keys (address and username).
-    assert (
-        after.get("evalsha", 0)
-        + after.get("eval", 0)
-        - (before.get("evalsha", 0) + before.get("eval", 0))
-        == 3
-    )
-    assert after.get("set", 0) == before.get("set", 0)  # no add-then-incr
+        # One script call counts both keys (address and username).
+        assert redis_round_trips["n"] - before == 1, i
     # django-ratelimit's own reader sees the same counters (same keys and windows).
     for group, key in (("auth:ip", "ip:127.0.0.1"), ("auth:username", "username:carol")):
         usage = get_usage(None, group=group, key=lambda _g, _r, key=key: key, rate="50/m")
         assert usage["count"] == 3, (group, usage)
+    redis_client = caches["ratelimit"].client.get_client(write=True)
     ttls = [redis_client.ttl(k) for k in redis_client.keys("*rl:*")]
     assert ttls and all(0 < ttl <= 65 for ttl in ttls)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_cached_balance_read_is_one_round_trip(user, redis_round_trips, settings):
+    settings.LEDGER_BALANCE_CACHE = True
+    fund("alice", 3)
+    client = bearer_client(user)
+    assert client.get("/api/content/ledger/alice/").json()["balance"] == 3  # fills the cache
+    before = redis_round_trips["n"]
+    response = client.get("/api/content/ledger/alice/")
+    assert response.status_code == 200 and response.json()["balance"] == 3
+    assert redis_round_trips["n"] - before == 1  # rate-limit count + cached balance
+    # The prefetched value is the cache's: a post's new balance is read back.
+    fund("alice", 2)
+    assert client.get("/api/content/ledger/alice/").json()["balance"] == 5
+
+
+@override_settings(RATE_LIMIT_LEDGER_READ="1/m")
+def test_refused_read_prefetches_nothing_it_returns(user, other_user):
+    # The balance is read ahead of the permission check, never returned before it.
+    fund("bob", 9)
+    client = bearer_client(user)
+    response = client.get("/api/content/ledger/bob/")
+    assert response.status_code == 403
+    assert "9" not in response.content.decode()
 
 
 def test_redis_down_fails_open_logged_and_counted(user, caplog):
