@@ -31,6 +31,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -162,20 +163,37 @@ class AuthStateCache:
         return True
 
     # -- API -----------------------------------------------------------------
-    def lookup(self, user_id: Any) -> Lookup:
-        """The cached state of ``user_id`` (one round trip), or a miss."""
+    def fetch_keys(self, user_id: Any) -> list[tuple[str, str]]:
+        """``(cache alias, key)`` pairs ``lookup`` reads, for a caller that reads
+        them ahead in a round trip of its own (the rate limiter does)."""
+        if self._client() is None or self.circuit.tripped:
+            return []
+        uid = str(user_id)
+        return [
+            (self.alias, STATE_PREFIX + uid),
+            (self.alias, GEN_PREFIX + uid),
+            (self.alias, GEN_PREFIX + GLOBAL),
+        ]
+
+    def lookup(self, user_id: Any, prefetched: Mapping | None = None) -> Lookup:
+        """The cached state of ``user_id``, or a miss: from ``prefetched`` (the
+        values of ``fetch_keys`` read earlier in this request) or one round trip."""
         client = self._usable()
         if client is None:
             return Lookup(None, None)
         uid = str(user_id)
+        names = [
+            (self.alias, STATE_PREFIX + uid),
+            (self.alias, GEN_PREFIX + uid),
+            (self.alias, GEN_PREFIX + GLOBAL),
+        ]
         try:
-            raw, user_gen, global_gen = client.mget(
-                [
-                    self._key(STATE_PREFIX, uid),
-                    self._key(GEN_PREFIX, uid),
-                    self._key(GEN_PREFIX, GLOBAL),
-                ]
-            )
+            if prefetched is not None and all(name in prefetched for name in names):
+                raw, user_gen, global_gen = (prefetched[name] for name in names)
+            else:
+                raw, user_gen, global_gen = client.mget(
+                    [caches[self.alias].make_key(key) for _alias, key in names]
+                )
         except Exception as exc:  # noqa: BLE001 - any cache failure: ask the database
             self.circuit.trip(exc, "get")
             return Lookup(None, None)

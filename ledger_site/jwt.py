@@ -46,6 +46,7 @@ from rest_framework_simplejwt.utils import aware_utcnow
 from ledger_core.actors import POST_ANY_PERMISSION, VIEW_ANY_PERMISSION
 
 from .authstate import AuthState, auth_states
+from .ratelimit import precount_for_user
 
 CLAIM_PERMS = "perms"
 CLAIM_USERNAME = "username"
@@ -180,10 +181,19 @@ class LedgerJWTAuthentication(JWTAuthentication):
             if api_settings.USER_ID_CLAIM not in validated:
                 raise InvalidToken("Token contained no recognizable user identification")
             return ClaimsUser(validated), validated
-        return self.get_user(validated), validated
+        user_id = validated.get(api_settings.USER_ID_CLAIM)
+        prefetched = (
+            precount_for_user(request, user_id, auth_states.fetch_keys(user_id))
+            if user_id is not None
+            else None
+        )
+        return self.get_user(validated, prefetched), validated
 
-    def get_user(self, validated_token: Token) -> Any:
-        """The active user of a write: from the auth-state cache, else the database."""
+    def get_user(self, validated_token: Token, prefetched: dict | None = None) -> Any:
+        """The active user of a write: from the auth-state cache, else the database.
+
+        ``prefetched``: the auth-state entries, read in the rate limiter's round
+        trip (``ledger_site.ratelimit.precount_for_user``)."""
         User = self.user_model
         try:
             user_id = validated_token[api_settings.USER_ID_CLAIM]
@@ -191,7 +201,7 @@ class LedgerJWTAuthentication(JWTAuthentication):
             raise InvalidToken("Token contained no recognizable user identification") from None
         if User._meta.pk.attname != api_settings.USER_ID_FIELD:
             return self._user_from_database(validated_token)
-        lookup = auth_states.lookup(user_id)
+        lookup = auth_states.lookup(user_id, prefetched)
         if lookup.state is not None:
             user = _user_from_state(user_id, lookup.state)
             if not api_settings.USER_AUTHENTICATION_RULE(user):

@@ -48,6 +48,23 @@ def _clear_caches():
     yield
 
 
+@pytest.fixture
+def redis_round_trips(monkeypatch):
+    """Counts connections taken from redis-py's pools: one per command, script
+    call or pipeline, i.e. per round trip (the real call goes through)."""
+    import redis
+
+    counter = {"n": 0}
+    original = redis.ConnectionPool.get_connection
+
+    def counting(self, *args, **kwargs):
+        counter["n"] += 1
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(redis.ConnectionPool, "get_connection", counting)
+    return counter
+
+
 def bearer_client(user) -> APIClient:
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {token_pair_for(user).access_token}")

@@ -176,3 +176,24 @@ def test_cached_token_is_refused_once_expired():
     expected = spend(client, "n3")
     assert expected.status_code == 401
     assert response.json() == expected.json()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_write_is_two_redis_round_trips(redis_round_trips, settings):
+    # Rate-limit count + cached auth state in one; the balance cache write in the other.
+    settings.LEDGER_BALANCE_CACHE = True
+    boss = UserFactory(username="boss", perms=["ledger_core.post_any_entry"])
+    client = bearer_client(boss)
+    assert grant(client, "n1").status_code == 201  # fills the auth-state cache
+    before = redis_round_trips["n"]
+    assert grant(client, "n2").status_code == 201
+    assert redis_round_trips["n"] - before == 2
+
+
+@override_settings(RATE_LIMIT_LEDGER_WRITE="2/m")
+def test_counted_once_when_counted_with_the_auth_state():
+    boss = UserFactory(username="boss", perms=["ledger_core.post_any_entry"])
+    client = bearer_client(boss)
+    assert grant(client, "n1").status_code == 201
+    assert grant(client, "n2").status_code == 201
+    assert grant(client, "n3").status_code == 429

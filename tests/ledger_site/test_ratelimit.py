@@ -125,23 +125,6 @@ def test_health_is_never_limited(client):
         assert client.get("/healthz").status_code == 200
 
 
-@pytest.fixture
-def redis_round_trips(monkeypatch):
-    """Counts connections taken from redis-py's pools: one per command, script
-    call or pipeline, i.e. per round trip (the real call goes through)."""
-    import redis
-
-    counter = {"n": 0}
-    original = redis.ConnectionPool.get_connection
-
-    def counting(self, *args, **kwargs):
-        counter["n"] += 1
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(redis.ConnectionPool, "get_connection", counting)
-    return counter
-
-
 @override_settings(RATE_LIMIT_AUTH="50/m")
 def test_counting_is_one_round_trip_and_readable_by_django_ratelimit(api_client, redis_round_trips):
     from django.core.cache import caches
