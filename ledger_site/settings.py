@@ -170,6 +170,12 @@ LEDGER_BALANCE_CACHE = env.bool("LEDGER_BALANCE_CACHE", default=True)
 # Seconds a cached balance may live; bounds how long a cache write lost to a
 # Redis fault could matter (see ledger_core.cache).
 LEDGER_BALANCE_CACHE_TTL = env.int("LEDGER_BALANCE_CACHE_TTL", default=300)
+# Writes read their user's state (active, permissions) from Redis, invalidated
+# on every change (ledger_site.authstate). Off: every write queries PostgreSQL.
+LEDGER_AUTH_CACHE = env.bool("LEDGER_AUTH_CACHE", default=True)
+# Seconds a cached auth state lives: bounds a change made without Django's
+# signals (QuerySet.update, raw SQL) or an invalidation lost to a Redis fault.
+LEDGER_AUTH_CACHE_TTL = env.int("LEDGER_AUTH_CACHE_TTL", default=60)
 
 # --- Auth -----------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [
