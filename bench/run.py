@@ -210,6 +210,9 @@ def main() -> None:  # noqa: PLR0915
             # Warm up every worker (imports, connections, cache) before measuring.
             wrk("read.lua", base, 3, conns, threads, **common)
             wrk("post.lua", base, 3, conns, threads, **{**common, "BENCH_RUN": run_id + "w"})
+            # The framework's floor: a trivial view through the same server and middleware.
+            print("framework floor (GET /healthz): 5s ...", flush=True)
+            report["floor"] = wrk("health.lua", base, 5, conns, threads, **common)
             print(f"single posts: {args.seconds}s ...", flush=True)
             report["posts"] = wrk("post.lua", base, args.seconds, conns, threads, **common)
             print(f"balance reads: {args.seconds}s ...", flush=True)
@@ -245,6 +248,7 @@ def main() -> None:  # noqa: PLR0915
         "batch_entries_to_pgbench": batches["entries_per_s"] / ceiling,
         "reads_to_pgbench": reads["rps"] / ceiling,
         "reads_to_posts": reads["rps"] / posts["rps"],
+        "floor_to_pgbench": report["floor"]["rps"] / ceiling,
         "history_read_p50_big_to_small": hist["history-big"]["read"]["p50_ms"]
         / hist["history-small"]["read"]["p50_ms"],
         "history_post_p50_big_to_small": hist["history-big"]["post"]["p50_ms"]
@@ -261,6 +265,7 @@ def main() -> None:  # noqa: PLR0915
     print(f"pgbench ceiling (8 clients): {ceiling:,.0f} posts/s")
     print(f"{'scenario':<28}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}{'x pgbench':>11}")
     rows = [
+        ("floor: GET /healthz", report["floor"], report["floor"]["rps"]),
         ("single posts", posts, posts["rps"]),
         ("balance reads", reads, reads["rps"]),
         (f"batch posts ({args.batch}/req)", batches, batches["entries_per_s"]),
