@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import re
+import secrets
 import time
-import uuid
 from collections.abc import Callable
 
 import structlog
@@ -30,7 +30,7 @@ class RequestLogMiddleware:
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         supplied = request.headers.get(REQUEST_ID_HEADER, "")
-        request_id = supplied if SANE_REQUEST_ID.match(supplied) else uuid.uuid4().hex
+        request_id = supplied if SANE_REQUEST_ID.match(supplied) else secrets.token_hex(16)
         request.request_id = request_id  # type: ignore[attr-defined]
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(request_id=request_id)

@@ -65,6 +65,11 @@ MIDDLEWARE = [
     "ledger_site.middleware.MetricsAfterMiddleware",
 ]
 
+# Messages are for the admin only; the session holds them. (The default
+# fallback storage builds a signed-cookie store and a session store on every
+# request, API calls included.)
+MESSAGE_STORAGE = "django.contrib.messages.storage.session.SessionStorage"
+
 ROOT_URLCONF = "ledger_site.urls"
 
 TEMPLATES = [
@@ -199,6 +204,7 @@ REST_FRAMEWORK = {
         "rest_framework.renderers.BrowsableAPIRenderer",
     ],
     "EXCEPTION_HANDLER": "ledger_core.api.exceptions.exception_handler",
+    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "ledger_site.negotiation.LedgerContentNegotiation",
     "DEFAULT_THROTTLE_CLASSES": ["ledger_site.ratelimit.RateLimit"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",

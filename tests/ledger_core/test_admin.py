@@ -165,6 +165,9 @@ def test_correcting_entry_goes_through_the_service(admin_client, entries):
     assert entry.metadata == {"reason": "refund reversal", "via": "admin"}
     assert entry.created_by.endswith(":root")
     assert Balance.objects.get(owner_id="alice").balance == 4
+    # The confirmation reaches the next page (messages live in the session).
+    page = admin_client.get(response["Location"]).content.decode()
+    assert f"Entry #{entry.pk} posted" in page
 
 
 def test_correcting_entry_rules_apply(admin_client, entries):
