@@ -76,6 +76,42 @@ def test_register_taken_username_case_insensitive(api_client):
     assert Balance.objects.get(owner_id="carol").balance == 3
 
 
+def test_database_refuses_usernames_differing_only_in_case():
+    from django.db import IntegrityError, transaction
+
+    UserFactory(username="carol")
+    with pytest.raises(IntegrityError), transaction.atomic():
+        get_user_model().objects.create_user(username="Carol", password=PASSWORD)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_registrations_differing_in_case_make_one_user():
+    import threading
+
+    for round_ in range(4):
+        names = [f"dave{round_}", f"DAVE{round_}"]
+        barrier = threading.Barrier(len(names))
+        statuses: list[int] = []
+
+        def attempt(name: str) -> None:
+            from django.db import connection
+
+            try:
+                client = APIClient()
+                barrier.wait()
+                statuses.append(register(client, name).status_code)
+            finally:
+                connection.close()
+
+        threads = [threading.Thread(target=attempt, args=(name,)) for name in names]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        assert sorted(statuses) == [201, 400], statuses
+        assert get_user_model().objects.filter(username__iexact=names[0]).count() == 1
+
+
 def test_register_rolls_back_user_when_signup_credit_fails(api_client, monkeypatch):
     from ledger_site import accounts
 
