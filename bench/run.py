@@ -137,6 +137,19 @@ def insert_history(dsn: str, owner: str, count: int) -> None:
 
 
 HISTORY_ROUNDS = 4
+ROUNDS = 3
+
+
+def combine(runs: list[dict]) -> dict:
+    """One scenario's slices as one figure: medians of rate and latency, summed counts."""
+    return {
+        "rps": statistics.median(run["rps"] for run in runs),
+        "p50_ms": statistics.median(run["p50_ms"] for run in runs),
+        "p99_ms": statistics.median(run["p99_ms"] for run in runs),
+        "requests": sum(run["requests"] for run in runs),
+        "errors": sum(run["errors"] for run in runs),
+        "slices": len(runs),
+    }
 
 
 def measure_history(base: str, common: dict, run_id: str) -> dict:
@@ -188,14 +201,12 @@ def main() -> None:  # noqa: PLR0915
         "cpus": os.cpu_count(),
     }
 
-    with temp_database("ledger_pgbench") as (url, dsn):
-        manage(site_env(DATABASE_URL=url), "migrate", "--noinput")
-        seed_owners(dsn, OWNERS)
-        print(f"pgbench ceiling: 8 clients, {args.seconds}s ...", flush=True)
-        report["pgbench"] = pgbench_ceiling(dsn, args.seconds, clients=8)
-    ceiling = report["pgbench"]["tps"]
-
-    with temp_database("ledger_stack") as (url, dsn):
+    with (
+        temp_database("ledger_pgbench") as (pg_url, pg_dsn),
+        temp_database("ledger_stack") as (url, dsn),
+    ):
+        manage(site_env(DATABASE_URL=pg_url), "migrate", "--noinput")
+        seed_owners(pg_dsn, OWNERS)
         tmp = Path(tempfile.mkdtemp(prefix="ledger-bench-"))
         high = "100000000/m"
         env = site_env(
@@ -239,20 +250,39 @@ def main() -> None:  # noqa: PLR0915
             # Warm up every worker (imports, connections, cache) before measuring.
             wrk("read.lua", base, 3, conns, threads, **common)
             wrk("post.lua", base, 3, conns, threads, **{**common, "BENCH_RUN": run_id + "w"})
-            # The framework's floor: a trivial view through the same server and middleware.
-            print("framework floor (GET /healthz): 5s ...", flush=True)
-            report["floor"] = wrk("health.lua", base, 5, conns, threads, **common)
-            print(f"single posts: {args.seconds}s ...", flush=True)
-            report["posts"] = wrk("post.lua", base, args.seconds, conns, threads, **common)
-            print(f"balance reads: {args.seconds}s ...", flush=True)
-            report["reads"] = wrk("read.lua", base, args.seconds, conns, threads, **common)
-            print(f"batch posts of {args.batch}: {args.seconds}s ...", flush=True)
-            report["batches"] = wrk(
-                "batch.lua", base, args.seconds, max(2, conns // 4), threads,
-                **{**common, "BENCH_BATCH": str(args.batch)},
-            )  # fmt: skip
+            # Every scenario, the pgbench ceiling included, runs in ROUNDS
+            # interleaved slices; each figure is the median of its slices, so
+            # the machine's speed drifting during the run affects every
+            # scenario alike instead of whichever ran at the time.
+            slice_s = max(2, args.seconds // ROUNDS)
+            slices: dict[str, list[dict]] = {
+                name: [] for name in ("pgbench", "floor", "posts", "reads", "batches")
+            }
+            for round_ in range(ROUNDS):
+                print(f"round {round_ + 1}/{ROUNDS}: {slice_s}s per scenario ...", flush=True)
+                slices["pgbench"].append(pgbench_ceiling(pg_dsn, slice_s, clients=8))
+                # The framework's floor: a trivial view through the same server.
+                slices["floor"].append(wrk("health.lua", base, slice_s, conns, threads, **common))
+                run = {**common, "BENCH_RUN": f"{run_id}-{round_}"}
+                slices["posts"].append(wrk("post.lua", base, slice_s, conns, threads, **run))
+                slices["reads"].append(wrk("read.lua", base, slice_s, conns, threads, **run))
+                slices["batches"].append(
+                    wrk("batch.lua", base, slice_s, max(2, conns // 4), threads,
+                        **{**run, "BENCH_BATCH": str(args.batch)})
+                )  # fmt: skip
+            report["pgbench"] = {
+                "tps": statistics.median(x["tps"] for x in slices["pgbench"]),
+                "slices_tps": [x["tps"] for x in slices["pgbench"]],
+                "clients": 8,
+                "seconds": slice_s * ROUNDS,
+            }
+            for name in ("floor", "posts", "reads", "batches"):
+                report[name] = combine(slices[name])
             report["batches"]["batch_size"] = args.batch
             report["batches"]["entries_per_s"] = report["batches"]["rps"] * args.batch
+            report["slices"] = {
+                name: [x["rps"] for x in runs] for name, runs in slices.items() if name != "pgbench"
+            }
 
             print(f"history: inserting {args.history} entries for one owner ...", flush=True)
             insert_history(dsn, "history-big", args.history)
@@ -263,6 +293,7 @@ def main() -> None:  # noqa: PLR0915
             server.wait(timeout=30)
             log.close()
 
+    ceiling = report["pgbench"]["tps"]
     posts, reads, batches = report["posts"], report["reads"], report["batches"]
     hist = report["history"]
     report["ratios"] = {
@@ -296,6 +327,9 @@ def main() -> None:  # noqa: PLR0915
         print(f"{name:<28}{data['rps']:>10,.0f}{data['p50_ms']:>9.2f}{data['p99_ms']:>9.2f}"
               f"{data['errors']:>8}{per_s / ceiling:>11.3f}")  # fmt: skip
     print(f"batch entries/s: {batches['entries_per_s']:,.0f}")
+    rounds = zip(report["slices"]["posts"], report["pgbench"]["slices_tps"], strict=True)
+    per_round = [post / tps for post, tps in rounds]
+    print("single posts x pgbench, round by round: " + ", ".join(f"{r:.3f}" for r in per_round))
     print(f"reads / posts: {report['ratios']['reads_to_posts']:.2f}")
     for kind in ("read", "post"):
         small = hist["history-small"][kind]["p50_ms"]
