@@ -38,11 +38,19 @@ from typing import Any
 from django.conf import settings
 from django.core.cache import caches
 from django.db import transaction
+from prometheus_client import Counter
 
 from ledger_core.cache import redis_client
 from ledger_core.circuit import Circuit
 
 logger = logging.getLogger("ledger_site.authstate")
+
+LOOKUPS = Counter(
+    "ledger_auth_cache",
+    "Auth-state look-ups of writes: hit, miss (read from the database), error (Redis "
+    "unreachable, read from the database).",
+    ["result"],
+)
 
 CACHE_ALIAS = "default"
 STATE_PREFIX = "auth:v1:state:"
@@ -180,6 +188,8 @@ class AuthStateCache:
         values of ``fetch_keys`` read earlier in this request) or one round trip."""
         client = self._usable()
         if client is None:
+            if self.circuit.tripped:  # Redis is down: the database answers
+                LOOKUPS.labels("error").inc()
             return Lookup(None, None)
         uid = str(user_id)
         names = [
@@ -195,11 +205,13 @@ class AuthStateCache:
                     [caches[self.alias].make_key(key) for _alias, key in names]
                 )
         except Exception as exc:  # noqa: BLE001 - any cache failure: ask the database
+            LOOKUPS.labels("error").inc()
             self.circuit.trip(exc, "get")
             return Lookup(None, None)
         user_gen = (user_gen or b"0").decode()
         global_gen = (global_gen or b"0").decode()
         state = AuthState.decode(raw, global_gen) if raw is not None else None
+        LOOKUPS.labels("hit" if state is not None else "miss").inc()
         return Lookup(state, None if state is not None else (user_gen, global_gen))
 
     def fill(self, user_id: Any, ticket: tuple[str, str] | None, state: AuthState) -> None:

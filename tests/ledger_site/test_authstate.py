@@ -11,7 +11,7 @@ from django.contrib.auth.models import Group, Permission
 from django.test import override_settings
 from rest_framework_simplejwt.tokens import AccessToken
 
-from ledger_site.authstate import STATE_PREFIX, auth_states
+from ledger_site.authstate import LOOKUPS, STATE_PREFIX, auth_states
 from tests.conftest import bearer_client, fund
 from tests.factories import UserFactory
 from tests.ledger_core.test_cache import dead_redis_caches
@@ -35,13 +35,19 @@ def spend(client, nonce: str, owner: str = "alice"):
     )
 
 
+def lookups(result: str) -> float:
+    return LOOKUPS.labels(result)._value.get()
+
+
 def test_second_write_costs_no_user_query(django_assert_num_queries):
     boss = UserFactory(username="boss", perms=["ledger_core.post_any_entry"])
     client = bearer_client(boss)
+    hits, misses = lookups("hit"), lookups("miss")
     assert grant(client, "n1").status_code == 201  # miss: user query, then cached
     # savepoint + post statement + release inside the test transaction; no user query
     with django_assert_num_queries(3):
         assert grant(client, "n2").status_code == 201
+    assert (lookups("hit") - hits, lookups("miss") - misses) == (1, 1)
 
 
 def test_deactivation_stops_the_next_write():
@@ -134,11 +140,13 @@ def test_global_generation_outdates_every_cached_state():
 def test_redis_down_writes_authenticate_from_the_database():
     boss = UserFactory(username="boss", perms=["ledger_core.post_any_entry"])
     client = bearer_client(boss)
+    errors = lookups("error")
     with override_settings(CACHES=dead_redis_caches()):
         assert grant(client, "n1").status_code == 201
         boss.user_permissions.clear()  # the invalidation is lost: Redis is gone
         assert grant(client, "n2").status_code == 403  # the database said so
     assert auth_states.circuit.tripped
+    assert lookups("error") - errors == 2
 
 
 def test_invalidation_lost_to_an_outage_is_replayed_on_recovery():
