@@ -17,6 +17,7 @@ given as a ratio to the pgbench ceiling of the same run.
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import os
 import re
@@ -25,6 +26,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
@@ -136,7 +138,7 @@ def insert_history(dsn: str, owner: str, count: int) -> None:
         conn.execute("ANALYZE ledger_core_ledgerentry")
 
 
-HISTORY_ROUNDS = 4
+HISTORY_PAIRS = 1000
 ROUNDS = 3
 
 
@@ -152,29 +154,53 @@ def combine(runs: list[dict]) -> dict:
     }
 
 
-def measure_history(base: str, common: dict, run_id: str) -> dict:
+def measure_history(base: str, token: str, run_id: str, pairs: int = HISTORY_PAIRS) -> dict:
     """p50 latency of reads and posts for the two owners, one connection.
 
-    The owners alternate in short slices (small, big, small, big, ...) and
-    each owner's p50 is the median of its slices, so that the machine's speed
-    drifting during the measurement does not land on one owner only."""
-    slices: dict = {owner: {"read": [], "post": []} for owner in ("history-small", "history-big")}
-    for round_ in range(HISTORY_ROUNDS):
-        for kind, script in (("read", "read.lua"), ("post", "post_owner.lua")):
-            for owner in slices:
-                env = {**common, "BENCH_OWNER": owner, "BENCH_RUN": f"{run_id}-{owner}-{round_}"}
-                slices[owner][kind].append(wrk(script, base, 2, 1, 1, **env))
-    history: dict = {}
-    for owner, kinds in slices.items():
-        history[owner] = {}
-        for kind, runs in kinds.items():
-            history[owner][kind] = {
-                "p50_ms": statistics.median(run["p50_ms"] for run in runs),
-                "slices_p50_ms": [run["p50_ms"] for run in runs],
-                "requests": sum(run["requests"] for run in runs),
-                "errors": sum(run["errors"] for run in runs),
+    The owners alternate request by request (in both orders), each request
+    timed on its own, so that the machine's speed drifting during the
+    measurement falls on both owners alike: the comparison is between
+    neighbouring requests, not between two periods of time."""
+    from urllib.parse import urlsplit
+
+    target = urlsplit(base)
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    owners = ("history-small", "history-big")
+    samples: dict = {owner: {"read": [], "post": []} for owner in owners}
+    statuses: dict = {owner: {"read": set(), "post": set()} for owner in owners}
+
+    def timed(owner: str, kind: str, n: int) -> None:
+        if kind == "read":
+            method, path, body = "GET", f"/api/content/ledger/{owner}/", None
+        else:
+            method, path = "POST", "/api/content/ledger/"
+            body = json.dumps({"owner_id": owner, "operation": "CREDIT_ADD", "amount": 1,
+                               "nonce": f"{run_id}-h-{n}"})  # fmt: skip
+        conn = http.client.HTTPConnection(target.hostname, target.port, timeout=30)
+        started = time.perf_counter()
+        conn.request(method, path, body=body, headers=headers)
+        response = conn.getresponse()
+        response.read()
+        samples[owner][kind].append((time.perf_counter() - started) * 1000)
+        statuses[owner][kind].add(response.status)
+        conn.close()
+
+    for kind in ("read", "post"):
+        for n in range(pairs):
+            for owner in owners if n % 2 == 0 else owners[::-1]:
+                timed(owner, kind, n)
+    return {
+        owner: {
+            kind: {
+                "p50_ms": statistics.median(values),
+                "p90_ms": statistics.quantiles(values, n=10)[-1],
+                "requests": len(values),
+                "statuses": sorted(statuses[owner][kind]),
             }
-    return history
+            for kind, values in kinds.items()
+        }
+        for owner, kinds in samples.items()
+    }
 
 
 def _p50_ratio(history: dict, kind: str) -> float:
@@ -287,7 +313,7 @@ def main() -> None:  # noqa: PLR0915
             print(f"history: inserting {args.history} entries for one owner ...", flush=True)
             insert_history(dsn, "history-big", args.history)
             insert_history(dsn, "history-small", 10)
-            report["history"] = measure_history(base, common, run_id)
+            report["history"] = measure_history(base, token, run_id)
         finally:
             server.terminate()
             server.wait(timeout=30)
@@ -331,6 +357,10 @@ def main() -> None:  # noqa: PLR0915
     per_round = [post / tps for post, tps in rounds]
     print("single posts x pgbench, round by round: " + ", ".join(f"{r:.3f}" for r in per_round))
     print(f"reads / posts: {report['ratios']['reads_to_posts']:.2f}")
+    for owner, kinds in hist.items():
+        for kind, data in kinds.items():
+            if set(data["statuses"]) - {200, 201}:
+                print(f"WARNING: {owner} {kind}: statuses {data['statuses']}")
     for kind in ("read", "post"):
         small = hist["history-small"][kind]["p50_ms"]
         big = hist["history-big"][kind]["p50_ms"]
