@@ -11,6 +11,7 @@ from django.contrib.auth.models import Group, Permission
 from django.test import override_settings
 from rest_framework_simplejwt.tokens import AccessToken
 
+from ledger_site import ratelimit
 from ledger_site.authstate import LOOKUPS, STATE_PREFIX, auth_states
 from tests.conftest import bearer_client, fund
 from tests.factories import UserFactory
@@ -141,12 +142,15 @@ def test_redis_down_writes_authenticate_from_the_database():
     boss = UserFactory(username="boss", perms=["ledger_core.post_any_entry"])
     client = bearer_client(boss)
     errors = lookups("error")
+    ratelimit_errors = ratelimit.ERRORS._value.get()
     with override_settings(CACHES=dead_redis_caches()):
         assert grant(client, "n1").status_code == 201
         boss.user_permissions.clear()  # the invalidation is lost: Redis is gone
         assert grant(client, "n2").status_code == 403  # the database said so
     assert auth_states.circuit.tripped
     assert lookups("error") - errors == 2
+    # Rate limiting failed open, each request counted once as an error.
+    assert ratelimit.ERRORS._value.get() - ratelimit_errors == 2
 
 
 def test_invalidation_lost_to_an_outage_is_replayed_on_recovery():
