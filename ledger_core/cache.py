@@ -53,6 +53,21 @@ return 1
 """
 
 
+_scripts: dict[str, object] = {}
+
+
+def run_script(client, source: str, keys: list, args: list):
+    """Run the Lua ``source`` on ``client`` (a redis-py client or pipeline) as
+    one EVALSHA; redis-py loads it first on a server that does not know it."""
+    script = _scripts.get(source)
+    if script is None:
+        from redis.commands.core import Script
+
+        # The client given here only supplies the encoder for the script's SHA.
+        script = _scripts[source] = Script(client, source)
+    return script(keys=keys, args=args, client=client)
+
+
 def redis_client(cache) -> object | None:
     """The redis-py client behind a django-redis cache, or None for any other cache.
 
@@ -101,8 +116,6 @@ class BalanceCache:
         )
         self._lost: dict[str, None] = {}
         self._lost_overflow = False
-        self._script = None
-        self._script_client = None
 
     # -- plumbing ----------------------------------------------------------
     @property
@@ -225,15 +238,15 @@ class BalanceCache:
                 for view in views:
                     self._cas_local(view)
                 return
-            script = self._script_for(client)
             ttl = self._ttl()
             for start in range(0, len(views), 1000):
                 pipe = client.pipeline(transaction=False)
                 for view in views[start : start + 1000]:
-                    script(
-                        keys=[self._key(view.owner_id)],
-                        args=[view.version, _encode(view), ttl],
-                        client=pipe,
+                    run_script(
+                        pipe,
+                        _CAS_SCRIPT,
+                        [self._key(view.owner_id)],
+                        [view.version, _encode(view), ttl],
                     )
                 pipe.execute()
         except Exception as exc:  # noqa: BLE001 - lost writes are remembered, not raised
@@ -242,15 +255,12 @@ class BalanceCache:
                 for view in views:
                     self._remember_lost(view.owner_id)
 
-    def _script_for(self, client):
-        if self._script is None or self._script_client is not client:
-            self._script = client.register_script(_CAS_SCRIPT)
-            self._script_client = client
-        return self._script
-
     def _cas(self, client, view: BalanceView) -> int:
-        return self._script_for(client)(
-            keys=[self._key(view.owner_id)], args=[view.version, _encode(view), self._ttl()]
+        return run_script(
+            client,
+            _CAS_SCRIPT,
+            [self._key(view.owner_id)],
+            [view.version, _encode(view), self._ttl()],
         )
 
     def _cas_local(self, view: BalanceView) -> bool:
@@ -271,8 +281,6 @@ class BalanceCache:
         with self._lock:
             self._lost.clear()
             self._lost_overflow = False
-            self._script = None
-            self._script_client = None
 
 
 balance_cache = BalanceCache()

@@ -40,7 +40,7 @@ from django.core.cache import caches
 from django.db import transaction
 from prometheus_client import Counter
 
-from ledger_core.cache import redis_client
+from ledger_core.cache import redis_client, run_script
 from ledger_core.circuit import Circuit
 
 logger = logging.getLogger("ledger_site.authstate")
@@ -120,8 +120,6 @@ class AuthStateCache:
         )
         self._lock = threading.Lock()
         self._lost: dict[str, None] = {}
-        self._scripts: dict[str, Any] = {}
-        self._script_client: Any = None
 
     # -- plumbing ------------------------------------------------------------
     def _client(self) -> Any | None:
@@ -132,14 +130,14 @@ class AuthStateCache:
     def _key(self, prefix: str, name: str) -> str:
         return caches[self.alias].make_key(prefix + name)
 
-    def _script(self, client: Any, name: str, source: str) -> Any:
-        if self._script_client is not client:
-            self._scripts = {}
-            self._script_client = client
-        script = self._scripts.get(name)
-        if script is None:
-            script = self._scripts[name] = client.register_script(source)
-        return script
+    def _names(self, user_id: Any) -> list[tuple[str, str]]:
+        """``(cache alias, key)`` of a user's state and of the user and global generations."""
+        uid = str(user_id)
+        return [
+            (self.alias, STATE_PREFIX + uid),
+            (self.alias, GEN_PREFIX + uid),
+            (self.alias, GEN_PREFIX + GLOBAL),
+        ]
 
     def _ttl(self) -> int:
         return int(getattr(settings, "LEDGER_AUTH_CACHE_TTL", 60))
@@ -176,12 +174,7 @@ class AuthStateCache:
         them ahead in a round trip of its own (the rate limiter does)."""
         if self._client() is None or self.circuit.tripped:
             return []
-        uid = str(user_id)
-        return [
-            (self.alias, STATE_PREFIX + uid),
-            (self.alias, GEN_PREFIX + uid),
-            (self.alias, GEN_PREFIX + GLOBAL),
-        ]
+        return self._names(user_id)
 
     def lookup(self, user_id: Any, prefetched: Mapping | None = None) -> Lookup:
         """The cached state of ``user_id``, or a miss: from ``prefetched`` (the
@@ -191,12 +184,7 @@ class AuthStateCache:
             if self.circuit.tripped:  # Redis is down: the database answers
                 LOOKUPS.labels("error").inc()
             return Lookup(None, None)
-        uid = str(user_id)
-        names = [
-            (self.alias, STATE_PREFIX + uid),
-            (self.alias, GEN_PREFIX + uid),
-            (self.alias, GEN_PREFIX + GLOBAL),
-        ]
+        names = self._names(user_id)
         try:
             if prefetched is not None and all(name in prefetched for name in names):
                 raw, user_gen, global_gen = (prefetched[name] for name in names)
@@ -220,17 +208,13 @@ class AuthStateCache:
         client = self._usable() if ticket is not None else None
         if client is None:
             return
-        uid = str(user_id)
         user_gen, global_gen = ticket
         try:
-            self._script(client, "fill", _FILL_SCRIPT)(
-                keys=[
-                    self._key(STATE_PREFIX, uid),
-                    self._key(GEN_PREFIX, uid),
-                    self._key(GEN_PREFIX, GLOBAL),
-                ],
-                args=[user_gen, global_gen, state.encode(global_gen), self._ttl()],
-                client=client,
+            run_script(
+                client,
+                _FILL_SCRIPT,
+                [caches[self.alias].make_key(key) for _alias, key in self._names(user_id)],
+                [user_gen, global_gen, state.encode(global_gen), self._ttl()],
             )
         except Exception as exc:  # noqa: BLE001 - a lost fill costs a query later
             self.circuit.trip(exc, "set")
@@ -261,17 +245,13 @@ class AuthStateCache:
         if name != GLOBAL:
             keys.append(self._key(STATE_PREFIX, name))
         # Generations outlive every state filled under them (see the module doc).
-        self._script(client, "invalidate", _INVALIDATE_SCRIPT)(
-            keys=keys, args=[max(3600, 10 * self._ttl())], client=client
-        )
+        run_script(client, _INVALIDATE_SCRIPT, keys, [max(3600, 10 * self._ttl())])
 
     def reset(self) -> None:
         """Forget the circuit state and lost invalidations (tests)."""
         self.circuit.until = 0.0
         with self._lock:
             self._lost.clear()
-        self._scripts = {}
-        self._script_client = None
 
 
 auth_states = AuthStateCache()

@@ -200,18 +200,18 @@ class LedgerJWTAuthentication(JWTAuthentication):
         except KeyError:
             raise InvalidToken("Token contained no recognizable user identification") from None
         if User._meta.pk.attname != api_settings.USER_ID_FIELD:
-            return self._user_from_database(validated_token)
+            return self._user_from_database(validated_token, user_id)
         lookup = auth_states.lookup(user_id, prefetched)
         if lookup.state is not None:
             user = _user_from_state(user_id, lookup.state)
             if not api_settings.USER_AUTHENTICATION_RULE(user):
                 raise AuthenticationFailed("User is inactive", code="user_inactive")
             return user
-        user = self._user_from_database(validated_token)
+        user = self._user_from_database(validated_token, user_id)
         auth_states.fill(user_id, lookup.ticket, _state_of(user))
         return user
 
-    def _user_from_database(self, validated_token: Token) -> Any:
+    def _user_from_database(self, validated_token: Token, user_id: Any) -> Any:
         """The user, active, with its ledger permissions, in one cheap query.
 
         Django would need three (the user, then user and group permissions on
@@ -226,10 +226,6 @@ class LedgerJWTAuthentication(JWTAuthentication):
             # The one-query form is PostgreSQL SQL; elsewhere (the embedded
             # SQLite default) the standard look-up and permission queries run.
             return super().get_user(validated_token)
-        try:
-            user_id = validated_token[api_settings.USER_ID_CLAIM]
-        except KeyError:
-            raise InvalidToken("Token contained no recognizable user identification") from None
         user = next(iter(self.user_model.objects.raw(_user_sql(), [user_id])), None)
         if user is None:
             raise AuthenticationFailed("User not found", code="user_not_found")

@@ -42,7 +42,7 @@ from rest_framework.permissions import SAFE_METHODS
 from rest_framework.request import Request
 from rest_framework.throttling import BaseThrottle
 
-from ledger_core.cache import redis_client
+from ledger_core.cache import redis_client, run_script
 from ledger_core.circuit import Circuit
 
 logger = logging.getLogger("ledger_site.ratelimit")
@@ -79,7 +79,6 @@ for i, key in ipairs(KEYS) do
 end
 return out
 """
-_script: Any = None  # redis-py Script; run with the client of the current cache
 _SERVER_FIELDS = ("host", "port", "path", "db", "username")
 
 
@@ -112,17 +111,18 @@ def count_usage(
         for (group, key), window in zip(counters, windows, strict=True)
     ]
     reads = []
+    shared: dict[str, Any] = {}  # alias -> its cache, if on the counters' Redis server
     for alias, key in fetch:
-        other = caches[alias]
-        other_client = redis_client(other)
-        if other_client is not None and _same_server(client, other_client):
-            reads.append(((alias, key), other.make_key(key)))
-    global _script
-    if _script is None:
-        _script = client.register_script(_COUNT_SCRIPT)
+        if alias not in shared:
+            other = caches[alias]
+            other_client = redis_client(other)
+            on_server = other_client is not None and _same_server(client, other_client)
+            shared[alias] = other if on_server else None
+        if shared[alias] is not None:
+            reads.append(((alias, key), shared[alias].make_key(key)))
     expiry = [period + EXPIRATION_FUDGE] * len(cache_keys)
-    out = _script(
-        keys=cache_keys + [raw for _, raw in reads], args=[len(cache_keys), *expiry], client=client
+    out = run_script(
+        client, _COUNT_SCRIPT, cache_keys + [raw for _, raw in reads], [len(cache_keys), *expiry]
     )
     usages = [
         {"count": int(count), "limit": limit, "should_limit": int(count) > limit,
@@ -166,6 +166,23 @@ def _group(request: Request, view: Any) -> str:
     )
 
 
+def _count(
+    group: str, keys: list[str], fetch: list[tuple[str, str]] = ()
+) -> tuple[list[dict[str, Any]] | None, dict[tuple[str, str], Any]]:
+    """Count one request against ``keys`` of ``group`` (see ``count_usage``).
+    If the counter store fails: ``(None, {})``, counted, the outage logged once
+    and the circuit opened; the caller lets the request through (fail open)."""
+    counters = [(f"{group}:{key.split(':', 1)[0]}", key) for key in keys]
+    try:
+        usages, fetched = count_usage(counters, getattr(settings, RATE_SETTINGS[group]), fetch)
+    except Exception as exc:  # noqa: BLE001 - fail open on any counter-store fault
+        ERRORS.inc()
+        outage.trip(exc, "count")
+        return None, {}
+    outage.reset()
+    return usages, fetched
+
+
 def precount_for_user(
     request: Request, user_pk: Any, fetch: list[tuple[str, str]]
 ) -> dict[tuple[str, str], Any] | None:
@@ -186,18 +203,9 @@ def precount_for_user(
     if group not in ("ledger_read", "ledger_write") or outage.is_open():
         return None
     keys = [f"user:{user_pk}"]
-    try:
-        usages, fetched = count_usage(
-            [(f"{group}:user", keys[0])], getattr(settings, RATE_SETTINGS[group]), fetch
-        )
-    except Exception as exc:  # noqa: BLE001 - fail open on any counter-store fault
-        ERRORS.inc()
-        outage.trip(exc, "count")
-        request._ratelimit_precounted = (group, keys, None)
-        return None
-    outage.reset()
+    usages, fetched = _count(group, keys, fetch)
     request._ratelimit_precounted = (group, keys, usages)
-    return fetched
+    return fetched if usages is not None else None
 
 
 class RateLimit(BaseThrottle):
@@ -237,26 +245,16 @@ class RateLimit(BaseThrottle):
         precounted = getattr(request, "_ratelimit_precounted", None)
         if precounted is not None and precounted[:2] == (group, keys):
             usages = precounted[2]
-            if usages is None:  # the store failed when it was counted: fail open
-                return True
         else:
-            rate = getattr(settings, RATE_SETTINGS[group])
             if outage.is_open():
                 ERRORS.inc()
                 return True
             fetch = getattr(view, "ratelimit_fetch", None)
-            try:
-                usages, fetched = count_usage(
-                    [(f"{group}:{key.split(':', 1)[0]}", key) for key in keys],
-                    rate,
-                    fetch(request) if fetch is not None else (),
-                )
-            except Exception as exc:  # noqa: BLE001 - fail open on any counter-store fault
-                ERRORS.inc()
-                outage.trip(exc, "count")
-                return True
-            outage.reset()
-            request.ledger_prefetched = fetched
+            usages, request.ledger_prefetched = _count(
+                group, keys, fetch(request) if fetch is not None else ()
+            )
+        if usages is None:  # the counter store failed: fail open
+            return True
         for key, usage in zip(keys, usages, strict=True):
             if usage["should_limit"]:
                 self._wait = max(1, math.ceil(usage["time_left"]))
