@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import secrets
 import time
@@ -17,7 +18,9 @@ REQUEST_ID_HEADER = "X-Request-ID"
 SANE_REQUEST_ID = re.compile(r"\A[A-Za-z0-9._:\-]{1,128}\Z")
 QUIET_PATHS = frozenset({"/metrics", "/healthz", "/readyz"})
 
-log = structlog.get_logger("ledger_site.request")
+# A standard-library logger: its records take the JSON formatter's direct path
+# (ledger_site.logging.JsonLineFormatter); the fields go in ``extra``.
+log = logging.getLogger("ledger_site.request")
 
 
 class RequestLogMiddleware:
@@ -47,9 +50,9 @@ class RequestLogMiddleware:
                 "user": user.get_username() if user is not None and user.is_authenticated else None,
             }
             if request.path in QUIET_PATHS and response.status_code < 400:
-                log.debug("request", **fields)
+                log.debug("request", extra=fields)
             else:
-                log.info("request", **fields)
+                log.info("request", extra=fields)
             return response
         finally:
             structlog.contextvars.clear_contextvars()
