@@ -23,6 +23,34 @@ QUIET_PATHS = frozenset({"/metrics", "/healthz", "/readyz"})
 log = logging.getLogger("ledger_site.request")
 
 
+def begin_request_log(request: HttpRequest) -> float:
+    """Give ``request`` its id (the client's, if sane) and bind it to every log
+    line of the request; returns the start time for ``end_request_log``."""
+    supplied = request.headers.get(REQUEST_ID_HEADER, "")
+    request_id = supplied if SANE_REQUEST_ID.match(supplied) else secrets.token_hex(16)
+    request.request_id = request_id  # type: ignore[attr-defined]
+    structlog.contextvars.clear_contextvars()
+    structlog.contextvars.bind_contextvars(request_id=request_id)
+    return time.perf_counter()
+
+
+def end_request_log(request: HttpRequest, response: HttpResponse, started: float) -> None:
+    """Return the request id in ``X-Request-ID`` and log the request's one line."""
+    response[REQUEST_ID_HEADER] = request.request_id  # type: ignore[attr-defined]
+    user = getattr(request, "user", None)
+    fields = {
+        "method": request.method,
+        "path": request.path,
+        "status": response.status_code,
+        "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+        "user": user.get_username() if user is not None and user.is_authenticated else None,
+    }
+    if request.path in QUIET_PATHS and response.status_code < 400:
+        log.debug("request", extra=fields)
+    else:
+        log.info("request", extra=fields)
+
+
 class RequestLogMiddleware:
     """Binds a request id to every log line of the request, returns it in
     ``X-Request-ID``, and logs the request once it is answered: user, method,
@@ -32,27 +60,10 @@ class RequestLogMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        supplied = request.headers.get(REQUEST_ID_HEADER, "")
-        request_id = supplied if SANE_REQUEST_ID.match(supplied) else secrets.token_hex(16)
-        request.request_id = request_id  # type: ignore[attr-defined]
-        structlog.contextvars.clear_contextvars()
-        structlog.contextvars.bind_contextvars(request_id=request_id)
-        started = time.perf_counter()
+        started = begin_request_log(request)
         try:
             response = self.get_response(request)
-            response[REQUEST_ID_HEADER] = request_id
-            user = getattr(request, "user", None)
-            fields = {
-                "method": request.method,
-                "path": request.path,
-                "status": response.status_code,
-                "duration_ms": round((time.perf_counter() - started) * 1000, 2),
-                "user": user.get_username() if user is not None and user.is_authenticated else None,
-            }
-            if request.path in QUIET_PATHS and response.status_code < 400:
-                log.debug("request", extra=fields)
-            else:
-                log.info("request", extra=fields)
+            end_request_log(request, response, started)
             return response
         finally:
             structlog.contextvars.clear_contextvars()

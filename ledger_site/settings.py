@@ -181,6 +181,10 @@ LEDGER_AUTH_CACHE = env.bool("LEDGER_AUTH_CACHE", default=True)
 # Seconds a cached auth state lives: bounds a change made without Django's
 # signals (QuerySet.update, raw SQL) or an invalidation lost to a Redis fault.
 LEDGER_AUTH_CACHE_TTL = env.int("LEDGER_AUTH_CACHE_TTL", default=60)
+# Single posts in their common form are answered by the WSGI handler's fast
+# lane, without Django's middleware chain and DRF's dispatch, with the same
+# answers (ledger_site.fastpath). Off: every request takes the full stack.
+LEDGER_FAST_POST = env.bool("LEDGER_FAST_POST", default=True)
 
 # --- Auth -----------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [

@@ -1,9 +1,16 @@
-"""WSGI entry point (gunicorn serves ``ledger_site.wsgi:application``)."""
+"""WSGI entry point (gunicorn serves ``ledger_site.wsgi:application``).
+
+Django's handler, with the fast lane for single ledger posts
+(``ledger_site.fastpath``).
+"""
 
 import os
 
-from django.core.wsgi import get_wsgi_application
+import django
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "ledger_site.settings")
+django.setup(set_prefix=False)
 
-application = get_wsgi_application()
+from ledger_site.fastpath import LedgerWSGIHandler  # noqa: E402 - needs the apps loaded
+
+application = LedgerWSGIHandler()

@@ -1,0 +1,434 @@
+"""The fast lane for single posts answers exactly as the full stack does.
+
+Two real HTTP servers run the site's WSGI handler on loopback, one with the
+fast lane and one without (``LEDGER_FAST_POST=False``). Every scenario is sent
+to both, each against its own owners in the same starting state, and the
+answers are compared: status, headers and body (entry ids and timestamps
+aside). The fast lane's own counter shows which requests it served.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import re
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from django.core.servers.basehttp import ThreadedWSGIServer, WSGIRequestHandler
+from django.test import override_settings
+from django.urls import resolve
+from prometheus_client import REGISTRY
+
+from ledger_core.services import entry_post
+from ledger_site.fastpath import FAST_PATH_MIDDLEWARE, LedgerWSGIHandler
+from ledger_site.jwt import token_pair_for
+from tests.conftest import SYSTEM
+from tests.factories import UserFactory
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+# Headers whose values differ between any two answers.
+VOLATILE = {"date", "server", "content-length"}
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, *args: Any) -> None:
+        return None
+
+
+class Site:
+    """The site's WSGI handler behind a threaded HTTP server on loopback."""
+
+    def __init__(self, handler: LedgerWSGIHandler) -> None:
+        self.server = ThreadedWSGIServer(("127.0.0.1", 0), _QuietHandler, allow_reuse_address=True)
+        self.server.set_app(handler)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=5)
+
+    def send(
+        self,
+        body: Any,
+        token: str | None,
+        *,
+        path: str = "/api/content/ledger/",
+        headers: dict[str, str] | None = None,
+        raw: bytes | None = None,
+    ) -> tuple[int, dict[str, str], bytes]:
+        sent = {"Content-Type": "application/json", "X-Request-ID": "req-fast-1"}
+        if token is not None:
+            sent["Authorization"] = f"Bearer {token}"
+        sent.update(headers or {})
+        sent = {key: value for key, value in sent.items() if value is not None}
+        data = raw if raw is not None else json.dumps(body).encode()
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        try:
+            connection.request("POST", path, body=data, headers=sent)
+            response = connection.getresponse()
+            return (
+                response.status,
+                {k.lower(): v for k, v in response.getheaders()},
+                response.read(),
+            )
+        finally:
+            connection.close()
+
+
+def fast_posts(outcome: str) -> float:
+    return REGISTRY.get_sample_value("ledger_fast_posts_total", {"outcome": outcome}) or 0.0
+
+
+@pytest.fixture
+def sites() -> Iterator[tuple[Site, Site]]:
+    fast = Site(LedgerWSGIHandler())
+    with override_settings(LEDGER_FAST_POST=False):
+        full = Site(LedgerWSGIHandler())
+    assert fast.server.get_app().fast and not full.server.get_app().fast
+    yield fast, full
+    fast.close()
+    full.close()
+
+
+def token(user) -> str:
+    return str(token_pair_for(user).access_token)
+
+
+def normalised(body: bytes) -> Any:
+    """The body with each side's owner names made alike, entry ids and times aside."""
+    if not body.startswith((b"{", b"[")):
+        return body
+    data = json.loads(body)
+    if isinstance(data, dict):
+        for key in ("id", "created_at", "entry_id"):
+            if key in data:
+                data[key] = type(data[key]).__name__
+        if data.get("code") == "rate_limited":
+            data["detail"] = re.sub(r"\d+", "N", data["detail"])
+    return json.loads(json.dumps(data).replace("-fast", "-side").replace("-full", "-side"))
+
+
+def assert_same(fast: tuple, full: tuple) -> None:
+    (f_status, f_headers, f_body), (s_status, s_headers, s_body) = fast, full
+    assert f_status == s_status, (f_body, s_body)
+    assert normalised(f_body) == normalised(s_body)
+    volatile = set(VOLATILE)
+    for headers, body in ((f_headers, f_body), (s_headers, s_body)):
+        assert int(headers.get("content-length", len(body))) == len(body)
+        if not re.fullmatch(r"req-fast-1|[0-9a-f]{32}", headers["x-request-id"]):
+            raise AssertionError(headers["x-request-id"])
+        if headers["x-request-id"] != "req-fast-1":
+            volatile.add("x-request-id")  # generated: one per request
+        if f_status == 429:
+            volatile.add("retry-after")  # each user's window ends at its own time
+    strip = {k: v for k, v in f_headers.items() if k not in volatile}
+    assert strip == {k: v for k, v in s_headers.items() if k not in volatile}
+
+
+@pytest.fixture
+def people(db) -> dict[str, Any]:
+    manager = UserFactory(username="fp-manager", perms=["ledger_core.post_any_entry"])
+    made: dict[str, Any] = {"manager": manager, "manager-token": token(manager)}
+    for side in ("fast", "full"):
+        for role in ("owner", "poor", "idle"):
+            user = UserFactory(username=f"fp-{role}-{side}")
+            made[f"{role}-{side}"] = user
+            made[f"{role}-{side}-token"] = token(user)
+        entry_post(
+            owner_id=f"fp-owner-{side}",
+            operation="CREDIT_ADD",
+            nonce="seed",
+            app="content",
+            actor=SYSTEM,
+            amount=3,
+        )
+    return made
+
+
+def both(sites, people, make) -> tuple[tuple, tuple]:
+    """Send ``make(side)`` (body, token, options) to each site."""
+    answers = []
+    for site, side in zip(sites, ("fast", "full"), strict=True):
+        body, who, options = make(side)
+        answers.append(site.send(body, people[f"{who}-token"] if who else None, **options))
+    return answers[0], answers[1]
+
+
+def post(side: str, operation: str, nonce: str, owner: str = "owner", **extra: Any) -> dict:
+    return {"owner_id": f"fp-{owner}-{side}", "operation": operation, "nonce": nonce, **extra}
+
+
+SERVED = [
+    # (name, make(side) -> (body, token owner, request options))
+    ("manager credit", lambda s: (post(s, "CREDIT_ADD", "n1", amount=5), "manager", {})),
+    ("replay", lambda s: (post(s, "CREDIT_ADD", "n1", amount=5), "manager", {})),
+    ("nonce conflict", lambda s: (post(s, "CREDIT_ADD", "n1", amount=6), "manager", {})),
+    ("owner spend", lambda s: (post(s, "CREDIT_SPEND", "n2"), f"owner-{s}", {})),
+    (
+        "with metadata and Accept json",
+        lambda s: (
+            post(s, "CREDIT_SPEND", "n3", metadata={"reason": "café ☕", "n": [1, 2.5, None]}),
+            f"owner-{s}",
+            {"headers": {"Accept": "application/json"}},
+        ),
+    ),
+    ("insufficient", lambda s: (post(s, "CONTENT_CREATION", "n4", "poor"), f"poor-{s}", {})),
+    ("someone else's", lambda s: (post(s, "CREDIT_SPEND", "n5", "poor"), f"owner-{s}", {})),
+    ("owner may not credit", lambda s: (post(s, "CREDIT_ADD", "n6"), f"owner-{s}", {})),
+    ("unknown operation", lambda s: (post(s, "NOPE", "n7"), "manager", {})),
+    (
+        "bad owner id",
+        lambda s: ({**post(s, "CREDIT_SPEND", "n8"), "owner_id": "a b"}, "manager", {}),
+    ),
+    ("bad nonce", lambda s: (post(s, "CREDIT_SPEND", "with space"), "manager", {})),
+    ("owner amount", lambda s: (post(s, "CREDIT_SPEND", "n9", amount=-2), f"owner-{s}", {})),
+    ("amount too big", lambda s: (post(s, "CREDIT_ADD", "n10", amount=10**9), "manager", {})),
+    (
+        "metadata too big",
+        lambda s: (post(s, "CREDIT_ADD", "n11", metadata={"x": "y" * 5000}), "manager", {}),
+    ),
+    (
+        "Accept */*",
+        lambda s: (post(s, "CREDIT_ADD", "n12"), "manager", {"headers": {"Accept": "*/*"}}),
+    ),
+    (
+        "no request id",
+        lambda s: (post(s, "CREDIT_ADD", "n13"), "manager", {"headers": {"X-Request-ID": None}}),
+    ),
+]
+
+PASSED = [
+    ("amount as text", lambda s: (post(s, "CREDIT_ADD", "p1", amount="5"), "manager", {})),
+    ("unknown field", lambda s: ({**post(s, "CREDIT_ADD", "p2"), "extra": 1}, "manager", {})),
+    ("not an object", lambda s: ([1, 2], "manager", {})),
+    ("malformed JSON", lambda s: (None, "manager", {"raw": b'{"owner_id": '})),
+    (
+        "NaN",
+        lambda s: (
+            None,
+            "manager",
+            {"raw": b'{"owner_id":"x","operation":"CREDIT_ADD","nonce":"p3","metadata":{"a":NaN}}'},
+        ),
+    ),
+    (
+        "not UTF-8",
+        lambda s: (
+            None,
+            "manager",
+            {"raw": b'{"owner_id":"\xff","operation":"CREDIT_ADD","nonce":"p4"}'},
+        ),
+    ),
+    ("no token", lambda s: (post(s, "CREDIT_ADD", "p5"), None, {})),
+    (
+        "bad token",
+        lambda s: (
+            post(s, "CREDIT_ADD", "p6"),
+            None,
+            {"headers": {"Authorization": "Bearer x.y.z"}},
+        ),
+    ),
+    (
+        "three-part header",
+        lambda s: (post(s, "CREDIT_ADD", "p7"), None, {"headers": {"Authorization": "Bearer a b"}}),
+    ),
+    (
+        "form body",
+        lambda s: (
+            post(s, "CREDIT_ADD", "p8"),
+            "manager",
+            {"headers": {"Content-Type": "text/plain"}},
+        ),
+    ),
+    (
+        "query string",
+        lambda s: (
+            post(s, "CREDIT_ADD", "p9"),
+            "manager",
+            {"path": "/api/content/ledger/?format=json"},
+        ),
+    ),
+    (
+        "cookie",
+        lambda s: (
+            post(s, "CREDIT_ADD", "p10"),
+            "manager",
+            {"headers": {"Cookie": "sessionid=abc"}},
+        ),
+    ),
+    (
+        "unknown host",
+        lambda s: (post(s, "CREDIT_ADD", "p11"), "manager", {"headers": {"Host": "evil.example"}}),
+    ),
+    (
+        "empty Accept",
+        lambda s: (post(s, "CREDIT_ADD", "p12"), "manager", {"headers": {"Accept": ""}}),
+    ),
+]
+
+
+def test_fast_lane_is_on_for_the_shipped_site(settings):
+    assert list(settings.MIDDLEWARE) == FAST_PATH_MIDDLEWARE
+    assert LedgerWSGIHandler().fast
+
+
+@pytest.mark.parametrize(("name", "make"), SERVED, ids=[name for name, _ in SERVED])
+def test_served_posts_answer_as_the_full_stack(sites, people, name, make):
+    for earlier_name, earlier in SERVED[: [n for n, _ in SERVED].index(name)]:
+        both(sites, people, earlier)  # the same history on both sides
+    served = fast_posts("served")
+    fast, full = both(sites, people, make)
+    assert fast_posts("served") == served + 1
+    assert_same(fast, full)
+
+
+@pytest.mark.parametrize(("name", "make"), PASSED, ids=[name for name, _ in PASSED])
+def test_other_posts_go_to_the_full_stack_untouched(sites, people, name, make):
+    served, passed = fast_posts("served"), fast_posts("passed")
+    fast, full = both(sites, people, make)
+    assert fast_posts("served") == served
+    assert fast_posts("passed") == passed + 1
+    assert_same(fast, full)
+
+
+def test_browsable_api_request_is_not_taken(sites, people):
+    served = fast_posts("served")
+    fast, full = both(
+        sites,
+        people,
+        lambda s: (post(s, "CREDIT_ADD", "b1"), "manager", {"headers": {"Accept": "text/html"}}),
+    )
+    assert fast_posts("served") == served
+    assert fast[0] == full[0] == 201
+    assert fast[1]["content-type"] == full[1]["content-type"] == "text/html; charset=utf-8"
+
+
+def test_inactive_user_is_handed_over_counted_once(sites, people, settings):
+    settings.RATE_LIMIT_LEDGER_WRITE = "4/m"
+    for side in ("fast", "full"):
+        idle = people[f"idle-{side}"]
+        idle.is_active = False
+        idle.save()
+    handed = fast_posts("handed_over")
+    for n in range(3):
+        fast, full = both(
+            sites,
+            people,
+            lambda s, n=n: (post(s, "CREDIT_SPEND", f"i{n}", "idle"), f"idle-{s}", {}),
+        )
+        assert fast[0] == 401 and json.loads(fast[2])["code"] == "authentication_failed"
+        assert_same(fast, full)
+    assert fast_posts("handed_over") == handed + 3
+    # Each refused request was counted once, by the fast lane or by the full
+    # stack, not by both: a fourth request is within the limit of 4 on both sides.
+    for side in ("fast", "full"):
+        idle = people[f"idle-{side}"]
+        idle.is_active = True
+        idle.save()
+    fast, full = both(
+        sites, people, lambda s: (post(s, "CREDIT_ADD", "i3", "idle", amount=1), "manager", {})
+    )
+    assert fast[0] == 201
+    fast, full = both(
+        sites, people, lambda s: (post(s, "CREDIT_SPEND", "i4", "idle"), f"idle-{s}", {})
+    )
+    assert fast[0] == full[0] == 201
+    assert_same(fast, full)
+
+
+def test_rate_limit_counts_each_fast_post_once(sites, people, settings):
+    settings.RATE_LIMIT_LEDGER_WRITE = "3/m"
+    handed = fast_posts("handed_over")
+    statuses = []
+    for n in range(5):
+        fast, full = both(
+            sites, people, lambda s, n=n: (post(s, "CREDIT_SPEND", f"r{n}"), f"owner-{s}", {})
+        )
+        assert_same(fast, full)
+        statuses.append(fast[0])
+    # Balance 3 covers three spends; the fourth and fifth are over the limit.
+    assert statuses == [201, 201, 201, 429, 429]
+    assert fast_posts("handed_over") == handed + 2
+    assert int(fast[1]["retry-after"]) >= 1 and int(full[1]["retry-after"]) >= 1
+
+
+def test_request_metrics_and_log_lines_match(sites, people, caplog):
+    def sample(name: str, **labels: str) -> float:
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    view = resolve("/api/content/ledger/").view_name
+    labels = {"status": "201", "view": view, "method": "POST"}
+    names = [
+        ("django_http_responses_total_by_status_view_method_total", labels),
+        ("django_http_requests_total_by_method_total", {"method": "POST"}),
+        ("django_http_requests_before_middlewares_total", {}),
+        ("django_http_responses_before_middlewares_total", {}),
+        (
+            "django_http_requests_latency_seconds_by_view_method_count",
+            {"view": view, "method": "POST"},
+        ),
+        ("ledger_entries_total", {"app": "content", "operation": "CREDIT_ADD"}),
+    ]
+    deltas = []
+    for site, side in zip(sites, ("fast", "full"), strict=True):
+        before = [sample(name, **lab) for name, lab in names]
+        caplog.clear()
+        with caplog.at_level("INFO"):
+            status, _, _ = site.send(post(side, "CREDIT_ADD", "m1"), people["manager-token"])
+        assert status == 201
+        deltas.append(
+            [sample(name, **lab) - b for (name, lab), b in zip(names, before, strict=True)]
+        )
+        lines = {
+            r.name: r
+            for r in caplog.records
+            if r.name.startswith(("ledger_site.request", "ledger_core.decisions"))
+        }
+        request_line = lines["ledger_site.request"]
+        assert (request_line.method, request_line.path, request_line.status, request_line.user) == (
+            "POST",
+            "/api/content/ledger/",
+            201,
+            "fp-manager",
+        )
+        assert lines["ledger_core.decisions"].getMessage() == "ledger.posted"
+    assert deltas[0] == deltas[1] == [1.0] * len(names), deltas
+
+
+def test_fast_lane_off_by_setting_and_in_debug(settings):
+    settings.LEDGER_FAST_POST = False
+    assert not LedgerWSGIHandler().fast
+    settings.LEDGER_FAST_POST = True
+    settings.DEBUG = True
+    assert not LedgerWSGIHandler().fast
+    settings.DEBUG = False
+    settings.MIDDLEWARE = [*FAST_PATH_MIDDLEWARE, "django.middleware.gzip.GZipMiddleware"]
+    assert not LedgerWSGIHandler().fast
+
+
+def test_customised_viewset_is_served_by_drf():
+    from ledger_core.api.views import LedgerViewSet
+    from ledger_site.fastpath import _viewset_is_plain
+
+    class Custom(LedgerViewSet):
+        app_label = "content"
+
+        def create(self, request):
+            return super().create(request)
+
+    class Throttled(LedgerViewSet):
+        app_label = "content"
+        throttle_classes = []
+
+    class Plain(LedgerViewSet):
+        app_label = "content"
+
+    assert _viewset_is_plain(Plain)
+    assert not _viewset_is_plain(Custom)
+    assert not _viewset_is_plain(Throttled)
