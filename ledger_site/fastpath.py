@@ -1,24 +1,26 @@
-"""The WSGI handler, with a fast lane for single ledger posts.
+"""The WSGI handler, with a fast lane for single posts and balance reads.
 
-``POST /api/<app>/ledger/`` is the one request every consumer app sends on its
-hot path. Through Django's handler, its eleven middleware and DRF's dispatch,
-the framework around a post costs more than the post itself (docs/performance.md).
-``LedgerWSGIHandler`` answers the common form of that request directly, with
-the same parts the full stack uses: the JWT authenticator, the rate limiter's
-count, ``entry_post``, DRF's JSON renderer and exception handler, Django's
+``POST /api/<app>/ledger/`` and ``GET /api/<app>/ledger/<owner_id>/`` are the
+requests every consumer app sends on its hot path. Through Django's handler,
+its eleven middleware and DRF's dispatch, the framework around them costs more
+than the work itself (docs/performance.md). ``LedgerWSGIHandler`` answers
+their common form directly, with the parts the full stack uses: the JWT
+authenticator, the rate limiter's count, the viewset's own ``create`` and
+``retrieve``, DRF's JSON renderer, the site's exception handler, Django's
 security, clickjacking and common middleware for the response headers, the
 request log line and the request metrics. Tests send the same requests both
-ways and compare status, headers and body (tests/ledger_site/test_fastpath.py).
+ways over HTTP and compare status, headers and body
+(tests/ledger_site/test_fastpath.py).
 
-What the fast lane takes: a POST to a ledger viewset's create route (the
-viewset and the site configured as shipped), no query string,
-``Content-Type: application/json``, ``Accept`` absent, ``*/*`` or
-``application/json``, no cookies, a valid bearer access token, a host the site
-serves and (with HTTPS enforced) a secure request, and a body whose fields
-have the plain JSON types of a post. Everything else goes to Django unchanged,
-before anything is counted or stored.
+What the fast lane takes: a POST to a ledger viewset's create route or a GET
+of its retrieve route (the viewset and the site configured as shipped), no
+query string, ``Accept`` absent, ``*/*`` or ``application/json``, no cookies,
+a valid bearer access token, a host the site serves and (with HTTPS enforced)
+a secure request; for a post, ``Content-Type: application/json`` and a body
+whose fields have the plain JSON types of a post. Everything else goes to
+Django unchanged, before anything is counted or stored.
 
-Once the rate limiter has counted the request, a refusal there or by
+Once the rate limiter has counted a request, a refusal there or by
 authentication (inactive or deleted user) is handed to Django with that count
 attached (``ledger_site.ratelimit.HANDED_OVER``), so it is counted once and
 answered by DRF as always. Ledger refusals (400/403/409) and database faults
@@ -31,6 +33,7 @@ reproduces differ from those it was written for.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import io
 import json
@@ -60,11 +63,9 @@ from rest_framework.utils.json import strict_constant
 from rest_framework_simplejwt.exceptions import TokenError
 from rest_framework_simplejwt.settings import api_settings as jwt_settings
 
-from ledger_core.actors import Actor
 from ledger_core.api.exceptions import exception_handler
-from ledger_core.api.serializers import entry_data, simple_post_item
-from ledger_core.api.views import REPLAY_HEADER, LedgerViewSet
-from ledger_core.services import entry_post
+from ledger_core.api.serializers import simple_post_item
+from ledger_core.api.views import LedgerViewSet
 
 from .jwt import LedgerJWTAuthentication
 from .middleware import (
@@ -74,13 +75,19 @@ from .middleware import (
     end_request_log,
 )
 from .negotiation import LedgerContentNegotiation
-from .ratelimit import HANDED_OVER, RateLimit
+from .ratelimit import HANDED_OVER, RateLimit, precount_for_view
 
 FAST_POSTS = Counter(
     "ledger_fast_posts",
     "Single posts to a ledger create route: answered by the fast lane (served), "
     "sent to the full stack before any side effect (passed), or after the rate "
     "limiter counted them (handed_over).",
+    ["outcome"],
+)
+FAST_READS = Counter(
+    "ledger_fast_reads",
+    "Balance reads: answered by the fast lane (served), sent to the full stack "
+    "before any side effect (passed), or after being counted (handed_over).",
     ["outcome"],
 )
 
@@ -122,6 +129,9 @@ _VIEWSET_HOOKS = (
     "get_renderer_context",
     "create",
     "_validated_post",
+    "retrieve",
+    "_readable_owner",
+    "ratelimit_fetch",
 )
 _JSON = "application/json"
 _ACCEPTED = frozenset({"*/*", _JSON})
@@ -134,9 +144,11 @@ class _HandOver(Exception):
 
 @dataclasses.dataclass(frozen=True)
 class _Route:
+    """A plain ledger viewset's create (POST) or retrieve (GET) route."""
+
     view: LedgerViewSet
-    match: Any
     headers: tuple[tuple[str, str], ...]
+    counter: Any
 
 
 def _ignore(request: HttpRequest) -> None:
@@ -181,12 +193,13 @@ def _site_is_plain() -> bool:
 
 
 class LedgerWSGIHandler(WSGIHandler):
-    """Django's WSGI handler; single ledger posts take the fast lane."""
+    """Django's WSGI handler; single posts and balance reads take the fast lane."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.fast = _site_is_plain()
-        self._routes: dict[str, _Route | None] = {}
+        self._views: dict[Any, _Route | None] = {}
+        self._post_paths: dict[str, tuple[Any, _Route | None]] = {}
         self._authenticator = LedgerJWTAuthentication()
         self._renderer = JSONRenderer()
         self._strict = api_settings.STRICT_JSON
@@ -198,92 +211,114 @@ class LedgerWSGIHandler(WSGIHandler):
         self._metrics_after = MetricsAfterMiddleware(_ignore)
 
     def __call__(self, environ: dict, start_response: Any) -> Any:
-        route = self._route(environ) if self.fast else None
-        if route is None:
+        found = self._route(environ) if self.fast else None
+        if found is None:
             return super().__call__(environ, start_response)
+        route, match = found
         try:
-            return self._serve(route, environ, start_response)
+            return self._serve(route, match, environ, start_response)
         except _HandOver:
             return super().__call__(environ, start_response)
 
     # --- what the fast lane takes ------------------------------------------
 
-    def _route(self, environ: dict) -> _Route | None:
-        if environ.get("REQUEST_METHOD") != "POST":
-            return None
+    def _route(self, environ: dict) -> tuple[_Route, Any] | None:
+        method = environ.get("REQUEST_METHOD")
         path = environ.get("PATH_INFO", "")
-        if not path.endswith("/ledger/"):
-            return None
-        try:
-            route = self._routes[path]
-        except KeyError:
-            route = self._resolve(path)
-            if len(self._routes) < _MAX_ROUTES:
-                self._routes[path] = route
-        if route is None:
+        if method == "POST" and path.endswith("/ledger/"):
+            try:
+                match, route = self._post_paths[path]
+            except KeyError:
+                match = _resolve(path)
+                route = self._plain_route(match, "post", "create")
+                if len(self._post_paths) < _MAX_ROUTES:
+                    self._post_paths[path] = (match, route)
+            if route is None:
+                return None
+            if environ.get("CONTENT_TYPE") != _JSON or "HTTP_TRANSFER_ENCODING" in environ:
+                route.counter("passed").inc()
+                return None
+        elif method == "GET" and "/ledger/" in path and path.endswith("/"):
+            match = _resolve(path)
+            route = self._plain_route(match, "get", "retrieve")
+            if route is None or set(match.kwargs) != {"owner_id"}:
+                return None
+        else:
             return None
         if (
             environ.get("QUERY_STRING")
-            or environ.get("CONTENT_TYPE") != _JSON
             or environ.get("HTTP_ACCEPT", "*/*").strip() not in _ACCEPTED
             or "HTTP_COOKIE" in environ
-            or "HTTP_TRANSFER_ENCODING" in environ
             or not environ.get("HTTP_AUTHORIZATION", "").startswith("Bearer ")
         ):
-            FAST_POSTS.labels("passed").inc()
+            route.counter("passed").inc()
+            return None
+        return route, match
+
+    def _plain_route(self, match: Any, method: str, action: str) -> _Route | None:
+        """The route of ``match`` if it is ``action`` of a plain ledger viewset."""
+        if match is None:
+            return None
+        func = match.func
+        try:
+            route = self._views[func]
+        except KeyError:
+            route = self._views[func] = self._route_for(func)
+        if route is None or route.view.action_map.get(method) != action:
             return None
         return route
 
-    def _resolve(self, path: str) -> _Route | None:
-        if not path.isascii():
-            return None
-        try:
-            match = resolve(path)
-        except Resolver404:
-            return None
-        cls = getattr(match.func, "cls", None)
-        actions = getattr(match.func, "actions", None) or {}
-        if match.args or match.kwargs or actions.get("post") != "create":
+    def _route_for(self, func: Any) -> _Route | None:
+        cls = getattr(func, "cls", None)
+        actions = dict(getattr(func, "actions", None) or {})
+        action = {"post": "create", "get": "retrieve"}.get(next(iter(actions), ""))
+        if action is None or actions.get(next(iter(actions))) != action:
             return None
         if not _viewset_is_plain(cls):
             return None
-        view = cls(**getattr(match.func, "initkwargs", {}))
+        # The view as DRF's ``ViewSetMixin.as_view`` builds it for a request.
+        view = cls(**getattr(func, "initkwargs", {}))
+        if "get" in actions and "head" not in actions:
+            actions["head"] = actions["get"]
         view.action_map = actions
-        for method, action in actions.items():
-            setattr(view, method, getattr(view, action))
-        view.action = "create"
+        for method, name in actions.items():
+            setattr(view, method, getattr(view, name))
+        view.action = action
         view.args, view.kwargs = (), {}
         view.format_kwarg = None
-        return _Route(view=view, match=match, headers=tuple(view.default_response_headers.items()))
+        counter = FAST_POSTS.labels if action == "create" else FAST_READS.labels
+        return _Route(
+            view=view, headers=tuple(view.default_response_headers.items()), counter=counter
+        )
 
     # --- serving -------------------------------------------------------------
 
-    def _serve(self, route: _Route, environ: dict, start_response: Any) -> Any:
-        fields = self._body(environ)
+    def _serve(self, route: _Route, match: Any, environ: dict, start_response: Any) -> Any:
+        data = self._body(route, environ) if route.view.action == "create" else None
         request = self.request_class(environ)
         try:
             request.get_host()
         except DisallowedHost:
-            self._pass()
+            self._pass(route)
         if settings.SECURE_SSL_REDIRECT and not request.is_secure():
-            self._pass()
+            self._pass(route)
         try:
             header = self._authenticator.get_header(request)
             raw_token = self._authenticator.get_raw_token(header) if header else None
             if raw_token is None:
-                self._pass()
+                self._pass(route)
             self._authenticator.get_validated_token(raw_token)
         except (APIException, TokenError):
-            self._pass()
+            self._pass(route)
 
         # From here on, as Django's handler would: the request has started.
         set_script_prefix(get_script_name(environ))
         signals.request_started.send(sender=self.__class__, environ=environ)
         set_urlconf(settings.ROOT_URLCONF)
-        request.resolver_match = route.match
+        request.resolver_match = match
         started = begin_request_log(request)
         try:
-            response = self._respond(route, request, fields, environ, started)
+            response = self._respond(route, match, request, data, environ, started)
         finally:
             structlog.contextvars.clear_contextvars()
         response._resource_closers.append(request.close)
@@ -300,19 +335,20 @@ class LedgerWSGIHandler(WSGIHandler):
         start_response(status, headers)
         return response
 
-    def _pass(self) -> None:
-        FAST_POSTS.labels("passed").inc()
+    def _pass(self, route: _Route) -> None:
+        route.counter("passed").inc()
         raise _HandOver
 
-    def _body(self, environ: dict) -> dict[str, Any]:
-        """The post's fields, if its body is plain JSON of the right types."""
+    def _body(self, route: _Route, environ: dict) -> dict[str, Any]:
+        """The post's body, if it is plain JSON with fields of the right types
+        (what ``LedgerViewSet.create`` takes without its serializer)."""
         try:
             length = int(environ.get("CONTENT_LENGTH") or 0)
         except ValueError:
             length = 0
         limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
         if length <= 0 or (limit is not None and length > limit):
-            self._pass()
+            self._pass(route)
         body = environ["wsgi.input"].read(length)
         # Whatever happens next, Django can read the body again.
         environ["wsgi.input"] = io.BytesIO(body)
@@ -322,54 +358,55 @@ class LedgerWSGIHandler(WSGIHandler):
                 parse_constant=strict_constant if self._strict else None,
             )
         except ValueError:
-            self._pass()
-        fields = simple_post_item(data)
-        if fields is None:
-            self._pass()
-        return fields
+            self._pass(route)
+        if simple_post_item(data) is None:
+            self._pass(route)
+        return data
 
     def _respond(
-        self, route: _Route, request: HttpRequest, fields: dict, environ: dict, started: float
+        self,
+        route: _Route,
+        match: Any,
+        request: HttpRequest,
+        data: dict | None,
+        environ: dict,
+        started: float,
     ) -> Any:
-        request.parser_context = {"view": route.view}  # type: ignore[attr-defined]
+        view = copy.copy(route.view)
+        view.kwargs = match.kwargs
+        view.request = request
+        request.parser_context = {"view": view}  # type: ignore[attr-defined]
         try:
+            # Writes are counted here, with the user's cached state.
             user, _ = self._authenticator.authenticate(request)
         except Exception:  # noqa: BLE001 - refused, or the database is down: DRF answers
-            self._hand_over(request, environ)
-        precounted = getattr(request, "_ratelimit_precounted", None)
-        if getattr(settings, "RATELIMIT_ENABLE", True):
-            if precounted is None:
-                self._hand_over(request, environ)
-            usages = precounted[2]
-            if usages is not None and any(usage["should_limit"] for usage in usages):
-                self._hand_over(request, environ)
+            self._hand_over(route, request, environ)
         request.user = user
+        if getattr(settings, "RATELIMIT_ENABLE", True):
+            if not hasattr(request, "_ratelimit_precounted") and not precount_for_view(
+                request, view
+            ):
+                self._hand_over(route, request, environ)
+            usages = request._ratelimit_precounted[2]  # type: ignore[attr-defined]
+            if usages is not None and any(usage["should_limit"] for usage in usages):
+                self._hand_over(route, request, environ)
+            if data is None:
+                request.ledger_prefetched = request._ratelimit_fetched  # type: ignore[attr-defined]
         # The request metrics, from the time the request started.
         self._metrics_before.process_request(request)
         self._metrics_after.process_request(request)
         request.prometheus_after_middleware_event = started  # type: ignore[attr-defined]
         try:
-            actor = Actor.for_user(user)
-            result = entry_post(
-                owner_id=fields["owner_id"],
-                operation=fields["operation"],
-                nonce=fields["nonce"],
-                app=route.view.app_label,
-                actor=actor,
-                amount=fields["amount"],
-                metadata=fields["metadata"],
-                direct=True,
-            )
-        except Exception as exc:  # noqa: BLE001 - answered as DRF's handler would
-            response = self._error(route, request, exc)
-        else:
-            if result.replayed:
-                response = Response(
-                    entry_data(result.entry), status=200, headers={REPLAY_HEADER: "true"}
-                )
+            # The viewset's own action, on the parsed body (what DRF's
+            # ``request.data`` would hold).
+            if data is None:
+                response = view.retrieve(request, view.kwargs["owner_id"])
             else:
-                response = Response(entry_data(result.entry), status=201)
-            response = self._render(route, request, response)
+                request.data = data  # type: ignore[attr-defined]
+                response = view.create(request)
+            response = self._render(route, view, request, response)
+        except Exception as exc:  # noqa: BLE001 - answered as DRF's handler would
+            response = self._error(route, view, request, exc)
         # The response phase of the middleware, innermost first.
         response = self._metrics_after.process_response(request, response)
         response = self._xframe.process_response(request, response)
@@ -378,23 +415,25 @@ class LedgerWSGIHandler(WSGIHandler):
         end_request_log(request, response, started)
         return self._metrics_before.process_response(request, response)
 
-    def _hand_over(self, request: HttpRequest, environ: dict) -> None:
-        """Send a counted request to the full stack, with its count."""
+    def _hand_over(self, route: _Route, request: HttpRequest, environ: dict) -> None:
+        """Send a started request to the full stack, with its count if it was counted."""
         precounted = getattr(request, "_ratelimit_precounted", None)
         if precounted is not None:
             environ[HANDED_OVER] = (precounted, request._ratelimit_fetched)  # type: ignore[attr-defined]
         environ["HTTP_X_REQUEST_ID"] = request.request_id  # type: ignore[attr-defined]
-        FAST_POSTS.labels("handed_over").inc()
+        route.counter("handed_over").inc()
         raise _HandOver
 
-    def _render(self, route: _Route, request: HttpRequest, response: Response) -> Response:
+    def _render(
+        self, route: _Route, view: LedgerViewSet, request: HttpRequest, response: Response
+    ) -> Response:
         """What DRF's ``finalize_response`` and rendering do for a JSON answer."""
         response.accepted_renderer = self._renderer
         response.accepted_media_type = _JSON
         response.renderer_context = {
-            "view": route.view,
+            "view": view,
             "args": (),
-            "kwargs": {},
+            "kwargs": view.kwargs,
             "request": request,
         }
         for key, value in route.headers:
@@ -403,16 +442,27 @@ class LedgerWSGIHandler(WSGIHandler):
             else:
                 response[key] = value
         response.render()
-        FAST_POSTS.labels("served").inc()
+        route.counter("served").inc()
         return response
 
-    def _error(self, route: _Route, request: HttpRequest, exc: Exception) -> Any:
-        context = {"view": route.view, "args": (), "kwargs": {}, "request": request}
+    def _error(
+        self, route: _Route, view: LedgerViewSet, request: HttpRequest, exc: Exception
+    ) -> Any:
+        context = {"view": view, "args": (), "kwargs": view.kwargs, "request": request}
         response = exception_handler(exc, context)
         if response is None:
             # Not an API error: Django's 500, as the full stack answers it.
             self._metrics_after.process_exception(request, exc)
-            FAST_POSTS.labels("served").inc()
+            route.counter("served").inc()
             return response_for_exception(request, exc)
         response.exception = True
-        return self._render(route, request, response)
+        return self._render(route, view, request, response)
+
+
+def _resolve(path: str) -> Any:
+    if not path.isascii():
+        return None
+    try:
+        return resolve(path)
+    except Resolver404:
+        return None

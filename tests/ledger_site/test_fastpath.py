@@ -1,4 +1,4 @@
-"""The fast lane for single posts answers exactly as the full stack does.
+"""The fast lane for posts and balance reads answers exactly as the full stack does.
 
 Two real HTTP servers run the site's WSGI handler on loopback, one with the
 fast lane and one without (``LEDGER_FAST_POST=False``). Every scenario is sent
@@ -62,6 +62,7 @@ class Site:
         path: str = "/api/content/ledger/",
         headers: dict[str, str] | None = None,
         raw: bytes | None = None,
+        method: str = "POST",
     ) -> tuple[int, dict[str, str], bytes]:
         sent = {"Content-Type": "application/json", "X-Request-ID": "req-fast-1"}
         if token is not None:
@@ -69,9 +70,12 @@ class Site:
         sent.update(headers or {})
         sent = {key: value for key, value in sent.items() if value is not None}
         data = raw if raw is not None else json.dumps(body).encode()
+        if method == "GET":
+            data = None
+            sent.pop("Content-Type")
         connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
         try:
-            connection.request("POST", path, body=data, headers=sent)
+            connection.request(method, path, body=data, headers=sent)
             response = connection.getresponse()
             return (
                 response.status,
@@ -84,6 +88,10 @@ class Site:
 
 def fast_posts(outcome: str) -> float:
     return REGISTRY.get_sample_value("ledger_fast_posts_total", {"outcome": outcome}) or 0.0
+
+
+def fast_reads(outcome: str) -> float:
+    return REGISTRY.get_sample_value("ledger_fast_reads_total", {"outcome": outcome}) or 0.0
 
 
 @pytest.fixture
@@ -107,7 +115,7 @@ def normalised(body: bytes) -> Any:
         return body
     data = json.loads(body)
     if isinstance(data, dict):
-        for key in ("id", "created_at", "entry_id"):
+        for key in ("id", "created_at", "entry_id", "updated_at"):
             if key in data:
                 data[key] = type(data[key]).__name__
         if data.get("code") == "rate_limited":
@@ -432,3 +440,78 @@ def test_customised_viewset_is_served_by_drf():
     assert _viewset_is_plain(Plain)
     assert not _viewset_is_plain(Custom)
     assert not _viewset_is_plain(Throttled)
+
+
+def read(owner: str, who: str, **options: Any):
+    """A balance read of ``fp-<owner>-<side>`` by ``who`` (formatted with the side)."""
+    return lambda s: (
+        None,
+        who.format(side=s),
+        {"method": "GET", "path": f"/api/content/ledger/fp-{owner}-{s}/", **options},
+    )
+
+
+READS_SERVED = [
+    ("own balance", read("owner", "owner-{side}")),
+    ("own balance again (cached)", read("owner", "owner-{side}")),
+    ("owner without entries", read("idle", "idle-{side}")),
+    ("manager reads anyone", read("poor", "manager")),
+    ("someone else's", read("poor", "owner-{side}")),
+    ("Accept json", read("owner", "owner-{side}", headers={"Accept": "application/json"})),
+]
+READS_PASSED = [
+    ("query string", read("owner", "owner-{side}", path_suffix="?format=json")),
+    ("browsable", read("owner", "owner-{side}", headers={"Accept": "text/html"})),
+    ("no token", read("owner", "")),
+    ("cookie", read("owner", "owner-{side}", headers={"Cookie": "a=b"})),
+]
+
+
+def _send_read(sites, people, make):
+    answers = []
+    for site, side in zip(sites, ("fast", "full"), strict=True):
+        body, who, options = make(side)
+        options = dict(options)
+        suffix = options.pop("path_suffix", "")
+        options["path"] += suffix
+        answers.append(site.send(body, people[f"{who}-token"] if who else None, **options))
+    return answers[0], answers[1]
+
+
+@pytest.mark.parametrize(("name", "make"), READS_SERVED, ids=[n for n, _ in READS_SERVED])
+def test_served_reads_answer_as_the_full_stack(sites, people, name, make):
+    served = fast_reads("served")
+    fast, full = _send_read(sites, people, make)
+    assert fast_reads("served") == served + 1
+    assert_same(fast, full)
+
+
+@pytest.mark.parametrize(("name", "make"), READS_PASSED, ids=[n for n, _ in READS_PASSED])
+def test_other_reads_go_to_the_full_stack_untouched(sites, people, name, make):
+    served, passed = fast_reads("served"), fast_reads("passed")
+    fast, full = _send_read(sites, people, make)
+    assert fast_reads("served") == served
+    assert fast_reads("passed") == passed + 1
+    assert fast[0] == full[0]
+    if fast[1]["content-type"] == "application/json":
+        assert_same(fast, full)
+
+
+def test_read_after_post_sees_the_post_on_both_sides(sites, people):
+    for n in range(3):
+        both(sites, people, lambda s, n=n: (post(s, "CREDIT_SPEND", f"w{n}"), f"owner-{s}", {}))
+        fast, full = _send_read(sites, people, read("owner", "owner-{side}"))
+        assert json.loads(fast[2])["balance"] == json.loads(full[2])["balance"] == 2 - n
+        assert_same(fast, full)
+
+
+def test_read_rate_limit_counts_each_read_once(sites, people, settings):
+    settings.RATE_LIMIT_LEDGER_READ = "3/m"
+    handed = fast_reads("handed_over")
+    statuses = []
+    for _ in range(5):
+        fast, full = _send_read(sites, people, read("owner", "owner-{side}"))
+        assert_same(fast, full)
+        statuses.append(fast[0])
+    assert statuses == [200, 200, 200, 429, 429]
+    assert fast_reads("handed_over") == handed + 2
