@@ -30,6 +30,9 @@ from tests.factories import UserFactory
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
+# Each side's server port and owner names, made alike for comparison.
+_ALIKE = {"1": "127.0.0.1:<port>", "-": "-side"}
+
 # Headers whose values differ between any two answers.
 VOLATILE = {"date", "server", "content-length"}
 
@@ -86,12 +89,32 @@ class Site:
             connection.close()
 
 
+def fast_lane(kind: str, outcome: str) -> float:
+    """``ledger_fast_posts_total`` / ``ledger_fast_reads_total`` for ``outcome``."""
+    return REGISTRY.get_sample_value(f"ledger_fast_{kind}_total", {"outcome": outcome}) or 0.0
+
+
 def fast_posts(outcome: str) -> float:
-    return REGISTRY.get_sample_value("ledger_fast_posts_total", {"outcome": outcome}) or 0.0
+    return fast_lane("posts", outcome)
 
 
 def fast_reads(outcome: str) -> float:
-    return REGISTRY.get_sample_value("ledger_fast_reads_total", {"outcome": outcome}) or 0.0
+    return fast_lane("reads", outcome)
+
+
+def check_served(kind: str, sites, people, make) -> None:
+    served = fast_lane(kind, "served")
+    fast, full = both(sites, people, make)
+    assert fast_lane(kind, "served") == served + 1
+    assert_same(fast, full)
+
+
+def check_passed(kind: str, sites, people, make) -> None:
+    served, passed = fast_lane(kind, "served"), fast_lane(kind, "passed")
+    fast, full = both(sites, people, make)
+    assert fast_lane(kind, "served") == served
+    assert fast_lane(kind, "passed") == passed + 1
+    assert_same(fast, full)
 
 
 @pytest.fixture
@@ -136,8 +159,16 @@ def assert_same(fast: tuple, full: tuple) -> None:
             volatile.add("x-request-id")  # generated: one per request
         if f_status == 429:
             volatile.add("retry-after")  # each user's window ends at its own time
-    strip = {k: v for k, v in f_headers.items() if k not in volatile}
-    assert strip == {k: v for k, v in s_headers.items() if k not in volatile}
+
+    def kept(headers: dict[str, str]) -> dict[str, str]:
+        # Redirects name the server (each side has its own port) and the owner.
+        return {
+            k: re.sub(r"127\.0\.0\.1:\d+|-fast|-full", lambda m: _ALIKE[m[0][:1]], v)
+            for k, v in headers.items()
+            if k not in volatile
+        }
+
+    assert kept(f_headers) == kept(s_headers)
 
 
 @pytest.fixture
@@ -288,21 +319,14 @@ def test_fast_lane_is_on_for_the_shipped_site(settings):
 
 @pytest.mark.parametrize(("name", "make"), SERVED, ids=[name for name, _ in SERVED])
 def test_served_posts_answer_as_the_full_stack(sites, people, name, make):
-    for earlier_name, earlier in SERVED[: [n for n, _ in SERVED].index(name)]:
+    for _, earlier in SERVED[: [n for n, _ in SERVED].index(name)]:
         both(sites, people, earlier)  # the same history on both sides
-    served = fast_posts("served")
-    fast, full = both(sites, people, make)
-    assert fast_posts("served") == served + 1
-    assert_same(fast, full)
+    check_served("posts", sites, people, make)
 
 
 @pytest.mark.parametrize(("name", "make"), PASSED, ids=[name for name, _ in PASSED])
 def test_other_posts_go_to_the_full_stack_untouched(sites, people, name, make):
-    served, passed = fast_posts("served"), fast_posts("passed")
-    fast, full = both(sites, people, make)
-    assert fast_posts("served") == served
-    assert fast_posts("passed") == passed + 1
-    assert_same(fast, full)
+    check_passed("posts", sites, people, make)
 
 
 def test_browsable_api_request_is_not_taken(sites, people):
@@ -314,6 +338,11 @@ def test_browsable_api_request_is_not_taken(sites, people):
     )
     assert fast_posts("served") == served
     assert fast[0] == full[0] == 201
+    assert fast[1]["content-type"] == full[1]["content-type"] == "text/html; charset=utf-8"
+    served = fast_reads("served")
+    fast, full = both(sites, people, read("owner", "owner-{side}", headers={"Accept": "text/html"}))
+    assert fast_reads("served") == served
+    assert fast[0] == full[0] == 200
     assert fast[1]["content-type"] == full[1]["content-type"] == "text/html; charset=utf-8"
 
 
@@ -442,12 +471,12 @@ def test_customised_viewset_is_served_by_drf():
     assert not _viewset_is_plain(Throttled)
 
 
-def read(owner: str, who: str, **options: Any):
+def read(owner: str, who: str, suffix: str = "", **options: Any):
     """A balance read of ``fp-<owner>-<side>`` by ``who`` (formatted with the side)."""
     return lambda s: (
         None,
         who.format(side=s),
-        {"method": "GET", "path": f"/api/content/ledger/fp-{owner}-{s}/", **options},
+        {"method": "GET", "path": f"/api/content/ledger/fp-{owner}-{s}/{suffix}", **options},
     )
 
 
@@ -460,47 +489,26 @@ READS_SERVED = [
     ("Accept json", read("owner", "owner-{side}", headers={"Accept": "application/json"})),
 ]
 READS_PASSED = [
-    ("query string", read("owner", "owner-{side}", path_suffix="?format=json")),
-    ("browsable", read("owner", "owner-{side}", headers={"Accept": "text/html"})),
+    ("query string", read("owner", "owner-{side}", suffix="?format=json")),
     ("no token", read("owner", "")),
     ("cookie", read("owner", "owner-{side}", headers={"Cookie": "a=b"})),
 ]
 
 
-def _send_read(sites, people, make):
-    answers = []
-    for site, side in zip(sites, ("fast", "full"), strict=True):
-        body, who, options = make(side)
-        options = dict(options)
-        suffix = options.pop("path_suffix", "")
-        options["path"] += suffix
-        answers.append(site.send(body, people[f"{who}-token"] if who else None, **options))
-    return answers[0], answers[1]
-
-
 @pytest.mark.parametrize(("name", "make"), READS_SERVED, ids=[n for n, _ in READS_SERVED])
 def test_served_reads_answer_as_the_full_stack(sites, people, name, make):
-    served = fast_reads("served")
-    fast, full = _send_read(sites, people, make)
-    assert fast_reads("served") == served + 1
-    assert_same(fast, full)
+    check_served("reads", sites, people, make)
 
 
 @pytest.mark.parametrize(("name", "make"), READS_PASSED, ids=[n for n, _ in READS_PASSED])
 def test_other_reads_go_to_the_full_stack_untouched(sites, people, name, make):
-    served, passed = fast_reads("served"), fast_reads("passed")
-    fast, full = _send_read(sites, people, make)
-    assert fast_reads("served") == served
-    assert fast_reads("passed") == passed + 1
-    assert fast[0] == full[0]
-    if fast[1]["content-type"] == "application/json":
-        assert_same(fast, full)
+    check_passed("reads", sites, people, make)
 
 
 def test_read_after_post_sees_the_post_on_both_sides(sites, people):
     for n in range(3):
         both(sites, people, lambda s, n=n: (post(s, "CREDIT_SPEND", f"w{n}"), f"owner-{s}", {}))
-        fast, full = _send_read(sites, people, read("owner", "owner-{side}"))
+        fast, full = both(sites, people, read("owner", "owner-{side}"))
         assert json.loads(fast[2])["balance"] == json.loads(full[2])["balance"] == 2 - n
         assert_same(fast, full)
 
@@ -510,8 +518,46 @@ def test_read_rate_limit_counts_each_read_once(sites, people, settings):
     handed = fast_reads("handed_over")
     statuses = []
     for _ in range(5):
-        fast, full = _send_read(sites, people, read("owner", "owner-{side}"))
+        fast, full = both(sites, people, read("owner", "owner-{side}"))
         assert_same(fast, full)
         statuses.append(fast[0])
     assert statuses == [200, 200, 200, 429, 429]
     assert fast_reads("handed_over") == handed + 2
+
+
+HTTPS = {
+    "SECURE_SSL_REDIRECT": True,
+    "SECURE_PROXY_SSL_HEADER": ("HTTP_X_FORWARDED_PROTO", "https"),
+    "SECURE_HSTS_SECONDS": 3600,
+    "SECURE_HSTS_INCLUDE_SUBDOMAINS": True,
+}
+
+
+def test_https_enforced_site_answers_alike(people):
+    # The security middleware reads its settings when it is built: both
+    # handlers are built, and answer, with HTTPS enforced behind a proxy.
+    with override_settings(**HTTPS):
+        fast = Site(LedgerWSGIHandler())
+        with override_settings(LEDGER_FAST_POST=False):
+            full = Site(LedgerWSGIHandler())
+        try:
+            pair = (fast, full)
+            proxied = {"headers": {"X-Forwarded-Proto": "https"}}
+            check_served(
+                "posts", pair, people, lambda s: (post(s, "CREDIT_ADD", "h1"), "manager", proxied)
+            )
+            answers = both(
+                pair, people, lambda s: (post(s, "CREDIT_ADD", "h1"), "manager", proxied)
+            )
+            assert answers[0][1]["strict-transport-security"] == "max-age=3600; includeSubDomains"
+            check_served("reads", pair, people, read("owner", "owner-{side}", **proxied))
+            # Plain HTTP is redirected by the full stack, for both.
+            check_passed(
+                "posts", pair, people, lambda s: (post(s, "CREDIT_ADD", "h2"), "manager", {})
+            )
+            check_passed("reads", pair, people, read("owner", "owner-{side}"))
+            fast_answer, _ = both(pair, people, read("owner", "owner-{side}"))
+            assert fast_answer[0] == 301
+        finally:
+            fast.close()
+            full.close()
