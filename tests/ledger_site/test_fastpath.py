@@ -21,6 +21,7 @@ from django.core.servers.basehttp import ThreadedWSGIServer, WSGIRequestHandler
 from django.test import override_settings
 from django.urls import resolve
 from prometheus_client import REGISTRY
+from rest_framework.versioning import AcceptHeaderVersioning
 
 from ledger_core.services import entry_post
 from ledger_site.fastpath import FAST_PATH_MIDDLEWARE, LedgerWSGIHandler
@@ -463,12 +464,17 @@ def test_customised_viewset_is_served_by_drf():
         app_label = "content"
         throttle_classes = []
 
+    class Versioned(LedgerViewSet):
+        app_label = "content"
+        versioning_class = AcceptHeaderVersioning
+
     class Plain(LedgerViewSet):
         app_label = "content"
 
     assert _viewset_is_plain(Plain)
     assert not _viewset_is_plain(Custom)
     assert not _viewset_is_plain(Throttled)
+    assert not _viewset_is_plain(Versioned)
 
 
 def read(owner: str, who: str, suffix: str = "", **options: Any):
