@@ -567,3 +567,36 @@ def test_https_enforced_site_answers_alike(people):
         finally:
             fast.close()
             full.close()
+
+
+def test_redis_down_answers_alike_and_fails_open(sites, people):
+    from ledger_core.cache import balance_cache
+    from ledger_site.authstate import auth_states
+    from ledger_site.ratelimit import outage
+    from tests.ledger_core.test_cache import dead_redis_caches
+
+    def errors() -> float:
+        return REGISTRY.get_sample_value("ledger_ratelimit_errors_total") or 0.0
+
+    before = errors()
+    try:
+        with override_settings(CACHES=dead_redis_caches()):
+            for n in range(3):
+                # Rate limits fail open, users are read from PostgreSQL, and
+                # balances from PostgreSQL: the same answers either way.
+                fast, full = both(
+                    sites,
+                    people,
+                    lambda s, n=n: (post(s, "CREDIT_SPEND", f"d{n}"), f"owner-{s}", {}),
+                )
+                assert fast[0] == 201
+                assert_same(fast, full)
+                fast, full = both(sites, people, read("owner", "owner-{side}"))
+                assert json.loads(fast[2])["balance"] == 2 - n
+                assert_same(fast, full)
+        # Each of the twelve requests was let through once and counted once.
+        assert errors() - before == 12
+    finally:
+        outage.reset()
+        balance_cache.reset()
+        auth_states.reset()
