@@ -7,8 +7,7 @@ The request id bound by ``RequestLogMiddleware`` is merged into every line
 logged while that request is handled, and fields passed as ``extra=`` (the
 request and ledger decision lines) become top-level keys. Those two lines are
 written for every post, so the JSON formatter renders such plain records
-itself, with the fields the chain would give (tested equal), at a third of
-the cost.
+itself, with the fields the chain would give (tested equal), for less.
 """
 
 from __future__ import annotations
@@ -67,8 +66,10 @@ class JsonLineFormatter(structlog.stdlib.ProcessorFormatter):
     A standard-library record without exception or stack information (every
     request line and ledger decision) becomes the same fields structlog's chain
     would give it (``event``, the bound context such as ``request_id``,
-    ``level``, ``logger``, ``timestamp``, then the ``extra=`` fields), in about
-    a quarter of the time. Every other record goes through the chain itself.
+    ``level``, ``logger``, ``timestamp``, then the ``extra=`` fields) without
+    the chain's per-record copies and processor calls (37 -> 23 us for the two
+    lines of a post, logging included). Every other record goes through the
+    chain itself.
     """
 
     def format(self, record: logging.LogRecord) -> str:

@@ -1,7 +1,7 @@
 """WSGI entry point (gunicorn serves ``ledger_site.wsgi:application``).
 
-Django's handler, with the fast lane for single ledger posts
-(``ledger_site.fastpath``).
+Django's handler, with the fast lane for single ledger posts and balance
+reads (``ledger_site.fastpath``).
 """
 
 import os
