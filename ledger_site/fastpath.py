@@ -161,7 +161,7 @@ def _ignore(request: HttpRequest) -> None:
 
 
 def _viewset_is_plain(cls: type) -> bool:
-    """True if ``cls`` serves posts exactly as ``LedgerViewSet`` does."""
+    """True if ``cls`` serves posts and balance reads exactly as ``LedgerViewSet`` does."""
     if not (isinstance(cls, type) and issubclass(cls, LedgerViewSet)):
         return False
     if any(getattr(cls, hook) is not getattr(LedgerViewSet, hook) for hook in _VIEWSET_HOOKS):
