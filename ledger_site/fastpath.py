@@ -244,7 +244,7 @@ class LedgerWSGIHandler(WSGIHandler):
             if environ.get("CONTENT_TYPE") != _JSON or "HTTP_TRANSFER_ENCODING" in environ:
                 route.counter("passed").inc()
                 return None
-        elif method == "GET" and "/ledger/" in path and path.endswith("/"):
+        elif method == "GET" and _one_segment_after_ledger(path):
             match = _resolve(path)
             route = self._plain_route(match, "get", "retrieve")
             if route is None or set(match.kwargs) != {"owner_id"}:
@@ -463,6 +463,13 @@ class LedgerWSGIHandler(WSGIHandler):
             return response_for_exception(request, exc)
         response.exception = True
         return self._render(route, view, request, response)
+
+
+def _one_segment_after_ledger(path: str) -> bool:
+    """``.../ledger/<one segment>/``: the shape of a retrieve route. History
+    (``.../entries/``) and every other GET go to Django without a look-up here."""
+    _, found, rest = path.rpartition("/ledger/")
+    return bool(found) and rest.endswith("/") and rest.count("/") == 1 and len(rest) > 1
 
 
 def _resolve(path: str) -> Any:

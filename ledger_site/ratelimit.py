@@ -188,6 +188,23 @@ def _count(
     return usages, fetched
 
 
+def _handed_over(request: Request, group: str, keys: list[str]) -> tuple[Any, Any] | None:
+    """``(usages, fetched)`` of a count the fast lane made for this group and
+    these keys before handing the request over (``HANDED_OVER``), or None."""
+    handed = request.META.get(HANDED_OVER)
+    if handed is None or handed[0][:2] != (group, keys):
+        return None
+    return handed[0][2], handed[1]
+
+
+def _count_for_view(
+    group: str, keys: list[str], request: Request, view: Any
+) -> tuple[list[dict[str, Any]] | None, dict[tuple[str, str], Any]]:
+    """``_count`` with what the view asks to read in the same round trip."""
+    fetch = getattr(view, "ratelimit_fetch", None)
+    return _count(group, keys, fetch(request) if fetch is not None else ())
+
+
 def precount_for_user(
     request: Request, user_pk: Any, fetch: list[tuple[str, str]]
 ) -> dict[tuple[str, str], Any] | None:
@@ -208,9 +225,9 @@ def precount_for_user(
     if group not in ("ledger_read", "ledger_write"):
         return None
     keys = [f"user:{user_pk}"]
-    handed = request.META.get(HANDED_OVER)
-    if handed is not None and handed[0][:2] == (group, keys):
-        (_, _, usages), fetched = handed
+    handed = _handed_over(request, group, keys)
+    if handed is not None:
+        usages, fetched = handed
     elif outage.is_open():
         return None
     else:
@@ -229,8 +246,7 @@ def precount_for_view(request: Request, view: Any) -> bool:
     if group == "none" or outage.is_open():
         return False
     keys = RateLimit().keys(group, request)
-    fetch = getattr(view, "ratelimit_fetch", None)
-    usages, fetched = _count(group, keys, fetch(request) if fetch is not None else ())
+    usages, fetched = _count_for_view(group, keys, request, view)
     request._ratelimit_precounted = (group, keys, usages)
     request._ratelimit_fetched = fetched
     return True
@@ -271,19 +287,16 @@ class RateLimit(BaseThrottle):
             return True
         keys = self.keys(group, request)
         precounted = getattr(request, "_ratelimit_precounted", None)
-        handed = request.META.get(HANDED_OVER)
+        handed = _handed_over(request, group, keys)
         if precounted is not None and precounted[:2] == (group, keys):
             usages = precounted[2]
-        elif handed is not None and handed[0][:2] == (group, keys):
-            (_, _, usages), request.ledger_prefetched = handed[0], handed[1] or {}
+        elif handed is not None:
+            usages, request.ledger_prefetched = handed[0], handed[1] or {}
         else:
             if outage.is_open():
                 ERRORS.inc()
                 return True
-            fetch = getattr(view, "ratelimit_fetch", None)
-            usages, request.ledger_prefetched = _count(
-                group, keys, fetch(request) if fetch is not None else ()
-            )
+            usages, request.ledger_prefetched = _count_for_view(group, keys, request, view)
         if usages is None:  # the counter store failed: fail open
             return True
         for key, usage in zip(keys, usages, strict=True):
