@@ -1,11 +1,12 @@
-# Shared Ledger: `make run` serves on an embedded SQLite database and an
-# in-process cache; `make test` runs the whole suite against PostgreSQL and
+# Shared Ledger: `make run` serves on an embedded PostgreSQL (the pgserver
+# wheel) and an in-process cache; `make test` runs the whole suite against PostgreSQL and
 # Redis (127.0.0.1 by default, override DATABASE_URL / REDIS_URL).
 
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+STAMP := $(VENV)/.installed-dev
+RUN_STAMP := $(VENV)/.installed-run
 
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/ledger
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/1
@@ -14,15 +15,22 @@ PORT ?= 8000
 
 .PHONY: install run test lint fmt check clean bench bench-grant
 
+# `make run` installs what running needs; everything else the test extras.
+$(RUN_STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[embedded]'
+	touch $(RUN_STAMP)
+
 $(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
-	touch $(STAMP)
+	touch $(STAMP) $(RUN_STAMP)
 
 install: $(STAMP)
 
-run: $(STAMP)
+run: $(RUN_STAMP)
 	DJANGO_DEBUG=$${DJANGO_DEBUG:-1} $(BIN)/python manage.py migrate --noinput
 	@echo ""
 	@echo "Shared Ledger on http://$(HOST):$(PORT)/"

@@ -10,7 +10,7 @@ from rest_framework.pagination import CursorPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from ledger_core.api import LedgerViewSet, request_actor
+from ledger_core.api import LedgerViewSet, domain_nonce_field, replay_response, request_actor
 from ledger_core.api.schema import (
     BAD_REQUEST,
     NOT_FOUND,
@@ -19,47 +19,26 @@ from ledger_core.api.schema import (
     WRITE_ERRORS,
 )
 from ledger_core.api.serializers import StrictCharField
-from ledger_core.validation import NONCE_RULE, is_valid_nonce
 
 from .models import ContentItem
+from .operations import ContentOperation
 from .services import item_access, item_create
-
-ITEM_NONCE_MAX = 96
 
 
 class ContentLedgerViewSet(LedgerViewSet):
     """Ledger endpoints accepting the content app's operations."""
 
-    app_label = "content"
-
-
-def _nonce_field():
-    return StrictCharField(
-        required=False,
-        max_length=ITEM_NONCE_MAX,
-        trim_whitespace=False,
-        help_text=f"Idempotency key: 1-{ITEM_NONCE_MAX} printable ASCII characters, no whitespace",
-    )
-
-
-def _validate_nonce(value: str) -> str:
-    if not is_valid_nonce(value):
-        raise serializers.ValidationError(f"Must be {NONCE_RULE}.")
-    return value
+    operations = ContentOperation
 
 
 class ItemCreateSerializer(serializers.Serializer):
     title = StrictCharField(max_length=200)
     body = StrictCharField(max_length=20_000, trim_whitespace=False)
-    nonce = _nonce_field()
-
-    validate_nonce = staticmethod(_validate_nonce)
+    nonce = domain_nonce_field()
 
 
 class ItemAccessSerializer(serializers.Serializer):
-    nonce = _nonce_field()
-
-    validate_nonce = staticmethod(_validate_nonce)
+    nonce = domain_nonce_field()
 
 
 class ItemSerializer(serializers.ModelSerializer):
@@ -141,12 +120,7 @@ class ContentItemViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, views
             nonce=data.get("nonce"),
             actor=request_actor(request),
         )
-        body = ItemSerializer(result.item).data
-        if result.replayed:
-            return Response(
-                body, status=status.HTTP_200_OK, headers={"Idempotent-Replayed": "true"}
-            )
-        return Response(body, status=status.HTTP_201_CREATED)
+        return replay_response(ItemSerializer(result.item).data, replayed=result.replayed)
 
     @extend_schema(
         summary="Read any item; records a CONTENT_ACCESS (0 credits) entry for you",
@@ -166,8 +140,11 @@ class ContentItemViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, views
             nonce=serializer.validated_data.get("nonce"),
         )
         item.access_entry_id = result.entry.pk
-        headers = {"Idempotent-Replayed": "true"} if result.replayed else {}
-        return Response(ItemAccessResponseSerializer(item).data, headers=headers)
+        return replay_response(
+            ItemAccessResponseSerializer(item).data,
+            replayed=result.replayed,
+            created=status.HTTP_200_OK,
+        )
 
     def _any_item(self, pk: str | None) -> ContentItem:
         item = ContentItem.objects.select_related("owner").filter(pk=_item_pk(pk)).first()

@@ -10,6 +10,6 @@ router = SimpleRouter()
 router.register("items", ContentItemViewSet, basename="item")
 
 urlpatterns = [
-    *ledger_urls(ContentLedgerViewSet, basename="ledger"),
+    *ledger_urls(ContentLedgerViewSet),
     *router.urls,
 ]

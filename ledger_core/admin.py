@@ -31,7 +31,7 @@ from django.utils.http import urlencode
 
 from .actors import POST_ANY_PERMISSION, Actor
 from .exceptions import LedgerError
-from .models import Balance, LedgerEntry
+from .models import ENTRY_FIELDS, Balance, LedgerEntry
 from .operations import all_operation_values, registry
 from .services import entry_post
 
@@ -45,7 +45,7 @@ class LargeTablePaginator(Paginator):
     @cached_property
     def count(self) -> int:
         queryset = self.object_list
-        if not queryset.query.where and connection.vendor == "postgresql":
+        if not queryset.query.where:
             with connection.cursor() as cursor:
                 cursor.execute(
                     "SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass",
@@ -93,21 +93,13 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
 
 def _csv_rows(queryset: QuerySet) -> Iterator[list[Any]]:
-    yield ["id", "owner_id", "app", "operation", "amount", "balance_after", "nonce",
-           "created_at", "created_by", "metadata"]  # fmt: skip
+    columns = [*ENTRY_FIELDS, "created_by"]
+    yield columns
     for entry in queryset.order_by("id").iterator(chunk_size=2000):
-        yield [
-            entry.pk,
-            entry.owner_id,
-            entry.app,
-            entry.operation,
-            entry.amount,
-            entry.balance_after,
-            entry.nonce,
-            entry.created_at.isoformat(),
-            entry.created_by,
-            "" if entry.metadata is None else entry.metadata,
-        ]
+        row = {name: getattr(entry, name) for name in columns}
+        row["created_at"] = entry.created_at.isoformat()
+        row["metadata"] = "" if entry.metadata is None else entry.metadata
+        yield [row[name] for name in columns]
 
 
 class _Echo:

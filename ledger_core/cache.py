@@ -23,14 +23,13 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Mapping
 from datetime import UTC, datetime
 
-from django.conf import settings
 from django.core.cache import caches
 
 from . import metrics
 from .circuit import Circuit
+from .conf import ledger_settings
 from .types import BalanceView
 
 logger = logging.getLogger("ledger_core.cache")
@@ -129,10 +128,10 @@ class BalanceCache:
         return self.cache.make_key(KEY_PREFIX + owner_id)
 
     def _ttl(self) -> int:
-        return int(getattr(settings, "LEDGER_BALANCE_CACHE_TTL", 300))
+        return int(ledger_settings.BALANCE_CACHE_TTL)
 
     def _available(self) -> bool:
-        if not getattr(settings, "LEDGER_BALANCE_CACHE", True):
+        if not ledger_settings.BALANCE_CACHE:
             return False
         if self.circuit.is_open():
             return False
@@ -179,23 +178,12 @@ class BalanceCache:
         return True
 
     # -- API -----------------------------------------------------------------
-    def prefetch_key(self, owner_id: str) -> tuple[str, str]:
-        """``(cache alias, key)`` of ``owner_id``'s entry, for a caller that reads
-        it ahead, in a round trip of its own (the rate limiter does)."""
-        return self.alias, KEY_PREFIX + owner_id
-
-    def get(self, owner_id: str, prefetched: Mapping | None = None) -> BalanceView | None:
-        """The cached balance of ``owner_id``, or None on a miss or a cache fault.
-
-        ``prefetched``: raw values by ``prefetch_key``, read earlier in this
-        request; a value found there costs no round trip."""
+    def get(self, owner_id: str) -> BalanceView | None:
+        """The cached balance of ``owner_id``, or None on a miss or a cache fault."""
         if not self._available():
             return None
-        name = self.prefetch_key(owner_id)
         try:
-            if prefetched is not None and name in prefetched:
-                raw = prefetched[name]
-            elif (client := self._redis()) is not None:
+            if (client := self._redis()) is not None:
                 raw = client.get(self._key(owner_id))
             else:
                 raw = self.cache.get(KEY_PREFIX + owner_id)
@@ -208,7 +196,7 @@ class BalanceCache:
 
     def offer(self, view: BalanceView) -> bool:
         """Store ``view`` unless the cache already holds the same or a newer version."""
-        if not getattr(settings, "LEDGER_BALANCE_CACHE", True):
+        if not ledger_settings.BALANCE_CACHE:
             return False
         if not self._available():
             with self._lock:
@@ -225,7 +213,7 @@ class BalanceCache:
 
     def offer_many(self, views: list[BalanceView]) -> None:
         """``offer`` for many owners at once (one pipelined round trip on Redis)."""
-        if not views or not getattr(settings, "LEDGER_BALANCE_CACHE", True):
+        if not views or not ledger_settings.BALANCE_CACHE:
             return
         if not self._available():
             with self._lock:

@@ -9,9 +9,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from django.conf import settings
 from django.core.checks import Error, Tags, Warning, register
 
+from .conf import ledger_settings
 from .operations import _POLICY_FIELDS, OPERATION_MAX_LENGTH, registry
 
 VALID_ROLES = {"owner", "manager"}
@@ -51,7 +51,7 @@ def check_operations(app_configs: Any = None, **kwargs: Any) -> list:
                 id="ledger_core.W001",
             )
         )
-    config = getattr(settings, "LEDGER_OPERATION_CONFIG", None) or {}
+    config = ledger_settings.OPERATION_CONFIG or {}
     if not isinstance(config, Mapping):
         errors.append(
             Error(
@@ -63,7 +63,7 @@ def check_operations(app_configs: Any = None, **kwargs: Any) -> list:
         config = {}
 
     amounts: dict[str, dict[int | None, list[str]]] = {}
-    cap = getattr(settings, "LEDGER_MAX_ENTRY_AMOUNT", None)
+    cap = ledger_settings.MAX_ENTRY_AMOUNT
     for app in apps:
         for value in app.values:
             if len(value) > OPERATION_MAX_LENGTH:
@@ -142,4 +142,54 @@ def check_operations(app_configs: Any = None, **kwargs: Any) -> list:
                 id="ledger_core.E007",
             )
         )
+    return errors
+
+
+@register()
+def check_database_vendor(app_configs: Any = None, **kwargs: Any) -> list:
+    """The ledger's invariants are PostgreSQL SQL; no other database can hold them."""
+    from django.db import connections
+
+    errors = []
+    for alias in connections:
+        vendor = connections[alias].vendor
+        if vendor != "postgresql":
+            errors.append(
+                Error(
+                    f"Database {alias!r} is {vendor}; the ledger needs PostgreSQL.",
+                    hint="Set DATABASE_URL to a PostgreSQL server (postgres://...), or unset "
+                    "it to use the embedded PostgreSQL of `make run`.",
+                    id="ledger_core.E008",
+                )
+            )
+    return errors
+
+
+def _subclasses(cls: type) -> list[type]:
+    found = []
+    for sub in cls.__subclasses__():
+        found += [sub, *_subclasses(sub)]
+    return found
+
+
+@register()
+def check_ledger_viewsets(app_configs: Any = None, **kwargs: Any) -> list:
+    """Every consumer app's ledger viewset names a registered operation class."""
+    from .api.views import LedgerViewSet
+
+    errors = []
+    for viewset in _subclasses(LedgerViewSet):
+        operations = viewset.operations
+        if operations is None or registry.label_of(operations) is None:
+            errors.append(
+                Error(
+                    f"{viewset.__module__}.{viewset.__qualname__}.operations "
+                    f"({getattr(operations, '__qualname__', operations)}) is not a registered "
+                    "operation class.",
+                    hint="Set operations = <YourApp>Operation and register that class from "
+                    "your AppConfig.ready() with ledger_core.operations.register().",
+                    obj=viewset,
+                    id="ledger_core.E009",
+                )
+            )
     return errors

@@ -94,3 +94,21 @@ class LimitReached(LedgerError):
     code = "limit_reached"
     status = 409
     default_detail = "The limit for this operation has been reached."
+
+
+class BatchRefused(LedgerError):
+    """An atomic batch stored nothing because the entry at ``index`` was refused.
+
+    Its ``code``, ``status`` and extra fields are those of that entry's refusal.
+    """
+
+    def __init__(self, index: int, error: LedgerError) -> None:
+        self.index = index
+        self.error = error
+        self.code = error.code
+        self.status = error.status
+        super().__init__(
+            f"Entry {index} was refused ({error.code}): {error.detail} Nothing was stored.",
+            index=index,
+            **error.extra,
+        )

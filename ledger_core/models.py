@@ -25,6 +25,13 @@ NONCE_MAX_LENGTH = 128
 APP_LABEL_MAX_LENGTH = 64
 LIMIT_KEY_MAX_LENGTH = 100
 
+#: The fields of an entry that the API shows, the decision log line carries
+#: and the admin's CSV export writes, in this order (the export adds created_by).
+ENTRY_FIELDS = (
+    "id", "owner_id", "app", "operation", "amount", "balance_after", "nonce", "metadata",
+    "created_at",
+)  # fmt: skip
+
 
 class LedgerEntry(models.Model):
     """One credit movement. Never updated or deleted: corrections are new entries."""

@@ -18,10 +18,11 @@ import threading
 from collections.abc import Iterable, Mapping
 from typing import Literal
 
-from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
 from django.db import models
+
+from .conf import ledger_settings
 
 SHARED_OPERATIONS: tuple[str, ...] = ("DAILY_REWARD", "SIGNUP_CREDIT", "CREDIT_SPEND", "CREDIT_ADD")
 
@@ -158,6 +159,13 @@ class OperationRegistry:
     def get_app(self, app_label: str) -> RegisteredApp | None:
         return self._apps.get(app_label)
 
+    def label_of(self, operations: type[LedgerOperation]) -> str | None:
+        """The label of the app that registered ``operations``, or None."""
+        for app in self._apps.values():
+            if app.operations is operations:
+                return app.label
+        return None
+
     def operations_for(self, app_label: str) -> list[str]:
         app = self._apps.get(app_label)
         return app.values if app else []
@@ -198,7 +206,7 @@ class OperationRegistry:
 
 
 def settings_override(operation: str) -> object:
-    config = getattr(settings, "LEDGER_OPERATION_CONFIG", None) or {}
+    config = ledger_settings.OPERATION_CONFIG or {}
     return config.get(operation)
 
 

@@ -9,7 +9,6 @@ keyset-paginated on ``(owner_id, id)`` so deep pages cost the same as the first.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from datetime import datetime
 
 from django.db import connection, transaction
@@ -39,20 +38,18 @@ def balance_get_uncached(*, owner_id: str) -> BalanceView:
     return BalanceView(owner_id=owner_id, balance=row[0], version=row[1], updated_at=row[2])
 
 
-def balance_get(*, owner_id: str, prefetched: Mapping | None = None) -> BalanceView:
+def balance_get(*, owner_id: str) -> BalanceView:
     """The current balance of ``owner_id`` (0 for an unknown owner), cache first.
 
     Inside a transaction the database answers (it sees the transaction's own
     posts, the cache does not), and the value reaches the cache only if and
     when the transaction commits: an uncommitted balance is never shared.
-    ``prefetched``: cache values already read in this request (see
-    ``BalanceCache.get``).
     """
     if connection.in_atomic_block:
         view = balance_get_uncached(owner_id=owner_id)
         transaction.on_commit(lambda: balance_cache.offer(view), robust=True)
         return view
-    cached = balance_cache.get(owner_id, prefetched)
+    cached = balance_cache.get(owner_id)
     if cached is not None:
         return cached
     view = balance_get_uncached(owner_id=owner_id)

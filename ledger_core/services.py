@@ -4,8 +4,8 @@ Design decision: a post is one short transaction that serialises per owner on
 the owner's ``Balance`` row. Credits use an upsert (so the first post for a new
 owner cannot race), debits a conditional ``UPDATE ... WHERE balance + x >= 0``;
 either returns the new balance, and the entry is inserted with it as
-``balance_after``. On PostgreSQL both are one statement (a data-modifying
-CTE), atomic on its own, so a post outside a transaction is a single round
+``balance_after``. Both are one statement (a data-modifying CTE), atomic on
+its own, so a post outside a transaction is a single round
 trip; inside a caller's transaction it runs under a savepoint, so a consumer
 app can create its own rows and the entry in one commit. Idempotency and
 limits are enforced by unique keys: the fast path does not look the nonce up
@@ -24,14 +24,15 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from . import metrics
 from .actors import Actor
 from .cache import balance_cache
+from .conf import ledger_settings
 from .exceptions import (
+    BatchRefused,
     Forbidden,
     InsufficientBalance,
     InvalidEntry,
@@ -41,7 +42,7 @@ from .exceptions import (
     NonceInFlight,
     UnknownOperation,
 )
-from .models import Balance, LedgerEntry
+from .models import ENTRY_FIELDS, Balance, LedgerEntry
 from .operations import OperationPolicy, Role, registry
 from .signals import entry_posted
 from .types import BalanceView
@@ -103,7 +104,7 @@ def entry_fingerprint(*, app: str, operation: str, amount: int) -> str:
 
 
 def max_entry_amount() -> int:
-    return int(settings.LEDGER_MAX_ENTRY_AMOUNT)
+    return int(ledger_settings.MAX_ENTRY_AMOUNT)
 
 
 def operation_policy_get(*, app: str, operation: str, direct: bool = False) -> OperationPolicy:
@@ -201,14 +202,6 @@ def _replay_or_conflict(existing: LedgerEntry, fingerprint: str) -> PostResult:
 
 def _entry_by_nonce(owner_id: str, nonce: str) -> LedgerEntry | None:
     return LedgerEntry.objects.filter(owner_id=owner_id, nonce=nonce).first()
-
-
-def _apply_to_balance(owner_id: str, amount: int, now: datetime) -> tuple[int, int] | None:
-    params = {"owner": owner_id, "amount": amount, "now": now}
-    with connection.cursor() as cursor:
-        cursor.execute(_CREDIT_SQL if amount >= 0 else _DEBIT_SQL, params)
-        row = cursor.fetchone()
-    return (row[0], row[1]) if row else None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -374,19 +367,11 @@ def _record_refusal(
 
 
 def _log_entry(outcome: str, entry: LedgerEntry, actor: Actor) -> None:
+    fields = {name: getattr(entry, name) for name in ENTRY_FIELDS if name != "metadata"}
+    fields["entry_id"] = fields.pop("id")
+    fields["created_at"] = entry.created_at.isoformat()
     decision_log.info(
-        f"ledger.{outcome}",
-        extra={
-            "outcome": outcome,
-            "owner_id": entry.owner_id,
-            "app": entry.app,
-            "operation": entry.operation,
-            "amount": entry.amount,
-            "balance_after": entry.balance_after,
-            "nonce": entry.nonce,
-            "entry_id": entry.pk,
-            "actor": actor.name,
-        },
+        f"ledger.{outcome}", extra={"outcome": outcome, **fields, "actor": actor.name}
     )
 
 
@@ -396,33 +381,13 @@ def _post(prepared: PreparedEntry, *, actor: Actor, now: datetime, started: floa
     resolved, fingerprint = prepared.amount, prepared.fingerprint
 
     try:
-        if connection.vendor == "postgresql":
-            if connection.in_atomic_block:
-                # Inside the caller's transaction: a savepoint keeps it usable
-                # when the statement fails.
-                with transaction.atomic():
-                    entry, version = _pg_post(prepared, now)
-            else:
+        if connection.in_atomic_block:
+            # Inside the caller's transaction: a savepoint keeps it usable
+            # when the statement fails.
+            with transaction.atomic():
                 entry, version = _pg_post(prepared, now)
         else:
-            with transaction.atomic():
-                applied = _apply_to_balance(owner_id, resolved, now)
-                if applied is None:
-                    raise _Refused
-                balance_after, version = applied
-                entry = LedgerEntry.objects.create(
-                    owner_id=owner_id,
-                    app=prepared.app,
-                    operation=prepared.operation,
-                    amount=resolved,
-                    balance_after=balance_after,
-                    nonce=nonce,
-                    fingerprint=fingerprint,
-                    limit_key=prepared.limit_key,
-                    metadata=prepared.metadata,
-                    created_at=now,
-                    created_by=actor.name,
-                )
+            entry, version = _pg_post(prepared, now)
     except _Refused:
         existing = _entry_by_nonce(owner_id, nonce)
         if existing is not None:
@@ -504,24 +469,6 @@ class BatchItemResult:
         return 200 if self.replayed else 201
 
 
-class BatchRefused(LedgerError):
-    """An atomic batch stored nothing because the entry at ``index`` was refused.
-
-    Its ``code``, ``status`` and extra fields are those of that entry's refusal.
-    """
-
-    def __init__(self, index: int, error: LedgerError) -> None:
-        self.index = index
-        self.error = error
-        self.code = error.code
-        self.status = error.status
-        super().__init__(
-            f"Entry {index} was refused ({error.code}): {error.detail} Nothing was stored.",
-            index=index,
-            **error.extra,
-        )
-
-
 _LOCK_CHUNK = 5000
 
 
@@ -531,40 +478,24 @@ def _batch_lock_balances(
     """Lock the owners' balance rows in sorted order; create rows for ``create``."""
     state: dict[str, list[int]] = {}
     to_create = sorted(create)
-    pg = connection.vendor == "postgresql"
     with connection.cursor() as cursor:
         for start in range(0, len(to_create), _LOCK_CHUNK):
             chunk = to_create[start : start + _LOCK_CHUNK]
-            if pg:
-                cursor.execute(
-                    f"INSERT INTO {_BALANCE_TABLE} (owner_id, balance, version, updated_at) "  # noqa: S608
-                    "SELECT o, 0, 0, %s FROM unnest(%s::text[]) AS o "
-                    "ON CONFLICT (owner_id) DO NOTHING",
-                    [now, chunk],
-                )
-            else:
-                Balance.objects.bulk_create(
-                    [Balance(owner_id=o, balance=0, version=0, updated_at=now) for o in chunk],
-                    ignore_conflicts=True,
-                )
+            cursor.execute(
+                f"INSERT INTO {_BALANCE_TABLE} (owner_id, balance, version, updated_at) "  # noqa: S608
+                "SELECT o, 0, 0, %s FROM unnest(%s::text[]) AS o "
+                "ON CONFLICT (owner_id) DO NOTHING",
+                [now, chunk],
+            )
     with connection.cursor() as cursor:
         for start in range(0, len(owners), _LOCK_CHUNK):
             chunk = owners[start : start + _LOCK_CHUNK]
-            if pg:
-                cursor.execute(
-                    f"SELECT owner_id, balance, version FROM {_BALANCE_TABLE} "  # noqa: S608
-                    "WHERE owner_id = ANY(%s::text[]) ORDER BY owner_id FOR UPDATE",
-                    [chunk],
-                )
-                rows = cursor.fetchall()
-            else:
-                rows = (
-                    Balance.objects.select_for_update()
-                    .filter(owner_id__in=chunk)
-                    .order_by("owner_id")
-                    .values_list("owner_id", "balance", "version")
-                )
-            for owner_id, balance, version in rows:
+            cursor.execute(
+                f"SELECT owner_id, balance, version FROM {_BALANCE_TABLE} "  # noqa: S608
+                "WHERE owner_id = ANY(%s::text[]) ORDER BY owner_id FOR UPDATE",
+                [chunk],
+            )
+            for owner_id, balance, version in cursor.fetchall():
                 state[owner_id] = [balance, version]
     return state
 
@@ -580,26 +511,17 @@ def _batch_existing(prepared: list[PreparedEntry]) -> tuple[dict, set]:
         if p.limit_key:
             limits_of.setdefault(p.owner_id, []).append(p.limit_key)
     owners = sorted(nonces_of)
-    pg = connection.vendor == "postgresql"
     for start in range(0, len(owners), _LOCK_CHUNK):
         chunk = owners[start : start + _LOCK_CHUNK]
         pair_owners = [o for o in chunk for _ in nonces_of[o]]
         pair_nonces = [n for o in chunk for n in nonces_of[o]]
-        if pg:
-            # A join on the exact (owner_id, nonce) pairs uses the unique index.
-            found = LedgerEntry.objects.raw(
-                f"SELECT e.* FROM {LedgerEntry._meta.db_table} e "  # noqa: S608
-                "JOIN unnest(%s::text[], %s::text[]) AS p(owner_id, nonce) "
-                "ON e.owner_id = p.owner_id AND e.nonce = p.nonce",
-                [pair_owners, pair_nonces],
-            )
-        else:
-            wanted = set(zip(pair_owners, pair_nonces, strict=True))
-            found = [
-                e
-                for e in LedgerEntry.objects.filter(owner_id__in=chunk, nonce__in=set(pair_nonces))
-                if (e.owner_id, e.nonce) in wanted
-            ]
+        # A join on the exact (owner_id, nonce) pairs uses the unique index.
+        found = LedgerEntry.objects.raw(
+            f"SELECT e.* FROM {LedgerEntry._meta.db_table} e "  # noqa: S608
+            "JOIN unnest(%s::text[], %s::text[]) AS p(owner_id, nonce) "
+            "ON e.owner_id = p.owner_id AND e.nonce = p.nonce",
+            [pair_owners, pair_nonces],
+        )
         for entry in found:
             by_nonce[(entry.owner_id, entry.nonce)] = entry
         limit_owners = [o for o in chunk for _ in limits_of.get(o, ())]
@@ -616,9 +538,6 @@ def _batch_existing(prepared: list[PreparedEntry]) -> tuple[dict, set]:
 
 def _batch_insert(rows: list[LedgerEntry]) -> None:
     """Insert new entries, setting their ids (one statement per chunk)."""
-    if connection.vendor != "postgresql":
-        LedgerEntry.objects.bulk_create(rows, batch_size=500)
-        return
     table = LedgerEntry._meta.db_table
     sql = (
         f"INSERT INTO {table} (owner_id, app, operation, amount, balance_after, nonce, "  # noqa: S608
@@ -657,12 +576,6 @@ def _batch_insert(rows: list[LedgerEntry]) -> None:
 
 def _batch_update_balances(state: dict[str, list[int]], touched: set[str], now: datetime) -> None:
     owners = sorted(touched)
-    if connection.vendor != "postgresql":
-        for owner in owners:
-            Balance.objects.filter(owner_id=owner).update(
-                balance=state[owner][0], version=state[owner][1], updated_at=now
-            )
-        return
     with connection.cursor() as cursor:
         for start in range(0, len(owners), _LOCK_CHUNK):
             chunk = owners[start : start + _LOCK_CHUNK]

@@ -12,7 +12,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth import get_user_model, password_validation
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers, status
 from rest_framework.exceptions import AuthenticationFailed
@@ -24,18 +24,16 @@ from rest_framework_simplejwt.exceptions import TokenError
 from rest_framework_simplejwt.tokens import RefreshToken
 from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
 
-from ledger_core.actors import POST_ANY_PERMISSION, VIEW_ANY_PERMISSION, Actor
+from ledger_core.actors import POST_ANY_PERMISSION, VIEW_ANY_PERMISSION
 from ledger_core.api.schema import BAD_REQUEST, RATE_LIMITED, UNAUTHORIZED, UNAVAILABLE
 from ledger_core.selectors import balance_get, ledger_exists
-from ledger_core.services import entry_post
 
 from .jwt import LedgerTokenObtainPairSerializer, LedgerTokenRefreshSerializer
+from .services import user_register
 
 USERNAME_RE = re.compile(r"\A[A-Za-z0-9_.@+\-]{1,128}\Z")
 # Path segments of the ledger API that cannot double as an owner id there.
 RESERVED_USERNAMES = frozenset({"batch"})
-SIGNUP_NONCE = "signup"
-SITE_APP = "site"
 
 
 class RegisterSerializer(serializers.Serializer):
@@ -109,22 +107,6 @@ class MeSerializer(serializers.Serializer):
     is_staff = serializers.BooleanField()
     balance = serializers.IntegerField()
     permissions = serializers.ListField(child=serializers.CharField())
-
-
-def user_register(*, username: str, password: str, email: str = "") -> Any:
-    """Create a user and post their SIGNUP_CREDIT in one transaction."""
-    with transaction.atomic():
-        user = get_user_model().objects.create_user(
-            username=username, password=password, email=email or ""
-        )
-        entry_post(
-            owner_id=username,
-            operation="SIGNUP_CREDIT",
-            nonce=SIGNUP_NONCE,
-            app=SITE_APP,
-            actor=Actor.system("system:register"),
-        )
-    return user
 
 
 class RegisterView(APIView):

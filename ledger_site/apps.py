@@ -12,8 +12,6 @@ class SiteConfig(AppConfig):
         from ledger_core.operations import register
 
         from . import schema  # noqa: F401  (registers the OpenAPI auth extension)
-        from .authstate import connect_signals
         from .operations import SiteOperation
 
         register(self.label, SiteOperation)
-        connect_signals()

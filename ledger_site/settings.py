@@ -1,8 +1,8 @@
 """Settings for the Shared Ledger site.
 
 Everything that differs between machines comes from the environment (one
-reader, django-environ). With nothing set the site runs on an embedded SQLite
-file and an in-process cache, which is what ``make run`` uses; production sets
+reader, django-environ). With nothing set the site runs on an embedded PostgreSQL
+(the pgserver wheel) and an in-process cache, which is what ``make run`` uses; production sets
 ``DATABASE_URL``, ``REDIS_URL`` and ``DJANGO_SECRET_KEY``.
 """
 
@@ -41,6 +41,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django_prometheus",
+    "django_ratelimit",
     "rest_framework",
     "rest_framework_simplejwt.token_blacklist",
     "drf_spectacular",
@@ -52,7 +53,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
-    "ledger_site.middleware.MetricsBeforeMiddleware",
+    "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "ledger_site.middleware.RequestLogMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -62,7 +63,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    "ledger_site.middleware.MetricsAfterMiddleware",
+    "django_prometheus.middleware.PrometheusAfterMiddleware",
 ]
 
 # Messages are for the admin only; the session holds them. (The default
@@ -90,28 +91,23 @@ TEMPLATES = [
 WSGI_APPLICATION = "ledger_site.wsgi.application"
 
 # --- Database -------------------------------------------------------------
-# PostgreSQL (psycopg 3) when DATABASE_URL is set; otherwise an embedded SQLite
-# file. SQLite's IMMEDIATE transactions take the write lock at BEGIN, so
-# concurrent writers serialise instead of failing with "database is locked"
-# half-way through a post.
-# Engines are django-prometheus's wrappers of Django's own, which count
-# queries, errors and connections per database in /metrics; on PostgreSQL,
-# ledger_site.db_backends.postgresql adds a health check of persistent
-# connections that costs no round trip while the socket is quiet.
+# PostgreSQL (psycopg 3) only: the ledger's invariants are PostgreSQL SQL
+# (ledger_core.checks refuses any other engine). DATABASE_URL names the server;
+# without it (`make run`) an embedded PostgreSQL is started from the pgserver
+# wheel under var/pgdata (ledger_site.embedded), so a first try needs no server.
+# The engine is django-prometheus's wrapper of Django's own, which counts
+# queries, errors and connections per database in /metrics.
 if env.str("DATABASE_URL", default=""):
-    DATABASES = {"default": env.db("DATABASE_URL", engine="ledger_site.db_backends.postgresql")}
-    DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("DATABASE_CONN_MAX_AGE", default=60))
-    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
-else:
-    _sqlite_path = Path(env.str("SQLITE_PATH", default=str(BASE_DIR / "var" / "ledger.sqlite3")))
-    _sqlite_path.parent.mkdir(parents=True, exist_ok=True)
     DATABASES = {
-        "default": {
-            "ENGINE": "django_prometheus.db.backends.sqlite3",
-            "NAME": _sqlite_path,
-            "OPTIONS": {"transaction_mode": "IMMEDIATE", "timeout": 20},
-        }
+        "default": env.db("DATABASE_URL", engine="django_prometheus.db.backends.postgresql")
     }
+else:
+    from ledger_site.embedded import embedded_database
+
+    _pgdata = Path(env.str("EMBEDDED_PGDATA", default=str(BASE_DIR / "var" / "pgdata")))
+    DATABASES = {"default": embedded_database(_pgdata)}
+DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("DATABASE_CONN_MAX_AGE", default=60))
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -170,21 +166,9 @@ RATE_LIMIT_LEDGER_WRITE = env.str("RATE_LIMIT_LEDGER_WRITE", default="120/m")
 RATE_LIMIT_LEDGER_READ = env.str("RATE_LIMIT_LEDGER_READ", default="600/m")
 RATE_LIMIT_AUTH = env.str("RATE_LIMIT_AUTH", default="20/m")
 
-# Serve balance reads from the cache ("default" alias). Off: always PostgreSQL.
+# The ledger's own settings (LEDGER_*) and their defaults: ledger_core.conf.
 LEDGER_BALANCE_CACHE = env.bool("LEDGER_BALANCE_CACHE", default=True)
-# Seconds a cached balance may live; bounds how long a cache write lost to a
-# Redis fault could matter (see ledger_core.cache).
 LEDGER_BALANCE_CACHE_TTL = env.int("LEDGER_BALANCE_CACHE_TTL", default=300)
-# Writes read their user's state (active, permissions) from Redis, invalidated
-# on every change (ledger_site.authstate). Off: every write queries PostgreSQL.
-LEDGER_AUTH_CACHE = env.bool("LEDGER_AUTH_CACHE", default=True)
-# Seconds a cached auth state lives: bounds a change made without Django's
-# signals (QuerySet.update, raw SQL) or an invalidation lost to a Redis fault.
-LEDGER_AUTH_CACHE_TTL = env.int("LEDGER_AUTH_CACHE_TTL", default=60)
-# Single posts in their common form are answered by the WSGI handler's fast
-# lane, without Django's middleware chain and DRF's dispatch, with the same
-# answers (ledger_site.fastpath). Off: every request takes the full stack.
-LEDGER_FAST_POST = env.bool("LEDGER_FAST_POST", default=True)
 
 # --- Auth -----------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [
@@ -208,7 +192,6 @@ REST_FRAMEWORK = {
         "rest_framework.renderers.BrowsableAPIRenderer",
     ],
     "EXCEPTION_HANDLER": "ledger_core.api.exceptions.exception_handler",
-    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "ledger_site.negotiation.LedgerContentNegotiation",
     "DEFAULT_THROTTLE_CLASSES": ["ledger_site.ratelimit.RateLimit"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
@@ -223,13 +206,17 @@ SIMPLE_JWT = {
     "ALGORITHM": "HS256",
     "SIGNING_KEY": env.str("JWT_SIGNING_KEY", default="") or SECRET_KEY,
     "AUTH_HEADER_TYPES": ("Bearer",),
+    # Reads authenticate from the token's claims (ledger_site.jwt).
+    "TOKEN_USER_CLASS": "ledger_site.jwt.LedgerTokenUser",
+    # Tokens carry a hash of the password hash: a password change refuses
+    # older tokens for writes and refreshes at once.
+    "CHECK_REVOKE_TOKEN": True,
 }
 
 # --- Ledger ---------------------------------------------------------------
 # Per-site overrides of operation amounts/policies, e.g. {"DAILY_REWARD": 2}.
 LEDGER_OPERATION_CONFIG: dict = {}
 LEDGER_MAX_ENTRY_AMOUNT = env.int("LEDGER_MAX_ENTRY_AMOUNT", default=1_000_000)
-# The app label management commands post as when --app is not given.
 LEDGER_COMMAND_APP = env.str("LEDGER_COMMAND_APP", default="content")
 
 # --- I18N / time ----------------------------------------------------------
@@ -278,6 +265,11 @@ SILENCED_SYSTEM_CHECKS = [
     # that an operator makes deliberately (DJANGO_HSTS_PRELOAD=1), not a default.
     "security.W021",
 ]
+if not REDIS_URL:
+    # The in-process counters of `make run` are not shared between processes
+    # (django-ratelimit says so as E003/W001); the development server is one
+    # process. Production sets REDIS_URL and gets the check back.
+    SILENCED_SYSTEM_CHECKS += ["django_ratelimit.E003", "django_ratelimit.W001"]
 
 # --- API schema (drf-spectacular, assets served locally by the sidecar) ------
 SPECTACULAR_SETTINGS = {

@@ -4,40 +4,28 @@ from __future__ import annotations
 
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiResponse, extend_schema
-from rest_framework import serializers, status
+from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from ledger_core.api import LedgerViewSet, request_actor
+from ledger_core.api import LedgerViewSet, domain_nonce_field, replay_response, request_actor
 from ledger_core.api.schema import WRITE_ERRORS
-from ledger_core.api.serializers import EntrySerializer, OwnerIdField, StrictCharField
+from ledger_core.api.serializers import EntrySerializer, OwnerIdField
 from ledger_core.services import next_utc_midnight
-from ledger_core.validation import NONCE_RULE, is_valid_nonce
 
+from .operations import RewardOperation
 from .services import daily_claim, referral_create
-
-NONCE_MAX = 96
 
 
 class RewardsLedgerViewSet(LedgerViewSet):
     """Ledger endpoints accepting the rewards app's operations."""
 
-    app_label = "rewards"
+    operations = RewardOperation
 
 
 class _NonceMixin(serializers.Serializer):
-    nonce = StrictCharField(
-        required=False,
-        max_length=NONCE_MAX,
-        trim_whitespace=False,
-        help_text=f"Idempotency key: 1-{NONCE_MAX} printable ASCII characters, no whitespace",
-    )
-
-    def validate_nonce(self, value: str) -> str:
-        if not is_valid_nonce(value):
-            raise serializers.ValidationError(f"Must be {NONCE_RULE}.")
-        return value
+    nonce = domain_nonce_field()
 
 
 class DailyClaimSerializer(_NonceMixin):
@@ -60,12 +48,6 @@ class ReferralResponseSerializer(serializers.Serializer):
     referred = serializers.CharField(source="referral.referred.username")
     created_at = serializers.DateTimeField(source="referral.created_at")
     entry = EntrySerializer()
-
-
-def _replayable(body: dict, replayed: bool) -> Response:
-    if replayed:
-        return Response(body, status=status.HTTP_200_OK, headers={"Idempotent-Replayed": "true"})
-    return Response(body, status=status.HTTP_201_CREATED)
 
 
 class DailyClaimView(APIView):
@@ -91,7 +73,7 @@ class DailyClaimView(APIView):
         body = DailyClaimResponseSerializer(
             {"entry": result.entry, "next_claim_at": next_utc_midnight(timezone.now())}
         ).data
-        return _replayable(body, result.replayed)
+        return replay_response(body, replayed=result.replayed)
 
 
 class ReferralView(APIView):
@@ -116,4 +98,4 @@ class ReferralView(APIView):
             nonce=data.get("nonce"),
             actor=request_actor(request),
         )
-        return _replayable(ReferralResponseSerializer(result).data, result.replayed)
+        return replay_response(ReferralResponseSerializer(result).data, replayed=result.replayed)

@@ -7,7 +7,7 @@ from .api import DailyClaimView, ReferralView, RewardsLedgerViewSet
 app_name = "rewards"
 
 urlpatterns = [
-    *ledger_urls(RewardsLedgerViewSet, basename="ledger"),
+    *ledger_urls(RewardsLedgerViewSet),
     path("daily/", DailyClaimView.as_view(), name="daily"),
     path("referrals/", ReferralView.as_view(), name="referrals"),
 ]

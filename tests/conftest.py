@@ -6,12 +6,25 @@ import contextlib
 
 import pytest
 from django.core.cache import caches
+from django.db.backends.signals import connection_created
 from rest_framework.test import APIClient
 
 from ledger_core.actors import Actor
 from ledger_core.services import entry_post
 from ledger_site.jwt import token_pair_for
 from tests.factories import UserFactory
+
+
+def _allow_flushing_test_databases(sender, connection, **kwargs) -> None:
+    # Django empties test databases between transactional tests with TRUNCATE,
+    # which the ledger tables refuse unless the session says so
+    # (ledger_core/migrations/0003_no_truncate.py). Only test databases do.
+    if str(connection.settings_dict["NAME"] or "").startswith("test_"):
+        with connection.cursor() as cursor:
+            cursor.execute("SET ledger.allow_truncate = 'on'")
+
+
+connection_created.connect(_allow_flushing_test_databases, dispatch_uid="tests.allow_truncate")
 
 
 @pytest.fixture(autouse=True)
@@ -35,34 +48,15 @@ def _balance_cache_only_when_committing(request, settings):
 @pytest.fixture(autouse=True)
 def _clear_caches():
     from ledger_core.cache import balance_cache
-    from ledger_site.authstate import auth_states
     from ledger_site.ratelimit import outage
 
     balance_cache.reset()
-    auth_states.reset()
     outage.until = 0.0
     for alias in caches:
         # A cache pointed at a dead server in a test must not break the others.
         with contextlib.suppress(Exception):
             caches[alias].clear()
     yield
-
-
-@pytest.fixture
-def redis_round_trips(monkeypatch):
-    """Counts connections taken from redis-py's pools: one per command, script
-    call or pipeline, i.e. per round trip (the real call goes through)."""
-    import redis
-
-    counter = {"n": 0}
-    original = redis.ConnectionPool.get_connection
-
-    def counting(self, *args, **kwargs):
-        counter["n"] += 1
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(redis.ConnectionPool, "get_connection", counting)
-    return counter
 
 
 def bearer_client(user) -> APIClient:

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from django.core.validators import RegexValidator
 from rest_framework import serializers
 
-from ..models import NONCE_MAX_LENGTH, OWNER_ID_MAX_LENGTH, LedgerEntry
+from ..models import ENTRY_FIELDS, NONCE_MAX_LENGTH, OWNER_ID_MAX_LENGTH, LedgerEntry
 from ..operations import OPERATION_MAX_LENGTH
 from ..validation import (
     NONCE_RULE,
@@ -65,6 +63,16 @@ class NonceField(StrictCharField):
         return value
 
 
+#: Longest nonce of an app's own endpoints (content items, daily claims,
+#: referrals): the ledger entry's nonce is derived from it with a prefix.
+DOMAIN_NONCE_MAX_LENGTH = 96
+
+
+def domain_nonce_field() -> NonceField:
+    """The optional ``nonce`` of an app's own write endpoints."""
+    return NonceField(required=False, max_length=DOMAIN_NONCE_MAX_LENGTH)
+
+
 class StrictIntegerField(serializers.IntegerField):
     """An integer given as a JSON number or a decimal string; no floats, no booleans."""
 
@@ -102,17 +110,7 @@ class EntryPostSerializer(serializers.Serializer):
 class EntrySerializer(serializers.ModelSerializer):
     class Meta:
         model = LedgerEntry
-        fields = [
-            "id",
-            "owner_id",
-            "app",
-            "operation",
-            "amount",
-            "balance_after",
-            "nonce",
-            "metadata",
-            "created_at",
-        ]
+        fields = list(ENTRY_FIELDS)
         read_only_fields = fields
 
 
@@ -120,35 +118,20 @@ _DATETIME = serializers.DateTimeField()
 
 
 def entry_data(entry: LedgerEntry) -> dict:
-    """``EntrySerializer(entry).data`` without DRF's per-field machinery (hot path)."""
-    return {
-        "id": entry.pk,
-        "owner_id": entry.owner_id,
-        "app": entry.app,
-        "operation": entry.operation,
-        "amount": entry.amount,
-        "balance_after": entry.balance_after,
-        "nonce": entry.nonce,
-        "metadata": entry.metadata,
-        "created_at": _DATETIME.to_representation(entry.created_at),
-    }
-
-
-def balance_data(view: Any) -> dict:
-    """``BalanceSerializer(view).data`` without DRF's per-field machinery (hot path)."""
-    return {
-        "owner_id": view.owner_id,
-        "balance": view.balance,
-        "version": view.version,
-        "updated_at": None
-        if view.updated_at is None
-        else _DATETIME.to_representation(view.updated_at),
-    }
+    """``EntrySerializer(entry).data`` as a plain dict, for the many entries of
+    a batch (DRF's per-field machinery costs more than the post; see
+    docs/performance.md)."""
+    data = {name: getattr(entry, name) for name in ENTRY_FIELDS}
+    data["id"] = entry.pk
+    data["created_at"] = _DATETIME.to_representation(entry.created_at)
+    return data
 
 
 def simple_post_item(raw: object) -> dict | None:
     """The fields of a batch item whose types are already right, else None.
 
+    A batch holds up to 1000 items; running ``EntryPostSerializer`` on each
+    costs more than posting them (see docs/performance.md).
     Values are still checked by the service (pattern, length, amount rules);
     anything else goes through ``EntryPostSerializer`` for its error messages.
     """

@@ -3,19 +3,22 @@
 A consumer app writes::
 
     class ContentLedgerViewSet(LedgerViewSet):
-        app_label = "content"
+        operations = ContentOperation
 
-    urlpatterns = ledger_urls(ContentLedgerViewSet, basename="content-ledger")
+    urlpatterns = ledger_urls(ContentLedgerViewSet)
 
-and gets balance, post and history endpoints that accept only its own
-operations. The viewset validates input, calls one service or selector and
-renders the result; the rules live in ``ledger_core.services``.
+and gets balance, post, batch and history endpoints that accept only its own
+operations; its label comes from the registry (``ledger_core.operations``),
+where its ``AppConfig.ready()`` registered the class. The viewset validates
+input, calls one service or selector and renders the result; the rules live
+in ``ledger_core.services``.
 """
 
 from __future__ import annotations
 
 from typing import Any, ClassVar
 
+from django.core.exceptions import ImproperlyConfigured
 from django.urls import URLPattern, URLResolver
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
@@ -33,10 +36,10 @@ from rest_framework.routers import SimpleRouter
 
 from .. import metrics
 from ..actors import Actor
-from ..cache import balance_cache
-from ..exceptions import Forbidden, InvalidEntry
+from ..exceptions import BatchRefused, Forbidden, InvalidEntry
+from ..operations import LedgerOperation, registry
 from ..selectors import balance_get, entry_list
-from ..services import BatchRefused, EntryRequest, PostResult, entry_post, entry_post_batch
+from ..services import EntryRequest, PostResult, entry_post, entry_post_batch
 from ..validation import owner_id_validate
 from .pagination import EntryCursorPagination
 from .schema import READ_ERRORS, WRITE_ERRORS
@@ -48,11 +51,11 @@ from .serializers import (
     EntryPageSerializer,
     EntryPostSerializer,
     EntrySerializer,
-    balance_data,
     entry_data,
     simple_post_item,
 )
 
+#: Header of a 200 answer that replays an earlier request with the same nonce.
 REPLAY_HEADER = "Idempotent-Replayed"
 
 OWNER_PARAMETER = OpenApiParameter(
@@ -103,31 +106,41 @@ POST_EXAMPLES = [
 
 
 def request_actor(request: Request) -> Actor:
-    """The ``Actor`` for an authenticated request (computed once per request)."""
-    actor = getattr(request, "_ledger_actor", None)
-    if actor is None:
-        actor = Actor.for_user(request.user)
-        request._ledger_actor = actor
-    return actor
+    """The ``Actor`` for an authenticated request."""
+    return Actor.for_user(request.user)
+
+
+def replay_response(
+    body: Any, *, replayed: bool, created: int = status.HTTP_201_CREATED
+) -> Response:
+    """``created`` (201) with ``body``, or 200 + ``Idempotent-Replayed: true`` for a replay."""
+    if replayed:
+        return Response(body, status=status.HTTP_200_OK, headers={REPLAY_HEADER: "true"})
+    return Response(body, status=created)
 
 
 def post_response(result: PostResult) -> Response:
     """201 with the new entry, or 200 + ``Idempotent-Replayed: true`` for a replay."""
-    body = entry_data(result.entry)
-    if result.replayed:
-        return Response(body, status=status.HTTP_200_OK, headers={REPLAY_HEADER: "true"})
-    return Response(body, status=status.HTTP_201_CREATED)
+    return replay_response(EntrySerializer(result.entry).data, replayed=result.replayed)
 
 
 class LedgerViewSet(viewsets.GenericViewSet):
     """Balance, post and history for one consumer app's operations."""
 
-    #: The registered app label whose operations this viewset accepts.
-    app_label: ClassVar[str] = ""
+    #: The app's registered operation class; it names the app (its label).
+    operations: ClassVar[type[LedgerOperation] | None] = None
     lookup_field = "owner_id"
     lookup_value_regex = "[^/]+"
     pagination_class = EntryCursorPagination
     serializer_class = EntryPostSerializer
+
+    @property
+    def app_label(self) -> str:
+        """The label the viewset's operation class is registered under."""
+        label = registry.label_of(self.operations) if self.operations is not None else None
+        if label is None:  # reported at start-up as ledger_core.E009
+            raise ImproperlyConfigured(f"{type(self).__qualname__}: operations not registered")
+        return label
 
     def _readable_owner(self, request: Request, owner_id: str) -> str:
         owner_id_validate(owner_id)
@@ -143,15 +156,7 @@ class LedgerViewSet(viewsets.GenericViewSet):
     def retrieve(self, request: Request, owner_id: str) -> Response:
         """The owner's balance (0 for an owner without entries)."""
         owner_id = self._readable_owner(request, owner_id)
-        prefetched = getattr(request, "ledger_prefetched", None)
-        return Response(balance_data(balance_get(owner_id=owner_id, prefetched=prefetched)))
-
-    def ratelimit_fetch(self, request: Request) -> list[tuple[str, str]]:
-        """What the rate limiter should read in its round trip: a balance read's
-        cache entry (only read here after the permission check)."""
-        if self.action != "retrieve" or not isinstance(self.kwargs.get("owner_id"), str):
-            return []
-        return [balance_cache.prefetch_key(self.kwargs["owner_id"])]
+        return Response(BalanceSerializer(balance_get(owner_id=owner_id)).data)
 
     @extend_schema(
         summary="Post an entry (idempotent by nonce)",
@@ -176,15 +181,12 @@ class LedgerViewSet(viewsets.GenericViewSet):
 
     def _validated_post(self, request: Request) -> dict[str, Any]:
         """The post's fields, or a 400; refusals here are counted like the service's."""
-        data = simple_post_item(request.data)
-        if data is None:
-            serializer = EntryPostSerializer(data=request.data)
-            if not serializer.is_valid():
-                raw = request.data.get("operation") if isinstance(request.data, dict) else None
-                metrics.entry_rejected(app=self.app_label, operation=raw, reason="invalid")
-                raise ValidationError(serializer.errors)
-            data = serializer.validated_data
-        return data
+        serializer = EntryPostSerializer(data=request.data)
+        if not serializer.is_valid():
+            raw = request.data.get("operation") if isinstance(request.data, dict) else None
+            metrics.entry_rejected(app=self.app_label, operation=raw, reason="invalid")
+            raise ValidationError(serializer.errors)
+        return serializer.validated_data
 
     @extend_schema(
         summary="Post up to 1000 entries in one request",
@@ -285,8 +287,11 @@ def _item_error(index: int, errors: dict) -> InvalidEntry:
     return InvalidEntry(f"entry {index}: {first[0]}: {message}", errors=errors)
 
 
-def ledger_urls(viewset: type[LedgerViewSet], *, basename: str) -> list[URLPattern | URLResolver]:
-    """URL patterns ``ledger/``, ``ledger/<owner_id>/``, ``ledger/<owner_id>/entries/``."""
+def ledger_urls(
+    viewset: type[LedgerViewSet], *, basename: str = "ledger"
+) -> list[URLPattern | URLResolver]:
+    """URL patterns ``ledger/``, ``ledger/batch/``, ``ledger/<owner_id>/`` and
+    ``ledger/<owner_id>/entries/``, named ``<app namespace>:ledger-...``."""
     router = SimpleRouter()
     router.register("ledger", viewset, basename=basename)
     return list(router.urls)

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 
 from ledger_core.actors import Actor
-from ledger_core.exceptions import Forbidden
+from ledger_core.exceptions import BatchRefused, Forbidden
 from ledger_core.models import Balance, LedgerEntry
-from ledger_core.services import BatchRefused, EntryRequest, entry_post, entry_post_batch
+from ledger_core.services import EntryRequest, entry_post, entry_post_batch
 from tests.conftest import fund
 from tests.ledger_core.test_concurrency import assert_invariants, run_concurrently
 

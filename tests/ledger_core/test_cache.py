@@ -37,21 +37,6 @@ def test_suite_runs_the_cache_on_redis():
     assert isinstance(caches["ratelimit"], RedisCache)
 
 
-def test_redis_replies_are_parsed_in_c():
-    # hiredis (a dependency) parses every reply of the hot path's round trips.
-    from redis._parsers import _HiredisParser
-
-    from ledger_core.cache import redis_client
-
-    client = redis_client(caches["default"])
-    connection = client.connection_pool.get_connection()
-    try:
-        assert isinstance(connection._parser, _HiredisParser)
-        assert client.ping() is True
-    finally:
-        client.connection_pool.release(connection)
-
-
 def test_cache_hit_costs_no_sql_query(django_assert_num_queries):
     user = UserFactory(username="alice")
     client = bearer_client(user)

@@ -113,12 +113,12 @@ def test_concurrent_registrations_differing_in_case_make_one_user():
 
 
 def test_register_rolls_back_user_when_signup_credit_fails(api_client, monkeypatch):
-    from ledger_site import accounts
+    from ledger_site import services
 
     def broken(**kwargs):
         raise RuntimeError("ledger down")
 
-    monkeypatch.setattr(accounts, "entry_post", broken)
+    monkeypatch.setattr(services, "entry_post", broken)
     with pytest.raises(RuntimeError):
         register(api_client, "erin")
     assert not get_user_model().objects.filter(username="erin").exists()

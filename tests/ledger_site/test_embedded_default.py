@@ -1,4 +1,5 @@
-"""The zero-setup default: no DATABASE_URL, no REDIS_URL -> SQLite and an in-process cache."""
+"""The zero-setup default: no DATABASE_URL, no REDIS_URL -> an embedded PostgreSQL
+and an in-process cache."""
 
 from __future__ import annotations
 
@@ -13,13 +14,13 @@ from tests.livehelpers import call, free_port, manage, running_server, site_env
 pytestmark = pytest.mark.slow
 
 
-def test_site_runs_on_sqlite_without_any_server(tmp_path):
+def test_site_runs_on_embedded_postgresql_without_any_server(tmp_path):
     env = site_env(
         DATABASE_URL=None,
         REDIS_URL=None,
         DJANGO_DEBUG="1",
         DJANGO_SECRET_KEY=None,
-        SQLITE_PATH=str(tmp_path / "ledger.sqlite3"),
+        EMBEDDED_PGDATA=str(tmp_path / "pgdata"),
     )
     manage(env, "migrate", "--noinput")
     port = free_port()
@@ -27,27 +28,27 @@ def test_site_runs_on_sqlite_without_any_server(tmp_path):
     cmd = [sys.executable, "manage.py", "runserver", f"127.0.0.1:{port}", "--noreload"]
     with running_server(cmd, env, f"{base}/healthz"):
         status, body, _ = call(
-            "POST", f"{base}/api/auth/register/", {"username": "sqlite-user", "password": PASSWORD}
+            "POST", f"{base}/api/auth/register/", {"username": "first-user", "password": PASSWORD}
         )
         assert status == 201, body
         assert body["balance"] == 3
         status, tokens, _ = call(
-            "POST", f"{base}/api/auth/token/", {"username": "sqlite-user", "password": PASSWORD}
+            "POST", f"{base}/api/auth/token/", {"username": "first-user", "password": PASSWORD}
         )
         assert status == 200, tokens
         access = tokens["access"]
-        post = {"owner_id": "sqlite-user", "operation": "CREDIT_SPEND", "nonce": "e2e-1"}
+        post = {"owner_id": "first-user", "operation": "CREDIT_SPEND", "nonce": "e2e-1"}
         status, entry, _ = call("POST", f"{base}/api/content/ledger/", post, access)
         assert status == 201, entry
         assert entry["balance_after"] == 2
         status, _, headers = call("POST", f"{base}/api/content/ledger/", post, access)
         assert status == 200 and headers.get("Idempotent-Replayed") == "true"
-        status, balance, _ = call("GET", f"{base}/api/content/ledger/sqlite-user/", token=access)
+        status, balance, _ = call("GET", f"{base}/api/content/ledger/first-user/", token=access)
         assert (status, balance["balance"]) == (200, 2)
         status, ready, _ = call("GET", f"{base}/readyz")
         assert status == 200 and ready["checks"] == {"database": "ok", "cache": "ok"}
 
-        # A manager's batch and an item paid with credits, on SQLite too.
+        # A manager's batch and an item paid with credits, on the embedded server too.
         out = manage(env, "create_service_account", "sqlite-manager").stdout
         password = service_account_password(out)
         _, manager, _ = call(
@@ -55,7 +56,7 @@ def test_site_runs_on_sqlite_without_any_server(tmp_path):
         )
         batch = {
             "entries": [
-                {"owner_id": "sqlite-user", "operation": "CREDIT_ADD", "nonce": "b1", "amount": 10},
+                {"owner_id": "first-user", "operation": "CREDIT_ADD", "nonce": "b1", "amount": 10},
                 {"owner_id": "other", "operation": "CREDIT_ADD", "nonce": "b2", "amount": 4},
             ]
         }
@@ -68,8 +69,10 @@ def test_site_runs_on_sqlite_without_any_server(tmp_path):
             "POST", f"{base}/api/content/items/", {"title": "t", "body": "b"}, access
         )
         assert status == 201, item
-        status, balance, _ = call("GET", f"{base}/api/content/ledger/sqlite-user/", token=access)
+        status, balance, _ = call("GET", f"{base}/api/content/ledger/first-user/", token=access)
         assert balance["balance"] == 7
     manage(env, "grant_credits", "--owner", "third", "--amount", "3", "--nonce", "g")
     assert "ledger consistent" in manage(env, "verify_ledger", "--no-progress").stdout
-    assert (tmp_path / "ledger.sqlite3").stat().st_size > 0
+    # The server lived in the given folder and stopped with its last user.
+    assert (tmp_path / "pgdata" / "PG_VERSION").exists()
+    assert not (tmp_path / "pgdata" / "postmaster.pid").exists()

@@ -126,42 +126,23 @@ def test_health_is_never_limited(client):
 
 
 @override_settings(RATE_LIMIT_AUTH="50/m")
-def test_counting_is_one_round_trip_and_readable_by_django_ratelimit(api_client, redis_round_trips):
+def test_counters_are_django_ratelimits_own(api_client):
     from django.core.cache import caches
     from django_ratelimit.core import get_usage
 
-    for i in range(3):
-        before = redis_round_trips["n"]
+    for _ in range(3):
         api_client.post("/api/auth/token/", {"username": "Carol", "password": "x"}, format="json")
-        # One script call counts both keys (address and username).
-        assert redis_round_trips["n"] - before == 1, i
-    # django-ratelimit's own reader sees the same counters (same keys and windows).
-    for group, key in (("auth:ip", "ip:127.0.0.1"), ("auth:username", "username:carol")):
-        usage = get_usage(None, group=group, key=lambda _g, _r, key=key: key, rate="50/m")
+    # django-ratelimit's own reader sees the counters: address and username.
+    for group, value in (("auth:ip", "127.0.0.1"), ("auth:username", "carol")):
+        usage = get_usage(None, group=group, key=lambda _g, _r, v=value: v, rate="50/m")
         assert usage["count"] == 3, (group, usage)
     redis_client = caches["ratelimit"].client.get_client(write=True)
     ttls = [redis_client.ttl(k) for k in redis_client.keys("*rl:*")]
     assert ttls and all(0 < ttl <= 65 for ttl in ttls)
 
 
-@pytest.mark.django_db(transaction=True)
-def test_cached_balance_read_is_one_round_trip(user, redis_round_trips, settings):
-    settings.LEDGER_BALANCE_CACHE = True
-    fund("alice", 3)
-    client = bearer_client(user)
-    assert client.get("/api/content/ledger/alice/").json()["balance"] == 3  # fills the cache
-    before = redis_round_trips["n"]
-    response = client.get("/api/content/ledger/alice/")
-    assert response.status_code == 200 and response.json()["balance"] == 3
-    assert redis_round_trips["n"] - before == 1  # rate-limit count + cached balance
-    # The prefetched value is the cache's: a post's new balance is read back.
-    fund("alice", 2)
-    assert client.get("/api/content/ledger/alice/").json()["balance"] == 5
-
-
 @override_settings(RATE_LIMIT_LEDGER_READ="1/m")
-def test_refused_read_prefetches_nothing_it_returns(user, other_user):
-    # The balance is read ahead of the permission check, never returned before it.
+def test_refused_read_shows_nothing(user, other_user):
     fund("bob", 9)
     client = bearer_client(user)
     response = client.get("/api/content/ledger/bob/")

@@ -16,13 +16,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 
 from ledger_core.actors import Actor
-from ledger_core.exceptions import LedgerError
-from ledger_core.services import BatchRefused, EntryRequest, entry_post_batch, entry_prepare
+from ledger_core.conf import ledger_settings
+from ledger_core.exceptions import BatchRefused, LedgerError
+from ledger_core.services import EntryRequest, entry_post_batch, entry_prepare
 
 CHUNK = 10_000
 REQUIRED_COLUMNS = ("owner_id", "amount", "nonce")
@@ -53,7 +53,7 @@ class Command(BaseCommand):
         parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        app = options["app"] or getattr(settings, "LEDGER_COMMAND_APP", None)
+        app = options["app"] or ledger_settings.COMMAND_APP
         if not app:
             raise CommandError("--app is required (no LEDGER_COMMAND_APP setting)")
         actor = Actor(

@@ -49,12 +49,12 @@ class Command(BaseCommand):
         self.problems = 0
         started = time.perf_counter()
         # Entries and balances must come from one snapshot, or posts landing
-        # during the run would show up as false differences: on PostgreSQL the
+        # during the run would show up as false differences: the
         # transaction is REPEATABLE READ (its first statement sets that; inside
         # a caller's transaction, the caller's isolation applies).
         outermost = not connection.in_atomic_block
         with transaction.atomic():
-            if connection.vendor == "postgresql" and outermost:
+            if outermost:
                 with connection.cursor() as cursor:
                     cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
             owners, entry_count = self._merge(

@@ -1,7 +1,7 @@
 """``migrate``, one instance at a time.
 
 Several containers starting together would otherwise run the same migrations
-concurrently. On PostgreSQL a session advisory lock serialises them: the first
+concurrently. A PostgreSQL session advisory lock serialises them: the first
 applies the migrations, the others wait and then find nothing to do.
 """
 
@@ -18,12 +18,9 @@ LOCK_KEY = 0x1ED6E12
 
 
 class Command(BaseCommand):
-    help = "Run migrate while holding a database-wide advisory lock (PostgreSQL)."
+    help = "Run migrate while holding a database-wide advisory lock."
 
     def handle(self, *args: Any, **options: Any) -> None:
-        if connection.vendor != "postgresql":
-            call_command("migrate", interactive=False, verbosity=options["verbosity"])
-            return
         with connection.cursor() as cursor:
             self.stdout.write("waiting for the migration lock")
             cursor.execute("SELECT pg_advisory_lock(%s)", [LOCK_KEY])

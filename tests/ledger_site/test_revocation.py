@@ -1,0 +1,111 @@
+"""Every change to a user, its groups or its permissions reaches the next write at once."""
+
+from __future__ import annotations
+
+import pytest
+from django.contrib.auth.models import Group, Permission
+
+from tests.conftest import bearer_client, fund
+from tests.factories import UserFactory
+
+pytestmark = pytest.mark.django_db
+
+CONTENT = "/api/content/ledger/"
+
+
+def grant(client, nonce: str, owner: str = "bob"):
+    return client.post(
+        CONTENT,
+        {"owner_id": owner, "operation": "CREDIT_ADD", "amount": 1, "nonce": nonce},
+        format="json",
+    )
+
+
+def spend(client, nonce: str, owner: str = "alice"):
+    return client.post(
+        CONTENT, {"owner_id": owner, "operation": "CREDIT_SPEND", "nonce": nonce}, format="json"
+    )
+
+
+def test_deactivation_stops_the_next_write():
+    alice = UserFactory(username="alice")
+    fund("alice", 5)
+    client = bearer_client(alice)
+    assert spend(client, "n1").status_code == 201
+    alice.is_active = False
+    alice.save()
+    response = spend(client, "n2")
+    assert response.status_code == 401, response.content
+
+
+def test_deleted_user_cannot_write():
+    alice = UserFactory(username="alice")
+    fund("alice", 5)
+    client = bearer_client(alice)
+    assert spend(client, "n1").status_code == 201
+    alice.delete()
+    assert spend(client, "n2").status_code == 401
+
+
+def test_rename_reaches_the_next_write():
+    # The ledger of a user is its username: a renamed user posts to its new name only.
+    alice = UserFactory(username="alice")
+    fund("alice", 5)
+    fund("alicia", 5)
+    client = bearer_client(alice)
+    assert spend(client, "n1").status_code == 201
+    alice.username = "alicia"
+    alice.save()
+    assert spend(client, "n2", owner="alice").status_code == 403
+    assert spend(client, "n3", owner="alicia").status_code == 201
+
+
+def test_group_permission_revoked_reaches_every_member():
+    managers = Group.objects.create(name="managers")
+    post_any = Permission.objects.get(codename="post_any_entry")
+    managers.permissions.add(post_any)
+    users = [UserFactory(username=f"m{i}") for i in range(2)]
+    for user in users:
+        user.groups.add(managers)
+    clients = [bearer_client(user) for user in users]
+    for i, client in enumerate(clients):
+        assert grant(client, f"a{i}").status_code == 201
+    managers.permissions.remove(post_any)  # changes no user row: a global invalidation
+    for i, client in enumerate(clients):
+        assert grant(client, f"b{i}").status_code == 403
+
+
+def test_group_deleted_and_membership_removed_from_the_group_side():
+    managers = Group.objects.create(name="managers")
+    managers.permissions.add(Permission.objects.get(codename="post_any_entry"))
+    boss = UserFactory(username="boss")
+    boss.groups.add(managers)
+    client = bearer_client(boss)
+    assert grant(client, "n1").status_code == 201
+    managers.user_set.remove(boss)  # reverse side of the membership
+    assert grant(client, "n2").status_code == 403
+    managers.user_set.add(boss)
+    assert grant(client, "n3").status_code == 201
+    managers.delete()
+    assert grant(client, "n4").status_code == 403
+
+
+def test_password_change_stops_writes_with_older_access_tokens():
+    alice = UserFactory(username="alice")
+    fund("alice", 5)
+    client = bearer_client(alice)
+    assert spend(client, "n1").status_code == 201
+    alice.set_password("a-new-passphrase-41")
+    alice.save()
+    response = spend(client, "n2")
+    assert response.status_code == 401, response.content
+    assert (
+        bearer_client(alice)
+        .post(
+            CONTENT,
+            {"owner_id": "alice", "operation": "CREDIT_SPEND", "nonce": "n3"},
+            format="json",
+        )
+        .status_code
+        == 201
+    )
