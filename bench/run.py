@@ -111,6 +111,19 @@ def wrk(script: str, url: str, seconds: int, connections: int, threads: int, **e
     return data
 
 
+def start_server(env: dict[str, str], log_path: Path) -> tuple[str, subprocess.Popen]:
+    """gunicorn with the production configuration on a free loopback port."""
+    port = free_port()
+    log = open(log_path, "w")  # noqa: SIM115 - the child holds it; closed with the process
+    server = subprocess.Popen(  # noqa: S603
+        [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "docker" / "gunicorn.conf.py"),
+         "--bind", f"127.0.0.1:{port}"],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    log.close()
+    return f"http://127.0.0.1:{port}", server
+
+
 def http_json(method: str, url: str, body: dict | None = None) -> dict:
     request = urllib.request.Request(  # noqa: S310 (loopback)
         url, data=json.dumps(body).encode() if body else None, method=method,
@@ -216,7 +229,16 @@ def main() -> None:  # noqa: PLR0915
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--batch", type=int, default=100)
     parser.add_argument("--history", type=int, default=1_000_000)
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="A/B: also run posts and reads, in the same rounds, against a second server "
+        "whose environment adds NAME=VALUE (repeatable), e.g. LEDGER_BALANCE_CACHE=0",
+    )
     args = parser.parse_args()
+    variant_env = dict(item.split("=", 1) for item in args.variant)
     for tool in ("wrk", "pgbench"):
         if not shutil.which(tool):
             sys.exit(f"{tool} is missing: run scripts/ensure-tools.sh bench")
@@ -256,16 +278,19 @@ def main() -> None:  # noqa: PLR0915
         seed_owners(dsn, OWNERS)
         account = manage(env, "create_service_account", "bench-manager").stdout
         password = service_account_password(account)
-        port = free_port()
-        base = f"http://127.0.0.1:{port}"
-        log = open(tmp / "gunicorn.log", "w")  # noqa: SIM115
-        server = subprocess.Popen(  # noqa: S603
-            [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "docker" / "gunicorn.conf.py"),
-             "--bind", f"127.0.0.1:{port}"],
-            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+        base, server = start_server(env, tmp / "gunicorn.log")
+        servers = [server]
+        variant_base = None
+        if variant_env:
+            # Same database, its own metrics directory and cache keys.
+            b_env = {**env, **variant_env, "CACHE_KEY_PREFIX": f"bench-{run_id}-b",
+                     "PROMETHEUS_MULTIPROC_DIR": str(tmp / "prometheus-b")}  # fmt: skip
+            variant_base, variant_server = start_server(b_env, tmp / "gunicorn-b.log")
+            servers.append(variant_server)
         try:
             wait_up(f"{base}/healthz")
+            if variant_base:
+                wait_up(f"{variant_base}/healthz")
             token = http_json(
                 "POST",
                 f"{base}/api/auth/token/",
@@ -282,8 +307,19 @@ def main() -> None:  # noqa: PLR0915
             # scenario alike instead of whichever ran at the time.
             slice_s = max(2, args.seconds // ROUNDS)
             slices: dict[str, list[dict]] = {
-                name: [] for name in ("pgbench", "floor", "posts", "reads", "batches")
+                name: []
+                for name in ("pgbench", "floor", "posts", "reads", "batches", "b-posts", "b-reads")
             }
+            if variant_base:
+                wrk("read.lua", variant_base, 3, conns, threads, **common)
+                wrk(
+                    "post.lua",
+                    variant_base,
+                    3,
+                    conns,
+                    threads,
+                    **{**common, "BENCH_RUN": run_id + "bw"},
+                )
             for round_ in range(ROUNDS):
                 print(f"round {round_ + 1}/{ROUNDS}: {slice_s}s per scenario ...", flush=True)
                 slices["pgbench"].append(pgbench_ceiling(pg_dsn, slice_s, clients=8))
@@ -292,6 +328,12 @@ def main() -> None:  # noqa: PLR0915
                 run = {**common, "BENCH_RUN": f"{run_id}-{round_}"}
                 slices["posts"].append(wrk("post.lua", base, slice_s, conns, threads, **run))
                 slices["reads"].append(wrk("read.lua", base, slice_s, conns, threads, **run))
+                if variant_base:
+                    b_run = {**run, "BENCH_RUN": f"{run_id}-{round_}-b"}
+                    for name, script in (("b-posts", "post.lua"), ("b-reads", "read.lua")):
+                        slices[name].append(
+                            wrk(script, variant_base, slice_s, conns, threads, **b_run)
+                        )
                 slices["batches"].append(
                     wrk("batch.lua", base, slice_s, max(2, conns // 4), threads,
                         **{**run, "BENCH_BATCH": str(args.batch)})
@@ -306,8 +348,16 @@ def main() -> None:  # noqa: PLR0915
                 report[name] = combine(slices[name])
             report["batches"]["batch_size"] = args.batch
             report["batches"]["entries_per_s"] = report["batches"]["rps"] * args.batch
+            if variant_base:
+                report["variant"] = {
+                    "env": variant_env,
+                    "posts": combine(slices["b-posts"]),
+                    "reads": combine(slices["b-reads"]),
+                }
             report["slices"] = {
-                name: [x["rps"] for x in runs] for name, runs in slices.items() if name != "pgbench"
+                name: [x["rps"] for x in runs]
+                for name, runs in slices.items()
+                if name != "pgbench" and runs
             }
 
             print(f"history: inserting {args.history} entries for one owner ...", flush=True)
@@ -315,9 +365,9 @@ def main() -> None:  # noqa: PLR0915
             insert_history(dsn, "history-small", 10)
             report["history"] = measure_history(base, token, run_id)
         finally:
-            server.terminate()
-            server.wait(timeout=30)
-            log.close()
+            for process in servers:
+                process.terminate()
+                process.wait(timeout=30)
 
     ceiling = report["pgbench"]["tps"]
     posts, reads, batches = report["posts"], report["reads"], report["batches"]
@@ -334,8 +384,8 @@ def main() -> None:  # noqa: PLR0915
         / hist["history-small"]["post"]["p50_ms"],
     }
     targets = {
-        "posts_to_pgbench": 0.15,
-        "batch_entries_to_pgbench": 1.0,
+        "posts_to_pgbench": 0.12,
+        "batch_entries_to_pgbench": 1.5,
         "reads_to_posts": 2.0,
     }
     (RESULTS / "bench.json").write_text(json.dumps(report, indent=2) + "\n")
@@ -357,6 +407,17 @@ def main() -> None:  # noqa: PLR0915
     per_round = [post / tps for post, tps in rounds]
     print("single posts x pgbench, round by round: " + ", ".join(f"{r:.3f}" for r in per_round))
     print(f"reads / posts: {report['ratios']['reads_to_posts']:.2f}")
+    if "variant" in report:
+        variant = report["variant"]
+        label = " ".join(f"{k}={v}" for k, v in variant["env"].items())
+        for kind in ("posts", "reads"):
+            ratio = variant[kind]["rps"] / report[kind]["rps"]
+            per_round = [
+                b / a for a, b in zip(report["slices"][kind], report["slices"][f"b-{kind}"],
+                                      strict=True)
+            ]  # fmt: skip
+            print(f"A/B {kind}: with {label} = {ratio:.3f} x without (rounds: "
+                  + ", ".join(f"{r:.3f}" for r in per_round) + ")")  # fmt: skip
     for owner, kinds in hist.items():
         for kind, data in kinds.items():
             if set(data["statuses"]) - {200, 201}:
