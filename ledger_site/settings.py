@@ -107,7 +107,9 @@ else:
     _pgdata = Path(env.str("EMBEDDED_PGDATA", default=str(BASE_DIR / "var" / "pgdata")))
     DATABASES = {"default": embedded_database(_pgdata)}
 DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("DATABASE_CONN_MAX_AGE", default=60))
-DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+# Persistent connections are checked (SELECT 1) before a request reuses them,
+# so a server restart costs no failed request (see docs/performance.md).
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = env.bool("DATABASE_HEALTH_CHECKS", default=True)
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -179,6 +181,10 @@ AUTH_PASSWORD_VALIDATORS = [
 ]
 
 LOGIN_URL = "/api/auth/session/login/"
+# ModelBackend with a user's permissions in one statement (ledger_site.backends).
+AUTHENTICATION_BACKENDS = [
+    env.str("LEDGER_AUTH_BACKEND", default="ledger_site.backends.LedgerModelBackend")
+]
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import functools
+from typing import Any
+
 from django.core.validators import RegexValidator
 from rest_framework import serializers
+from rest_framework.fields import empty
+from rest_framework.utils import html
 
 from ..models import ENTRY_FIELDS, NONCE_MAX_LENGTH, OWNER_ID_MAX_LENGTH, LedgerEntry
 from ..operations import OPERATION_MAX_LENGTH
@@ -82,7 +87,25 @@ class StrictIntegerField(serializers.IntegerField):
         return super().to_internal_value(data)
 
 
+class _BlankJSON(str):
+    # DRF's HTML forms show a JSON field's value as JSON text unless the value
+    # says it already is the text (``is_json_string``): a blank box, not "null".
+    is_json_string = True
+
+
 class MetadataField(serializers.JSONField):
+    """A small JSON object; optional, and left blank in HTML forms."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("initial", _BlankJSON(""))
+        super().__init__(**kwargs)
+
+    def get_value(self, dictionary):
+        # A blank box of an HTML form means "no metadata", not invalid JSON.
+        if html.is_html_input(dictionary) and dictionary.get(self.field_name) == "":
+            return empty
+        return super().get_value(dictionary)
+
     def to_internal_value(self, data):
         value = super().to_internal_value(data)
         problem = metadata_problem(value)
@@ -91,11 +114,31 @@ class MetadataField(serializers.JSONField):
         return value
 
 
+class OperationField(serializers.ChoiceField):
+    """An operation, offered as a choice of the app's operations (the schema's
+    enum, the browsable API's select list). Any string reaches the service,
+    which answers an operation the app does not accept with the ``allowed`` list."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("choices", [])
+        super().__init__(**kwargs)
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            raise serializers.ValidationError("Not a valid string.", code="invalid")
+        if len(data) > OPERATION_MAX_LENGTH:
+            raise serializers.ValidationError(
+                f"Ensure this field has no more than {OPERATION_MAX_LENGTH} characters.",
+                code="max_length",
+            )
+        return data
+
+
 class EntryPostSerializer(serializers.Serializer):
     """One post; the same shape is one item of a batch."""
 
     owner_id = OwnerIdField()
-    operation = StrictCharField(max_length=OPERATION_MAX_LENGTH, trim_whitespace=False)
+    operation = OperationField()
     nonce = NonceField()
     amount = StrictIntegerField(
         required=False,
@@ -107,58 +150,23 @@ class EntryPostSerializer(serializers.Serializer):
     metadata = MetadataField(required=False, allow_null=True, help_text="A small JSON object.")
 
 
+@functools.cache
+def entry_post_serializer_for(label: str, operations: tuple[str, ...]) -> type[EntryPostSerializer]:
+    """``EntryPostSerializer`` offering ``operations`` (one class per app, so the
+    schema has one enum per app)."""
+    name = "".join(part.capitalize() for part in label.replace("-", "_").split("_"))
+    return type(
+        f"{name}EntryPostSerializer",
+        (EntryPostSerializer,),
+        {"operation": OperationField(choices=list(operations))},
+    )
+
+
 class EntrySerializer(serializers.ModelSerializer):
     class Meta:
         model = LedgerEntry
         fields = list(ENTRY_FIELDS)
         read_only_fields = fields
-
-
-_DATETIME = serializers.DateTimeField()
-
-
-def entry_data(entry: LedgerEntry) -> dict:
-    """``EntrySerializer(entry).data`` as a plain dict, for the many entries of
-    a batch (DRF's per-field machinery costs more than the post; see
-    docs/performance.md)."""
-    data = {name: getattr(entry, name) for name in ENTRY_FIELDS}
-    data["id"] = entry.pk
-    data["created_at"] = _DATETIME.to_representation(entry.created_at)
-    return data
-
-
-def simple_post_item(raw: object) -> dict | None:
-    """The fields of a batch item whose types are already right, else None.
-
-    A batch holds up to 1000 items; running ``EntryPostSerializer`` on each
-    costs more than posting them (see docs/performance.md).
-    Values are still checked by the service (pattern, length, amount rules);
-    anything else goes through ``EntryPostSerializer`` for its error messages.
-    """
-    if not isinstance(raw, dict) or not raw.keys() <= _POST_FIELDS:
-        return None
-    owner_id, operation, nonce = raw.get("owner_id"), raw.get("operation"), raw.get("nonce")
-    amount, metadata = raw.get("amount"), raw.get("metadata")
-    if not (isinstance(owner_id, str) and isinstance(operation, str) and isinstance(nonce, str)):
-        return None
-    if len(operation) > OPERATION_MAX_LENGTH:
-        return None
-    if "amount" in raw and (
-        isinstance(amount, bool) or not isinstance(amount, int) or abs(amount) > AMOUNT_BOUND
-    ):
-        return None
-    if metadata is not None and not isinstance(metadata, dict):
-        return None
-    return {
-        "owner_id": owner_id,
-        "operation": operation,
-        "nonce": nonce,
-        "amount": amount,
-        "metadata": metadata,
-    }
-
-
-_POST_FIELDS = frozenset({"owner_id", "operation", "nonce", "amount", "metadata"})
 
 
 class EntryPageSerializer(serializers.Serializer):

@@ -19,6 +19,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from django.core.exceptions import ImproperlyConfigured
+from django.db.models import QuerySet
 from django.urls import URLPattern, URLResolver
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
@@ -37,6 +38,7 @@ from rest_framework.routers import SimpleRouter
 from .. import metrics
 from ..actors import Actor
 from ..exceptions import BatchRefused, Forbidden, InvalidEntry
+from ..models import LedgerEntry
 from ..operations import LedgerOperation, registry
 from ..selectors import balance_get, entry_list
 from ..services import EntryRequest, PostResult, entry_post, entry_post_batch
@@ -51,8 +53,7 @@ from .serializers import (
     EntryPageSerializer,
     EntryPostSerializer,
     EntrySerializer,
-    entry_data,
-    simple_post_item,
+    entry_post_serializer_for,
 )
 
 #: Header of a 200 answer that replays an earlier request with the same nonce.
@@ -132,7 +133,20 @@ class LedgerViewSet(viewsets.GenericViewSet):
     lookup_field = "owner_id"
     lookup_value_regex = "[^/]+"
     pagination_class = EntryCursorPagination
-    serializer_class = EntryPostSerializer
+
+    def get_queryset(self) -> QuerySet[LedgerEntry]:
+        """The entries of the owner in the URL, newest first (the history's
+        rows; the browsable API's filter form asks for it too). Read access is
+        checked by the action before anything is read."""
+        owner_id = self.kwargs.get("owner_id")
+        if not isinstance(owner_id, str):
+            return LedgerEntry.objects.none()
+        return entry_list(owner_id=owner_id)
+
+    def get_serializer_class(self) -> type[EntryPostSerializer]:
+        """The post body, offering this app's operations (form, schema)."""
+        label = self.app_label
+        return entry_post_serializer_for(label, tuple(registry.postable(label, direct=True)))
 
     @property
     def app_label(self) -> str:
@@ -160,7 +174,6 @@ class LedgerViewSet(viewsets.GenericViewSet):
 
     @extend_schema(
         summary="Post an entry (idempotent by nonce)",
-        request=EntryPostSerializer,
         responses={201: EntrySerializer, 200: REPLAYED, **WRITE_ERRORS},
         examples=POST_EXAMPLES,
     )
@@ -181,7 +194,7 @@ class LedgerViewSet(viewsets.GenericViewSet):
 
     def _validated_post(self, request: Request) -> dict[str, Any]:
         """The post's fields, or a 400; refusals here are counted like the service's."""
-        serializer = EntryPostSerializer(data=request.data)
+        serializer = self.get_serializer(data=request.data)
         if not serializer.is_valid():
             raw = request.data.get("operation") if isinstance(request.data, dict) else None
             metrics.entry_rejected(app=self.app_label, operation=raw, reason="invalid")
@@ -216,21 +229,19 @@ class LedgerViewSet(viewsets.GenericViewSet):
         requests: list[EntryRequest] = []
         positions: list[int] = []
         items: list[dict[str, Any] | None] = [None] * len(raw_items)
+        # One serializer validates every item (its fields are built once).
+        item_serializer = EntryPostSerializer()
         for index, raw in enumerate(raw_items):
-            data = simple_post_item(raw)
-            if data is None:
-                item = EntryPostSerializer(data=raw)
-                if not item.is_valid():
-                    error = _item_error(index, item.errors)
-                    operation = raw.get("operation") if isinstance(raw, dict) else None
-                    metrics.entry_rejected(
-                        app=self.app_label, operation=operation, reason="invalid"
-                    )
-                    if atomic:
-                        raise BatchRefused(index, error)
-                    items[index] = {"status": 400, "error": error.as_dict()}
-                    continue
-                data = item.validated_data
+            try:
+                data = item_serializer.run_validation(raw)
+            except ValidationError as exc:
+                error = _item_error(index, exc.detail)
+                operation = raw.get("operation") if isinstance(raw, dict) else None
+                metrics.entry_rejected(app=self.app_label, operation=operation, reason="invalid")
+                if atomic:
+                    raise BatchRefused(index, error) from None
+                items[index] = {"status": 400, "error": error.as_dict()}
+                continue
             requests.append(
                 EntryRequest(
                     owner_id=data["owner_id"],
@@ -251,11 +262,13 @@ class LedgerViewSet(viewsets.GenericViewSet):
             )
         except BatchRefused as refused:
             raise BatchRefused(positions[refused.index], refused.error) from None
+        stored = [result.entry for result in results if result.error is None]
+        rendered = iter(EntrySerializer(stored, many=True).data)
         for position, result in zip(positions, results, strict=True):
             if result.error is not None:
                 items[position] = {"status": result.status, "error": result.error.as_dict()}
             else:
-                items[position] = {"status": result.status, "entry": entry_data(result.entry)}
+                items[position] = {"status": result.status, "entry": next(rendered)}
         created = any(item["status"] == 201 for item in items)
         status_code = status.HTTP_201_CREATED if atomic and created else status.HTTP_200_OK
         return Response({"atomic": atomic, "results": items}, status=status_code)
@@ -284,7 +297,8 @@ class LedgerViewSet(viewsets.GenericViewSet):
 def _item_error(index: int, errors: dict) -> InvalidEntry:
     first = next(iter(errors.items()), ("entry", ["Invalid."]))
     message = first[1][0] if isinstance(first[1], list) and first[1] else str(first[1])
-    return InvalidEntry(f"entry {index}: {first[0]}: {message}", errors=errors)
+    field = {} if first[0] == "non_field_errors" else {"field": first[0]}
+    return InvalidEntry(f"entry {index}: {first[0]}: {message}", errors=errors, **field)
 
 
 def ledger_urls(

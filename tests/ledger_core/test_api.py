@@ -377,16 +377,7 @@ def test_write_authentication_queries(db, django_assert_num_queries):
     boss = UserFactory(username="boss", perms=["ledger_core.post_any_entry"])
     client = bearer_client(boss)
     grant = body(owner_id="bob", operation="CREDIT_ADD", amount=5)
-    # user, its permissions, its groups' permissions (3: Django's ModelBackend),
+    # the user, its permissions (one statement: ledger_site.backends),
     # savepoint + post statement + release (3) inside the test transaction
-    with django_assert_num_queries(6):
+    with django_assert_num_queries(5):
         assert client.post(CONTENT, grant, format="json").status_code == 201
-
-
-def test_batch_entry_rendering_matches_the_serializer(db):
-    """Batch results show entries exactly as single posts and history do."""
-    from ledger_core.api.serializers import EntrySerializer, entry_data
-
-    fund("alice", 7)
-    entry = LedgerEntry.objects.get(owner_id="alice")
-    assert entry_data(entry) == EntrySerializer(entry).data

@@ -123,6 +123,54 @@ def test_project_passes_checks():
     assert ledger_check_ids() == set()
 
 
+def test_check_reports_a_viewset_of_an_unregistered_operation_class(temp_app):
+    from ledger_core.api import LedgerViewSet
+
+    unregistered = _full_class("LooseOperation")
+
+    class LooseViewSet(LedgerViewSet):
+        operations = unregistered
+
+    try:
+        assert "ledger_core.E009" in ledger_check_ids()
+        temp_app("loose", unregistered)
+        assert "ledger_core.E009" not in ledger_check_ids()
+    finally:
+        del LooseViewSet
+        import gc
+
+        gc.collect()  # __subclasses__ holds weak references
+    assert "ledger_core.E009" not in ledger_check_ids()
+
+
+def test_check_refuses_a_database_other_than_postgresql(settings):
+    from django.db import connections
+    from django.db.utils import ConnectionHandler
+
+    handler = ConnectionHandler({
+        **settings.DATABASES,
+        "other": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"},
+    })  # fmt: skip
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("django.db.connections", handler)
+        from ledger_core.checks import check_database_vendor
+
+        errors = check_database_vendor()
+    assert [(e.id, "sqlite" in e.msg) for e in errors] == [("ledger_core.E008", True)]
+    assert check_database_vendor() == [] and connections["default"].vendor == "postgresql"
+
+
+def test_ledger_settings_follow_override_settings():
+    from ledger_core.conf import ledger_settings
+
+    assert ledger_settings.MAX_ENTRY_AMOUNT == 1_000_000
+    with override_settings(LEDGER_MAX_ENTRY_AMOUNT=5):
+        assert ledger_settings.MAX_ENTRY_AMOUNT == 5
+    assert ledger_settings.MAX_ENTRY_AMOUNT == 1_000_000
+    with pytest.raises(AttributeError, match="LEDGER_NO_SUCH"):
+        ledger_settings.NO_SUCH  # noqa: B018
+
+
 def test_check_reports_operation_without_amount(temp_app):
     temp_app("shop", _full_class("ShopOperation", SHOP_BUY="SHOP_BUY"))
     assert "ledger_core.E001" in ledger_check_ids()

@@ -351,6 +351,24 @@ def test_database_refuses_update_and_delete_of_entries(statement):
     assert LedgerEntry.objects.get(owner_id="alice").amount == 1
 
 
+@pytest.mark.parametrize("table", [LedgerEntry._meta.db_table, Balance._meta.db_table])
+def test_database_refuses_truncate_of_the_ledger_tables(table):
+    from django.db import DatabaseError
+
+    fund("alice", 1)
+    with connection.cursor() as cursor:
+        # The test suite's sessions may empty their throwaway databases
+        # (tests/conftest.py); an ordinary session may not.
+        cursor.execute("SET ledger.allow_truncate = 'off'")
+        try:
+            with pytest.raises(DatabaseError, match="TRUNCATE refused"), transaction.atomic():
+                cursor.execute(f"TRUNCATE {table} CASCADE")
+        finally:
+            cursor.execute("SET ledger.allow_truncate = 'on'")
+    assert LedgerEntry.objects.filter(owner_id="alice").count() == 1
+    assert Balance.objects.get(owner_id="alice").balance == 1
+
+
 def test_orm_update_of_entry_is_refused():
     from django.db import DatabaseError
 
