@@ -377,7 +377,7 @@ def test_write_authentication_queries(db, django_assert_num_queries):
     boss = UserFactory(username="boss", perms=["ledger_core.post_any_entry"])
     client = bearer_client(boss)
     grant = body(owner_id="bob", operation="CREDIT_ADD", amount=5)
-    # the user, its permissions (one statement: ledger_site.backends),
+    # the user with its permissions (one statement: ledger_site.backends),
     # savepoint + post statement + release (3) inside the test transaction
-    with django_assert_num_queries(5):
+    with django_assert_num_queries(4):
         assert client.post(CONTENT, grant, format="json").status_code == 201

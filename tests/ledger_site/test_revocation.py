@@ -109,3 +109,24 @@ def test_password_change_stops_writes_with_older_access_tokens():
         .status_code
         == 201
     )
+
+
+def test_one_statement_user_answers_like_django(django_assert_num_queries):
+    """The user a write loads with its permissions holds what Django's own
+    look-ups say: own and group permissions, and nothing else."""
+    from django.contrib.auth import get_user_model
+
+    from ledger_site.backends import user_with_permissions
+
+    auditors = Group.objects.create(name="auditors")
+    auditors.permissions.add(Permission.objects.get(codename="view_any_ledger"))
+    boss = UserFactory(username="boss", perms=["ledger_core.post_any_entry"])
+    boss.groups.add(auditors)
+    with django_assert_num_queries(1):
+        loaded = user_with_permissions("id", boss.pk)
+        assert loaded.has_perm("ledger_core.post_any_entry")
+        assert loaded.has_perm("ledger_core.view_any_ledger")
+        assert not loaded.has_perm("ledger_core.delete_ledgerentry")
+    fresh = get_user_model().objects.get(pk=boss.pk)
+    assert fresh.get_all_permissions() == loaded.get_all_permissions()
+    assert user_with_permissions("id", 10**9) is None
