@@ -28,7 +28,10 @@ from ledger_core.actors import POST_ANY_PERMISSION, VIEW_ANY_PERMISSION
 from ledger_core.api.schema import BAD_REQUEST, RATE_LIMITED, UNAUTHORIZED, UNAVAILABLE
 from ledger_core.selectors import balance_get, ledger_exists
 
-from .jwt import LedgerTokenObtainPairSerializer, LedgerTokenRefreshSerializer
+from .jwt import (
+    LedgerTokenObtainPairSerializer,
+    LedgerTokenRefreshSerializer,
+)
 from .services import user_register
 
 USERNAME_RE = re.compile(r"\A[A-Za-z0-9_.@+\-]{1,128}\Z")
@@ -236,7 +239,8 @@ class LogoutView(APIView):
 
 
 class MeView(APIView):
-    """The authenticated user, their owner id, balance and ledger permissions."""
+    """The authenticated user, their owner id, balance and ledger permissions,
+    as the database has them now (a deleted or inactive user gets a 401)."""
 
     permission_classes = [IsAuthenticated]
 
@@ -245,7 +249,11 @@ class MeView(APIView):
         responses={200: MeSerializer, 401: UNAUTHORIZED, 429: RATE_LIMITED},
     )
     def get(self, request: Request) -> Response:
-        user = request.user
+        # A read authenticates from the token's claims; this one answers from
+        # the database, so a deleted or deactivated user learns it at once.
+        user = get_user_model().objects.filter(pk=request.user.pk, is_active=True).first()
+        if user is None:
+            raise AuthenticationFailed("User not found or inactive.", code="user_inactive")
         ledger_perms = [
             perm for perm in (POST_ANY_PERMISSION, VIEW_ANY_PERMISSION) if user.has_perm(perm)
         ]

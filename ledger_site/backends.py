@@ -52,8 +52,9 @@ WHERE p.id IN (
 def _user_sql(field: str) -> str:
     User = get_user_model()
     column = User._meta.get_field(field).column
+    permissions = _permissions_subquery().replace("%(user)s", f"u.{User._meta.pk.column}")
     return (
-        f"SELECT u.*, ARRAY({_permissions_subquery()}) AS {PERMISSIONS_ATTRIBUTE} "  # noqa: S608
+        f"SELECT u.*, ARRAY({permissions}) AS {PERMISSIONS_ATTRIBUTE} "  # noqa: S608
         f"FROM {User._meta.db_table} u WHERE u.{column} = %(value)s"
     )
 
@@ -62,10 +63,19 @@ def user_with_permissions(field: str, value: Any) -> Any | None:
     """The user whose ``field`` is ``value``, with their permissions, in one
     statement; None if there is none."""
     User = get_user_model()
-    sql = _user_sql(field).replace("%(user)s", f"u.{User._meta.pk.column}")
-    user = next(iter(User.objects.raw(sql, {"value": value})), None)
-    if user is not None:
-        setattr(user, PERMISSIONS_ATTRIBUTE, set(getattr(user, PERMISSIONS_ATTRIBUTE)))
+    with connection.cursor() as cursor:
+        cursor.execute(_user_sql(field), {"value": value})
+        row = cursor.fetchone()
+        if row is None:
+            return None
+        columns = [column.name for column in cursor.description]
+    values = dict(zip(columns, row, strict=True))
+    permissions = values.pop(PERMISSIONS_ATTRIBUTE)
+    names = [f.attname for f in User._meta.concrete_fields]
+    user = User.from_db(
+        connection.alias, names, [values[f.column] for f in User._meta.concrete_fields]
+    )
+    setattr(user, PERMISSIONS_ATTRIBUTE, set(permissions))
     return user
 
 

@@ -127,7 +127,8 @@ class LedgerTokenObtainPairSerializer(TokenObtainPairSerializer):
 
 class LedgerTokenRefreshSerializer(TokenRefreshSerializer):
     """Refresh with rotation; claims are re-read from the database, and a
-    deleted or deactivated user gets a 401 (not a 500)."""
+    deleted or deactivated user, or a refresh token issued before the user's
+    password changed, gets a 401 (not a 500)."""
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, str]:
         refresh = self.token_class(attrs["refresh"])
@@ -140,6 +141,12 @@ class LedgerTokenRefreshSerializer(TokenRefreshSerializer):
         if user is None or not api_settings.USER_AUTHENTICATION_RULE(user):
             raise AuthenticationFailed(
                 self.error_messages["no_active_account"], "no_active_account"
+            )
+        if api_settings.CHECK_REVOKE_TOKEN and refresh.payload.get(
+            api_settings.REVOKE_TOKEN_CLAIM
+        ) != get_md5_hash_password(user.password):
+            raise AuthenticationFailed(
+                "The user's password has been changed.", code="password_changed"
             )
         set_claims(refresh, user)
         data = {"access": str(refresh.access_token)}

@@ -197,6 +197,12 @@ REST_FRAMEWORK = {
         "rest_framework.renderers.JSONRenderer",
         "rest_framework.renderers.BrowsableAPIRenderer",
     ],
+    "DEFAULT_PARSER_CLASSES": [
+        # DRF's, with a nesting limit (a deeply nested body is a 400, not a 500).
+        "ledger_core.parsers.JSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
     "EXCEPTION_HANDLER": "ledger_core.api.exceptions.exception_handler",
     "DEFAULT_THROTTLE_CLASSES": ["ledger_site.ratelimit.RateLimit"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",

@@ -10,7 +10,7 @@ from rest_framework import serializers
 from rest_framework.fields import empty
 from rest_framework.utils import html
 
-from ..models import ENTRY_FIELDS, NONCE_MAX_LENGTH, OWNER_ID_MAX_LENGTH, LedgerEntry
+from ..models import NONCE_MAX_LENGTH, OWNER_ID_MAX_LENGTH
 from ..operations import OPERATION_MAX_LENGTH
 from ..validation import (
     NONCE_RULE,
@@ -162,11 +162,20 @@ def entry_post_serializer_for(label: str, operations: tuple[str, ...]) -> type[E
     )
 
 
-class EntrySerializer(serializers.ModelSerializer):
-    class Meta:
-        model = LedgerEntry
-        fields = list(ENTRY_FIELDS)
-        read_only_fields = fields
+class EntrySerializer(serializers.Serializer):
+    """An entry as the API shows it: the fields of ``ENTRY_FIELDS``, in order.
+    Declared, not a ``ModelSerializer``, which would rebuild them from the
+    model for every response (see docs/performance.md)."""
+
+    id = serializers.IntegerField(read_only=True)
+    owner_id = serializers.CharField(read_only=True)
+    app = serializers.CharField(read_only=True)
+    operation = serializers.CharField(read_only=True)
+    amount = serializers.IntegerField(read_only=True)
+    balance_after = serializers.IntegerField(read_only=True)
+    nonce = serializers.CharField(read_only=True)
+    metadata = serializers.JSONField(read_only=True, allow_null=True)
+    created_at = serializers.DateTimeField(read_only=True)
 
 
 class EntryPageSerializer(serializers.Serializer):

@@ -381,3 +381,45 @@ def test_write_authentication_queries(db, django_assert_num_queries):
     # savepoint + post statement + release (3) inside the test transaction
     with django_assert_num_queries(4):
         assert client.post(CONTENT, grant, format="json").status_code == 201
+
+
+@pytest.mark.parametrize("path", [CONTENT, CONTENT + "batch/"])
+@pytest.mark.parametrize("depth", [33, 990, 100_000])
+def test_deeply_nested_json_is_400_not_500(manager_client, path, depth):
+    body = "[" * depth + "]" * depth
+    response = manager_client.generic("POST", path, body, content_type="application/json")
+    assert response.status_code == 400, response.content[:200]
+    assert response.json()["code"] == "invalid"
+    assert "nested deeper than 32" in response.json()["detail"]
+    assert not LedgerEntry.objects.exists()
+
+
+def test_json_depth():
+    from ledger_core.parsers import json_depth
+
+    assert [json_depth(v) for v in (1, [], {}, [[1]], {"a": [{"b": 2}]})] == [0, 1, 1, 2, 3]
+
+
+def test_metadata_nested_within_the_limit_is_accepted(manager_client):
+    nested: dict = {}
+    for _ in range(30):
+        nested = {"n": nested}
+    response = manager_client.post(
+        CONTENT,
+        {"owner_id": "bob", "operation": "CREDIT_ADD", "amount": 1, "nonce": "deep",
+         "metadata": nested},
+        format="json",
+    )  # fmt: skip
+    assert response.status_code == 201, response.content
+
+
+def test_entry_serializer_shows_the_entry_fields(db):
+    from ledger_core.api.serializers import EntrySerializer
+    from ledger_core.models import ENTRY_FIELDS
+
+    entry = fund("alice", 7)
+    data = EntrySerializer(entry).data
+    assert list(data) == list(ENTRY_FIELDS)
+    assert (
+        data["id"] == entry.pk and data["balance_after"] == 7 and data["created_at"].endswith("Z")
+    )

@@ -130,3 +130,30 @@ def test_one_statement_user_answers_like_django(django_assert_num_queries):
     fresh = get_user_model().objects.get(pk=boss.pk)
     assert fresh.get_all_permissions() == loaded.get_all_permissions()
     assert user_with_permissions("id", 10**9) is None
+
+
+def test_password_change_stops_refreshing_older_refresh_tokens(api_client):
+    from ledger_site.jwt import token_pair_for
+
+    alice = UserFactory(username="alice")
+    refresh = str(token_pair_for(alice))
+    response = api_client.post("/api/auth/token/refresh/", {"refresh": refresh}, format="json")
+    assert response.status_code == 200, response.content
+    rotated = response.json()["refresh"]
+    alice.set_password("a-new-passphrase-41")
+    alice.save()
+    response = api_client.post("/api/auth/token/refresh/", {"refresh": rotated}, format="json")
+    assert response.status_code == 401, response.content
+
+
+@pytest.mark.parametrize("change", ["delete", "deactivate"])
+def test_me_answers_401_for_a_deleted_or_inactive_user(change):
+    alice = UserFactory(username="alice")
+    client = bearer_client(alice)
+    assert client.get("/api/auth/me/").status_code == 200
+    if change == "delete":
+        alice.delete()
+    else:
+        alice.is_active = False
+        alice.save()
+    assert client.get("/api/auth/me/").status_code == 401
