@@ -77,12 +77,16 @@ def main() -> None:
         env = site_env(DATABASE_URL=url, LOG_LEVEL="WARNING")
         manage(env, "migrate", "--noinput")
         started = time.perf_counter()
-        result = manage(env, "grant_credits", "--csv", str(csv_path), "--no-progress")
+        result = manage(
+            env, "grant_credits", "--csv", str(csv_path), "--no-progress", "--allow-new-owners"
+        )
         command_wall = time.perf_counter() - started
         match = re.search(r"in ([0-9.]+)s", result.stdout)
         command_seconds = float(match.group(1)) if match else command_wall
         started = time.perf_counter()
-        rerun = manage(env, "grant_credits", "--csv", str(csv_path), "--no-progress")
+        rerun = manage(
+            env, "grant_credits", "--csv", str(csv_path), "--no-progress", "--allow-new-owners"
+        )
         rerun_wall = time.perf_counter() - started
         assert f"{args.rows} replay(s)" in rerun.stdout, rerun.stdout
 

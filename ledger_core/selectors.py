@@ -9,6 +9,7 @@ keyset-paginated on ``(owner_id, id)`` so deep pages cost the same as the first.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 
 from django.db import connection, transaction
@@ -24,6 +25,25 @@ __all__ = ["BalanceView", "balance_get", "balance_get_uncached", "entry_list", "
 def ledger_exists(*, owner_id: str) -> bool:
     """Whether ``owner_id`` has a ledger (a balance row: any entry creates one)."""
     return Balance.objects.filter(owner_id=owner_id).exists()
+
+
+def owners_unknown(*, owner_ids: Iterable[str]) -> list[str]:
+    """Those of ``owner_ids`` that have neither a ledger nor a user of that name
+    (a regular user's owner id is their username), sorted."""
+    from django.contrib.auth import get_user_model
+
+    User = get_user_model()
+    wanted = sorted(set(owner_ids))
+    known: set[str] = set()
+    for start in range(0, len(wanted), 5000):
+        chunk = wanted[start : start + 5000]
+        known.update(Balance.objects.filter(owner_id__in=chunk).values_list("owner_id", flat=True))
+        known.update(
+            User.objects.filter(**{f"{User.USERNAME_FIELD}__in": chunk}).values_list(
+                User.USERNAME_FIELD, flat=True
+            )
+        )
+    return [owner for owner in wanted if owner not in known]
 
 
 def balance_get_uncached(*, owner_id: str) -> BalanceView:

@@ -25,7 +25,12 @@ from rest_framework_simplejwt.authentication import (
     JWTAuthentication,
     JWTStatelessUserAuthentication,
 )
-from rest_framework_simplejwt.exceptions import AuthenticationFailed, InvalidToken
+from rest_framework_simplejwt.exceptions import (
+    AuthenticationFailed,
+    ExpiredTokenError,
+    InvalidToken,
+    TokenError,
+)
 from rest_framework_simplejwt.models import TokenUser
 from rest_framework_simplejwt.serializers import (
     TokenObtainPairSerializer,
@@ -78,9 +83,29 @@ class LedgerTokenUser(TokenUser):
         return self.get_username()
 
 
+class TokenExpired(AuthenticationFailed):
+    """The access token has expired (its signature is good): refresh it."""
+
+    default_code = "token_expired"
+    default_detail = "The access token has expired; get a new one from /api/auth/token/refresh/."
+
+
 class LedgerJWTAuthentication(JWTAuthentication):
     """Bearer JWT authentication: the token's claims for safe methods, the
     database for writes."""
+
+    def get_validated_token(self, raw_token: bytes) -> Token:
+        """simplejwt's validation; a token whose only fault is its age is
+        ``token_expired`` (every other fault stays ``token_not_valid``)."""
+        for token_class in api_settings.AUTH_TOKEN_CLASSES:
+            try:
+                return token_class(raw_token)
+            except ExpiredTokenError:
+                # Raised only once the signature has been verified.
+                raise TokenExpired() from None
+            except TokenError:
+                continue
+        return super().get_validated_token(raw_token)
 
     def authenticate(self, request: Request) -> tuple[Any, Token] | None:
         header = self.get_header(request)

@@ -4,6 +4,7 @@ HTTPS hardening and WhiteNoise static files under gunicorn."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -25,15 +26,19 @@ def test_compose_file_is_valid(tmp_path):
     assert compose, "docker-compose missing: make test installs Debian's docker-compose"
     shutil.copy(ROOT / "docker-compose.yml", tmp_path / "docker-compose.yml")
     shutil.copy(ROOT / ".env.example", tmp_path / ".env")
+    # As an operator's shell would have it (the suite itself runs with DJANGO_SECURE=0).
+    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SECURE"}
     result = subprocess.run(
-        [compose, "config", "-q"], cwd=tmp_path, capture_output=True, text=True, timeout=60
-    )
+        [compose, "config", "-q"], cwd=tmp_path, env=env, capture_output=True, text=True,
+        timeout=60,
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr
     config = yaml.safe_load(
         subprocess.run(
-            [compose, "config"], cwd=tmp_path, capture_output=True, text=True, timeout=60
+            [compose, "config"], cwd=tmp_path, env=env, capture_output=True, text=True,
+            timeout=60,
         ).stdout
-    )
+    )  # fmt: skip
     services = config["services"]
     assert set(services) >= {"web", "db", "redis", "prometheus", "grafana", "tests"}
     assert services["db"]["image"].startswith("postgres:16")
@@ -46,6 +51,30 @@ def test_compose_file_is_valid(tmp_path):
     mounts = " ".join(services["prometheus"]["volumes"])
     assert "monitoring/prometheus.yml" in mounts and "monitoring/alerts.yml" in mounts
     assert "monitoring/grafana/provisioning" in " ".join(services["grafana"]["volumes"])
+    # The database password is set once (.env) and reaches the web's DATABASE_URL.
+    web_env = services["web"]["environment"]
+    assert web_env["DATABASE_URL"] == (
+        "postgres://ledger:change-me-database-password@db:5432/ledger"
+    )
+    assert web_env["DJANGO_SECURE"] == "1"
+    # Monitoring answers on this host only, unless an operator opens it.
+    for name in ("prometheus", "grafana"):
+        for port in services[name]["ports"]:
+            published = port if isinstance(port, str) else f"{port['host_ip']}:{port['published']}"
+            assert published.startswith("127.0.0.1:"), (name, port)
+
+
+def test_compose_local_trial_over_plain_http_needs_no_editing(tmp_path):
+    compose = shutil.which("docker-compose")
+    shutil.copy(ROOT / "docker-compose.yml", tmp_path / "docker-compose.yml")
+    shutil.copy(ROOT / ".env.example", tmp_path / ".env")
+    env = {**os.environ, "DJANGO_SECURE": "0"}
+    config = yaml.safe_load(
+        subprocess.run(
+            [compose, "config"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
+        ).stdout
+    )
+    assert config["services"]["web"]["environment"]["DJANGO_SECURE"] == "0"
 
 
 def test_dockerfile_passes_hadolint():
@@ -67,6 +96,9 @@ def test_dockerfile_shape():
     assert "collectstatic" in runtime
     assert "HEALTHCHECK" in runtime and "/healthz" in runtime
     assert "gcc" not in runtime and "build-essential" not in runtime
+    # Debian point releases leave the archive: the test stage pins no apt versions.
+    test_stage = text.split("AS test", 1)[1]
+    assert not re.search(r"apt-get install[^&]*\b[a-z0-9.+-]+=\S", test_stage)
 
 
 def test_env_example_covers_the_configuration_table():
@@ -75,6 +107,9 @@ def test_env_example_covers_the_configuration_table():
         for line in (ROOT / ".env.example").read_text().splitlines()
         if line and not line.startswith("#")
     }
+    # docker-compose.yml sets these two for the web service from .env's values.
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    names |= set(compose["x-app-env"]["environment"])
     for name in (
         "DATABASE_URL", "REDIS_URL", "DJANGO_SECRET_KEY", "DJANGO_DEBUG", "DJANGO_ALLOWED_HOSTS",
         "DJANGO_SECURE", "RATELIMIT_ENABLE", "RATE_LIMIT_LEDGER_WRITE", "RATE_LIMIT_LEDGER_READ",

@@ -38,7 +38,14 @@ _CODES: list[tuple[type[exceptions.APIException], str]] = [
 ]
 
 
+#: Codes of authentication failures that tell a client what to do next
+#: (``token_expired``: refresh; ``token_not_valid``: log in again).
+_TOKEN_CODES = frozenset({"token_expired", "token_not_valid"})
+
+
 def _code_for(exc: exceptions.APIException) -> str:
+    if isinstance(exc, exceptions.AuthenticationFailed) and exc.default_code in _TOKEN_CODES:
+        return str(exc.default_code)
     for cls, code in _CODES:
         if isinstance(exc, cls):
             return code

@@ -423,3 +423,14 @@ def test_entry_serializer_shows_the_entry_fields(db):
     assert (
         data["id"] == entry.pk and data["balance_after"] == 7 and data["created_at"].endswith("Z")
     )
+
+
+@pytest.mark.parametrize("path", [CONTENT, CONTENT + "batch/", "/api/auth/token/"])
+def test_oversize_body_is_413_in_the_json_error_shape(manager_client, settings, path):
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 10_000
+    body = json.dumps({"owner_id": "bob", "operation": "CREDIT_ADD", "nonce": "big",
+                       "metadata": {"pad": "x" * 20_000}})  # fmt: skip
+    response = manager_client.generic("POST", path, body, content_type="application/json")
+    assert response.status_code == 413, response.content[:300]
+    assert response.json()["code"] == "too_large"
+    assert not LedgerEntry.objects.exists()

@@ -31,6 +31,35 @@ def write_csv(tmp_path, text: str):
 # --- grant_credits ----------------------------------------------------------------
 
 
+@pytest.fixture(autouse=True)
+def _known_owners():
+    # Grants go to owners that exist (a user or a ledger) unless --allow-new-owners.
+    from tests.factories import UserFactory
+
+    for name in ("alice", "bob", "carol", "a"):
+        UserFactory(username=name)
+
+
+def test_unknown_owners_are_refused_by_name_and_nothing_is_granted(tmp_path):
+    with pytest.raises(CommandError, match="1 owner.*nobody-here.*--allow-new-owners"):
+        run("grant_credits", "--owner", "nobody-here", "--amount", "5", "--nonce", "n")
+    path = write_csv(tmp_path, "owner_id,amount,nonce\nalice,1,g1\nbobb,2,g2\nzed,3,g3\n")
+    with pytest.raises(CommandError, match="2 owner.*bobb, zed"):
+        run("grant_credits", "--csv", path)
+    assert not LedgerEntry.objects.exists()
+    out, _ = run("grant_credits", "--csv", path, "--allow-new-owners")
+    assert "granted 3 entries" in out
+    fund("ledger-only", 1)  # an owner with a ledger and no user is known too
+    run("grant_credits", "--owner", "ledger-only", "--amount", "5", "--nonce", "n")
+
+
+def test_progress_bar_only_on_a_terminal_and_summary_is_one_line(tmp_path):
+    rows = "".join(f"alice,1,g{i}\n" for i in range(30))
+    out, err = run("grant_credits", "--csv", write_csv(tmp_path, "owner_id,amount,nonce\n" + rows))
+    assert err == ""  # not a terminal: no progress bar
+    assert out.count("\n") == 1 and out.startswith("granted 30 entries")
+
+
 def test_single_grant_and_idempotent_rerun():
     out, _ = run("grant_credits", "--owner", "alice", "--amount", "25", "--nonce", "promo-1")
     assert "granted 1 entry (+25 credits) to 1 owner(s); 0 replay(s)" in out
@@ -59,7 +88,10 @@ def test_single_grant_with_operation_app_and_reason():
         (["--owner", "a", "--amount", "five", "--nonce", "n"], "not an integer"),
         (["--owner", "a", "--amount", "-5", "--nonce", "n"], "positive"),
         (["--owner", "a", "--amount", "5", "--nonce", "n", "--operation", "NOPE"], "allowed"),
-        (["--owner", "a", "--amount", "5", "--nonce", "n", "--app", "nosuch"], "Unknown"),
+        (
+            ["--owner", "a", "--amount", "5", "--nonce", "n", "--app", "nosuch"],
+            "unknown app 'nosuch'",
+        ),
         (
             ["--owner", "a", "--amount", "5", "--nonce", "n", "--operation", "DAILY_REWARD"],
             "may not",
@@ -84,12 +116,10 @@ def test_single_grant_with_operation_app_and_reason():
     ],
 )
 def test_single_grant_rejects_what_the_api_rejects(args, message):
-    with pytest.raises(CommandError):
-        out, err = io.StringIO(), io.StringIO()
-        try:
-            call_command("grant_credits", *args, stdout=out, stderr=err)
-        finally:
-            assert message in (err.getvalue() + out.getvalue()) or message == "--nonce"
+    out, err = io.StringIO(), io.StringIO()
+    with pytest.raises(CommandError) as refused:
+        call_command("grant_credits", *args, stdout=out, stderr=err)
+    assert message in err.getvalue() + out.getvalue() + str(refused.value)
     assert not LedgerEntry.objects.exists()
 
 
@@ -148,6 +178,11 @@ def test_csv_header_is_checked(tmp_path):
 
 
 # --- verify_ledger -------------------------------------------------------------------
+
+
+def test_verify_unknown_owner_says_so():
+    with pytest.raises(CommandError, match="'nobody-here' has no ledger and no user"):
+        run("verify_ledger", "--owner", "nobody-here", "--no-progress")
 
 
 def test_verify_clean_ledger_passes():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -93,13 +94,23 @@ def test_jwt_bearer_auth_declared(schema):
     )
 
 
-@pytest.mark.parametrize("page", ["/api/docs/", "/api/redoc/"])
+@pytest.mark.parametrize("page", ["/api/docs/", "/api/redoc/", "/api/auth/session/login/"])
 def test_docs_pages_use_local_assets_only(client, page):
-    response = client.get(page)
+    response = client.get(page, HTTP_HOST="localhost")
     assert response.status_code == 200
     html = response.content.decode()
-    assert "cdn.jsdelivr" not in html and "unpkg.com" not in html
-    assert "/static/drf_spectacular_sidecar/" in html
+    # Any http(s) origin named in the page other than the site's own is a
+    # request the browser would make elsewhere (fonts, scripts, styles).
+    origins = set(re.findall(r"(?:https?:)?//([A-Za-z0-9.-]+\.[A-Za-z]{2,})", html))
+    assert origins <= {"localhost"}, origins
+    if page != "/api/auth/session/login/":
+        assert "/static/drf_spectacular_sidecar/" in html
+
+
+def test_the_docs_settings_name_no_font_service(client):
+    html = client.get("/api/redoc/").content.decode()
+    assert "fonts.googleapis" not in html and "fonts.gstatic" not in html
+    assert "system-ui" in html
 
 
 def test_schema_endpoint(client):

@@ -189,7 +189,7 @@ def test_refresh_rotates_and_old_refresh_is_blacklisted(api_client, user):
 def test_refresh_garbage_is_401(api_client):
     response = api_client.post(REFRESH, {"refresh": "garbage"}, format="json")
     assert response.status_code == 401
-    assert response.json()["code"] == "authentication_failed"
+    assert response.json()["code"] == "token_not_valid"
 
 
 def test_logout_blacklists_refresh(api_client, user):
@@ -244,7 +244,7 @@ def test_forged_token_is_401(user):
     )
     response = _me_with(forged)
     assert response.status_code == 401
-    assert response.json()["code"] == "authentication_failed"
+    assert response.json()["code"] == "token_not_valid"
 
 
 def test_altered_token_is_401(user, other_user):
@@ -307,3 +307,40 @@ def test_register_cannot_take_over_an_existing_ledger(api_client):
     assert "username" in response.json()["errors"]
     assert not get_user_model().objects.filter(username="ghost").exists()
     assert Balance.objects.get(owner_id="ghost").balance == 50
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+def test_expired_access_token_is_token_expired(user, method):
+    from datetime import timedelta
+
+    from rest_framework_simplejwt.tokens import AccessToken
+
+    token = AccessToken.for_user(user)
+    token.set_exp(lifetime=-timedelta(seconds=1))
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
+    response = (
+        client.get("/api/content/ledger/alice/")
+        if method == "GET"
+        else client.post(
+            "/api/content/ledger/",
+            {"owner_id": "alice", "operation": "CREDIT_SPEND", "nonce": "x"},
+            format="json",
+        )
+    )
+    assert response.status_code == 401
+    assert response.json()["code"] == "token_expired"
+    assert "refresh" in response.json()["detail"]
+
+
+def test_expired_forged_token_is_not_valid_not_expired(user):
+    import jwt
+
+    forged = jwt.encode(
+        {"token_type": "access", "user_id": str(user.pk), "exp": 1000, "jti": "x"},
+        "not-the-secret-but-long-enough-for-hs256",
+        algorithm="HS256",
+    )
+    response = _me_with(forged)
+    assert response.status_code == 401
+    assert response.json()["code"] == "token_not_valid"

@@ -71,7 +71,10 @@ def test_site_runs_on_embedded_postgresql_without_any_server(tmp_path):
         assert status == 201, item
         status, balance, _ = call("GET", f"{base}/api/content/ledger/first-user/", token=access)
         assert balance["balance"] == 7
-    manage(env, "grant_credits", "--owner", "third", "--amount", "3", "--nonce", "g")
+    manage(
+            env, "grant_credits", "--owner", "third", "--amount", "3", "--nonce", "g",
+            "--allow-new-owners",
+        )  # fmt: skip
     assert "ledger consistent" in manage(env, "verify_ledger", "--no-progress").stdout
     # The server lived in the given folder and stopped with its last user.
     assert (tmp_path / "pgdata" / "PG_VERSION").exists()

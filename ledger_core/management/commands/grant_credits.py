@@ -22,6 +22,8 @@ from django.db import transaction
 from ledger_core.actors import Actor
 from ledger_core.conf import ledger_settings
 from ledger_core.exceptions import BatchRefused, LedgerError
+from ledger_core.operations import registry
+from ledger_core.selectors import owners_unknown
 from ledger_core.services import EntryRequest, entry_post_batch, entry_prepare
 
 CHUNK = 10_000
@@ -51,11 +53,20 @@ class Command(BaseCommand):
         )
         parser.add_argument("--reason", default="", help="stored in each entry's metadata")
         parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+        parser.add_argument(
+            "--allow-new-owners",
+            action="store_true",
+            help="grant to owners that have no ledger and no user yet (refused otherwise, "
+            "so that a typo does not open a new wallet)",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         app = options["app"] or ledger_settings.COMMAND_APP
         if not app:
             raise CommandError("--app is required (no LEDGER_COMMAND_APP setting)")
+        if registry.get_app(app) is None:
+            known = ", ".join(sorted(a.label for a in registry.apps()))
+            raise CommandError(f"unknown app {app!r} (known apps: {known})")
         actor = Actor(
             name=f"cli:grant_credits:{_os_user()}"[:200],
             can_post_any=True,
@@ -91,6 +102,14 @@ class Command(BaseCommand):
             rows = [(line, _request(raw, metadata)) for line, raw in rows]
         single = not options["csv_path"]
         requests, lines = self._validate(rows, app, actor, single=single)
+        if not options["allow_new_owners"]:
+            unknown = owners_unknown(owner_ids=[r.owner_id for r in requests])
+            if unknown:
+                shown = ", ".join(unknown[:20]) + (" ..." if len(unknown) > 20 else "")
+                raise CommandError(
+                    f"{len(unknown)} owner(s) have no ledger and no user: {shown}; nothing was "
+                    "granted (check for typos, or pass --allow-new-owners)"
+                )
         self._grant(requests, lines, app, actor, show_progress=not options["no_progress"])
 
     # -- reading and validating --------------------------------------------
@@ -179,7 +198,8 @@ class Command(BaseCommand):
         created = replayed = credits = 0
         owners: set[str] = set()
         total = len(requests)
-        tty = show_progress and total > 1
+        # A progress bar on a terminal only, in the terminal's own colour.
+        tty = show_progress and total > 1 and self.stderr.isatty()
         start = 0
         try:
             with transaction.atomic():
@@ -195,7 +215,9 @@ class Command(BaseCommand):
                             owners.add(result.entry.owner_id)
                     if tty:
                         self.stderr.write(
-                            "\r" + progress_bar(min(start + CHUNK, total), total), ending=""
+                            "\r" + progress_bar(min(start + CHUNK, total), total),
+                            style_func=str,
+                            ending="",
                         )
         except BatchRefused as exc:
             if tty:

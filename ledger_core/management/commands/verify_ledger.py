@@ -15,10 +15,11 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connection, transaction
 
 from ledger_core.models import Balance, LedgerEntry
+from ledger_core.selectors import owners_unknown
 from ledger_core.validation import owner_id_validate
 
 CHUNK = 5000
@@ -39,6 +40,8 @@ class Command(BaseCommand):
         owner = options["owner"]
         if owner is not None:
             owner_id_validate(owner)
+            if owners_unknown(owner_ids=[owner]):
+                raise CommandError(f"owner {owner!r} has no ledger and no user; nothing to check")
         entries = LedgerEntry.objects.order_by("owner_id", "id")
         balances = Balance.objects.order_by("owner_id")
         if owner is not None:

@@ -1,0 +1,231 @@
+"""Input and output shapes of the ledger API. No business rules here."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from django.core.validators import RegexValidator
+from rest_framework import serializers
+from rest_framework.fields import empty
+from rest_framework.utils import html
+
+from ..models import NONCE_MAX_LENGTH, OWNER_ID_MAX_LENGTH
+from ..operations import OPERATION_MAX_LENGTH
+from ..validation import (
+    NONCE_RULE,
+    OWNER_ID_RULE,
+    is_valid_nonce,
+    is_valid_owner_id,
+    metadata_problem,
+)
+
+# ECMA-compatible forms of the rules, published as `pattern` in the schema.
+OWNER_ID_PATTERN = r"^[A-Za-z0-9_.@+:\-]{1,128}$"
+NONCE_PATTERN = r"^[!-~]{1,128}$"
+
+# Beyond any sane grant, but inside a 64-bit column; the site's cap
+# (LEDGER_MAX_ENTRY_AMOUNT) is applied by the service.
+AMOUNT_BOUND = 2**53
+
+
+class StrictCharField(serializers.CharField):
+    """A string given as a JSON string: numbers, lists and objects are refused."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class OwnerIdField(StrictCharField):
+    def __init__(self, **kwargs):
+        kwargs.setdefault("max_length", OWNER_ID_MAX_LENGTH)
+        kwargs.setdefault("trim_whitespace", False)
+        kwargs.setdefault("help_text", OWNER_ID_RULE)
+        kwargs.setdefault("validators", [RegexValidator(OWNER_ID_PATTERN)])
+        super().__init__(**kwargs)
+
+    def to_internal_value(self, data):
+        value = super().to_internal_value(data)
+        if not is_valid_owner_id(value):
+            raise serializers.ValidationError(f"Must be {OWNER_ID_RULE}.")
+        return value
+
+
+class NonceField(StrictCharField):
+    def __init__(self, **kwargs):
+        kwargs.setdefault("max_length", NONCE_MAX_LENGTH)
+        kwargs.setdefault("trim_whitespace", False)
+        kwargs.setdefault("help_text", "Idempotency key: " + NONCE_RULE)
+        kwargs.setdefault("validators", [RegexValidator(NONCE_PATTERN)])
+        super().__init__(**kwargs)
+
+    def to_internal_value(self, data):
+        value = super().to_internal_value(data)
+        if not is_valid_nonce(value):
+            raise serializers.ValidationError(f"Must be {NONCE_RULE}.")
+        return value
+
+
+#: Longest nonce of an app's own endpoints (content items, daily claims,
+#: referrals): the ledger entry's nonce is derived from it with a prefix.
+DOMAIN_NONCE_MAX_LENGTH = 96
+
+
+def domain_nonce_field() -> NonceField:
+    """The optional ``nonce`` of an app's own write endpoints."""
+    return NonceField(required=False, max_length=DOMAIN_NONCE_MAX_LENGTH)
+
+
+class StrictIntegerField(serializers.IntegerField):
+    """An integer given as a JSON number or a decimal string; no floats, no booleans."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, bool | float):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class _BlankJSON(str):
+    # DRF's HTML forms show a JSON field's value as JSON text unless the value
+    # says it already is the text (``is_json_string``): a blank box, not "null".
+    is_json_string = True
+
+
+class MetadataField(serializers.JSONField):
+    """A small JSON object; optional, and left blank in HTML forms."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("initial", _BlankJSON(""))
+        super().__init__(**kwargs)
+
+    def get_value(self, dictionary):
+        # A blank box of an HTML form means "no metadata", not invalid JSON.
+        if html.is_html_input(dictionary) and dictionary.get(self.field_name) == "":
+            return empty
+        return super().get_value(dictionary)
+
+    def to_internal_value(self, data):
+        value = super().to_internal_value(data)
+        problem = metadata_problem(value)
+        if problem:
+            raise serializers.ValidationError(problem)
+        return value
+
+
+class OperationField(serializers.ChoiceField):
+    """An operation, offered as a choice of the app's operations (the schema's
+    enum, the browsable API's select list). Any string reaches the service,
+    which answers an operation the app does not accept with the ``allowed`` list."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("choices", [])
+        super().__init__(**kwargs)
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            raise serializers.ValidationError("Not a valid string.", code="invalid")
+        if len(data) > OPERATION_MAX_LENGTH:
+            raise serializers.ValidationError(
+                f"Ensure this field has no more than {OPERATION_MAX_LENGTH} characters.",
+                code="max_length",
+            )
+        return data
+
+
+class EntryPostSerializer(serializers.Serializer):
+    """One post; the same shape is one item of a batch."""
+
+    owner_id = OwnerIdField()
+    operation = OperationField()
+    nonce = NonceField()
+    amount = StrictIntegerField(
+        required=False,
+        min_value=-AMOUNT_BOUND,
+        max_value=AMOUNT_BOUND,
+        help_text="Optional. Omitted: the configured amount. Owners may only give the "
+        "configured amount; managers any non-zero amount of the operation's sign.",
+    )
+    metadata = MetadataField(required=False, allow_null=True, help_text="A small JSON object.")
+
+
+@functools.cache
+def entry_post_serializer_for(label: str, operations: tuple[str, ...]) -> type[EntryPostSerializer]:
+    """``EntryPostSerializer`` offering ``operations`` (one class per app, so the
+    schema has one enum per app)."""
+    name = "".join(part.capitalize() for part in label.replace("-", "_").split("_"))
+    return type(
+        f"{name}EntryPostSerializer",
+        (EntryPostSerializer,),
+        {"operation": OperationField(choices=list(operations))},
+    )
+
+
+class EntrySerializer(serializers.Serializer):
+    """An entry as the API shows it: the fields of ``ENTRY_FIELDS``, in order.
+    Declared, not a ``ModelSerializer``, which would rebuild them from the
+    model for every response (see docs/performance.md)."""
+
+    id = serializers.IntegerField(read_only=True)
+    owner_id = serializers.CharField(read_only=True)
+    app = serializers.CharField(read_only=True)
+    operation = serializers.CharField(read_only=True)
+    amount = serializers.IntegerField(read_only=True)
+    balance_after = serializers.IntegerField(read_only=True)
+    nonce = serializers.CharField(read_only=True)
+    metadata = serializers.JSONField(read_only=True, allow_null=True)
+    created_at = serializers.DateTimeField(read_only=True)
+
+
+class EntryPageSerializer(serializers.Serializer):
+    next = serializers.URLField(allow_null=True)
+    previous = serializers.URLField(allow_null=True)
+    results = EntrySerializer(many=True)
+
+
+class BalanceSerializer(serializers.Serializer):
+    owner_id = serializers.CharField()
+    balance = serializers.IntegerField()
+    version = serializers.IntegerField()
+    updated_at = serializers.DateTimeField(allow_null=True)
+
+
+class EntryFilterSerializer(serializers.Serializer):
+    operation = serializers.CharField(required=False, max_length=OPERATION_MAX_LENGTH)
+    app = serializers.CharField(required=False, max_length=64)
+    since = serializers.DateTimeField(required=False, help_text="inclusive, ISO 8601")
+    until = serializers.DateTimeField(required=False, help_text="exclusive, ISO 8601")
+
+    def validate(self, attrs):
+        since, until = attrs.get("since"), attrs.get("until")
+        if since and until and since > until:
+            raise serializers.ValidationError({"until": "must not be before since."})
+        return attrs
+
+
+MAX_BATCH_ENTRIES = 1000
+
+
+class BatchPostSerializer(serializers.Serializer):
+    entries = serializers.ListField(
+        child=serializers.JSONField(),
+        min_length=1,
+        max_length=MAX_BATCH_ENTRIES,
+        help_text=f"1-{MAX_BATCH_ENTRIES} post bodies, as for a single post",
+    )
+    atomic = serializers.BooleanField(
+        default=True,
+        help_text="true: all entries commit or none; false: each entry stands alone",
+    )
+
+
+class BatchItemSerializer(serializers.Serializer):
+    status = serializers.IntegerField(help_text="201 created, 200 replay, or the error status")
+    entry = EntrySerializer(required=False)
+    error = serializers.DictField(required=False, help_text="the error body, for a refused entry")
+
+
+class BatchResultSerializer(serializers.Serializer):
+    atomic = serializers.BooleanField()
+    results = BatchItemSerializer(many=True)

@@ -1,0 +1,311 @@
+"""The ledger viewset every consumer app mounts under its own prefix.
+
+A consumer app writes::
+
+    class ContentLedgerViewSet(LedgerViewSet):
+        operations = ContentOperation
+
+    urlpatterns = ledger_urls(ContentLedgerViewSet)
+
+and gets balance, post, batch and history endpoints that accept only its own
+operations; its label comes from the registry (``ledger_core.operations``),
+where its ``AppConfig.ready()`` registered the class. The viewset validates
+input, calls one service or selector and renders the result; the rules live
+in ``ledger_core.services``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from django.core.exceptions import ImproperlyConfigured
+from django.db.models import QuerySet
+from django.urls import URLPattern, URLResolver
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import (
+    OpenApiExample,
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+)
+from rest_framework import status, viewsets
+from rest_framework.decorators import action
+from rest_framework.exceptions import ValidationError
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.routers import SimpleRouter
+
+from .. import metrics
+from ..actors import Actor
+from ..exceptions import BatchRefused, Forbidden, InvalidEntry
+from ..models import LedgerEntry
+from ..operations import LedgerOperation, registry
+from ..selectors import balance_get, entry_list
+from ..services import EntryRequest, PostResult, entry_post, entry_post_batch
+from ..validation import owner_id_validate
+from .pagination import EntryCursorPagination
+from .schema import READ_ERRORS, WRITE_ERRORS
+from .serializers import (
+    BalanceSerializer,
+    BatchPostSerializer,
+    BatchResultSerializer,
+    EntryFilterSerializer,
+    EntryPageSerializer,
+    EntryPostSerializer,
+    EntrySerializer,
+    entry_post_serializer_for,
+)
+
+#: Header of a 200 answer that replays an earlier request with the same nonce.
+REPLAY_HEADER = "Idempotent-Replayed"
+
+OWNER_PARAMETER = OpenApiParameter(
+    "owner_id",
+    OpenApiTypes.STR,
+    OpenApiParameter.PATH,
+    description="1-128 characters of A-Z a-z 0-9 _ . @ + : -",
+)
+REPLAYED = OpenApiResponse(
+    response=EntrySerializer,
+    description="a replay of an earlier post with the same nonce and payload; "
+    "header `Idempotent-Replayed: true`, nothing new stored",
+)
+POST_EXAMPLES = [
+    OpenApiExample(
+        "owner spends one credit",
+        value={"owner_id": "alice", "operation": "CREDIT_SPEND", "nonce": "order-42"},
+        request_only=True,
+    ),
+    OpenApiExample(
+        "manager grants credits with a reason",
+        value={
+            "owner_id": "alice",
+            "operation": "CREDIT_ADD",
+            "nonce": "promo-2026-11",
+            "amount": 50,
+            "metadata": {"reason": "November promo"},
+        },
+        request_only=True,
+    ),
+    OpenApiExample(
+        "created entry",
+        value={
+            "id": 42,
+            "owner_id": "alice",
+            "app": "content",
+            "operation": "CREDIT_SPEND",
+            "amount": -1,
+            "balance_after": 2,
+            "nonce": "order-42",
+            "metadata": None,
+            "created_at": "2026-11-26T09:00:00Z",
+        },
+        response_only=True,
+        status_codes=["201", "200"],
+    ),
+]
+
+
+def request_actor(request: Request) -> Actor:
+    """The ``Actor`` for an authenticated request."""
+    return Actor.for_user(request.user)
+
+
+def replay_response(
+    body: Any, *, replayed: bool, created: int = status.HTTP_201_CREATED
+) -> Response:
+    """``created`` (201) with ``body``, or 200 + ``Idempotent-Replayed: true`` for a replay."""
+    if replayed:
+        return Response(body, status=status.HTTP_200_OK, headers={REPLAY_HEADER: "true"})
+    return Response(body, status=created)
+
+
+def post_response(result: PostResult) -> Response:
+    """201 with the new entry, or 200 + ``Idempotent-Replayed: true`` for a replay."""
+    return replay_response(EntrySerializer(result.entry).data, replayed=result.replayed)
+
+
+class LedgerViewSet(viewsets.GenericViewSet):
+    """Balance, post and history for one consumer app's operations."""
+
+    #: The app's registered operation class; it names the app (its label).
+    operations: ClassVar[type[LedgerOperation] | None] = None
+    lookup_field = "owner_id"
+    lookup_value_regex = "[^/]+"
+    pagination_class = EntryCursorPagination
+
+    def get_queryset(self) -> QuerySet[LedgerEntry]:
+        """The entries of the owner in the URL, newest first (the history's
+        rows; the browsable API's filter form asks for it too). Read access is
+        checked by the action before anything is read."""
+        owner_id = self.kwargs.get("owner_id")
+        if not isinstance(owner_id, str):
+            return LedgerEntry.objects.none()
+        return entry_list(owner_id=owner_id)
+
+    def get_serializer_class(self) -> type[EntryPostSerializer]:
+        """The post body, offering this app's operations (form, schema)."""
+        label = self.app_label
+        return entry_post_serializer_for(label, tuple(registry.postable(label, direct=True)))
+
+    @property
+    def app_label(self) -> str:
+        """The label the viewset's operation class is registered under."""
+        label = registry.label_of(self.operations) if self.operations is not None else None
+        if label is None:  # reported at start-up as ledger_core.E009
+            raise ImproperlyConfigured(f"{type(self).__qualname__}: operations not registered")
+        return label
+
+    def _readable_owner(self, request: Request, owner_id: str) -> str:
+        owner_id_validate(owner_id)
+        if not request_actor(request).may_view(owner_id):
+            raise Forbidden("You may only read your own ledger.")
+        return owner_id
+
+    @extend_schema(
+        summary="An owner's balance",
+        parameters=[OWNER_PARAMETER],
+        responses={200: BalanceSerializer, **READ_ERRORS},
+    )
+    def retrieve(self, request: Request, owner_id: str) -> Response:
+        """The owner's balance (0 for an owner without entries)."""
+        owner_id = self._readable_owner(request, owner_id)
+        return Response(BalanceSerializer(balance_get(owner_id=owner_id)).data)
+
+    @extend_schema(
+        summary="Post an entry (idempotent by nonce)",
+        responses={201: EntrySerializer, 200: REPLAYED, **WRITE_ERRORS},
+        examples=POST_EXAMPLES,
+    )
+    def create(self, request: Request) -> Response:
+        """Post one entry to an owner's ledger (idempotent by nonce)."""
+        data = self._validated_post(request)
+        result = entry_post(
+            owner_id=data["owner_id"],
+            operation=data["operation"],
+            nonce=data["nonce"],
+            app=self.app_label,
+            actor=request_actor(request),
+            amount=data.get("amount"),
+            metadata=data.get("metadata"),
+            direct=True,
+        )
+        return post_response(result)
+
+    def _validated_post(self, request: Request) -> dict[str, Any]:
+        """The post's fields, or a 400; refusals here are counted like the service's."""
+        serializer = self.get_serializer(data=request.data)
+        if not serializer.is_valid():
+            raw = request.data.get("operation") if isinstance(request.data, dict) else None
+            metrics.entry_rejected(app=self.app_label, operation=raw, reason="invalid")
+            raise ValidationError(serializer.errors)
+        return serializer.validated_data
+
+    @extend_schema(
+        summary="Post up to 1000 entries in one request",
+        description=(
+            "With `atomic` (the default) all entries commit or none do: a refusal "
+            "answers with that entry's error status and body plus its `index`. With "
+            "`atomic: false` each entry stands alone and the 200 response lists every "
+            "result. Validation, permissions, idempotency and limits are those of "
+            "single posts; balance rows are locked in owner order (no deadlocks)."
+        ),
+        request=BatchPostSerializer,
+        responses={
+            201: BatchResultSerializer,
+            200: OpenApiResponse(
+                BatchResultSerializer, description="non-atomic results, or all replays"
+            ),
+            **WRITE_ERRORS,
+        },
+    )
+    @action(detail=False, methods=["post"])
+    def batch(self, request: Request) -> Response:
+        """Post many entries (atomic by default)."""
+        serializer = BatchPostSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        atomic = serializer.validated_data["atomic"]
+        raw_items = serializer.validated_data["entries"]
+        requests: list[EntryRequest] = []
+        positions: list[int] = []
+        items: list[dict[str, Any] | None] = [None] * len(raw_items)
+        # One serializer validates every item (its fields are built once).
+        item_serializer = EntryPostSerializer()
+        for index, raw in enumerate(raw_items):
+            try:
+                data = item_serializer.run_validation(raw)
+            except ValidationError as exc:
+                error = _item_error(index, exc.detail)
+                operation = raw.get("operation") if isinstance(raw, dict) else None
+                metrics.entry_rejected(app=self.app_label, operation=operation, reason="invalid")
+                if atomic:
+                    raise BatchRefused(index, error) from None
+                items[index] = {"status": 400, "error": error.as_dict()}
+                continue
+            requests.append(
+                EntryRequest(
+                    owner_id=data["owner_id"],
+                    operation=data["operation"],
+                    nonce=data["nonce"],
+                    amount=data.get("amount"),
+                    metadata=data.get("metadata"),
+                )
+            )
+            positions.append(index)
+        try:
+            results = entry_post_batch(
+                app=self.app_label,
+                actor=request_actor(request),
+                entries=requests,
+                atomic=atomic,
+                direct=True,
+            )
+        except BatchRefused as refused:
+            raise BatchRefused(positions[refused.index], refused.error) from None
+        stored = [result.entry for result in results if result.error is None]
+        rendered = iter(EntrySerializer(stored, many=True).data)
+        for position, result in zip(positions, results, strict=True):
+            if result.error is not None:
+                items[position] = {"status": result.status, "error": result.error.as_dict()}
+            else:
+                items[position] = {"status": result.status, "entry": next(rendered)}
+        created = any(item["status"] == 201 for item in items)
+        status_code = status.HTTP_201_CREATED if atomic and created else status.HTTP_200_OK
+        return Response({"atomic": atomic, "results": items}, status=status_code)
+
+    @extend_schema(
+        summary="An owner's entries, newest first",
+        parameters=[
+            OWNER_PARAMETER,
+            EntryFilterSerializer,
+            OpenApiParameter("cursor", OpenApiTypes.STR, description="from next/previous"),
+            OpenApiParameter("page_size", OpenApiTypes.INT, description="1-200, default 50"),
+        ],
+        responses={200: EntryPageSerializer, **READ_ERRORS},
+    )
+    @action(detail=True, methods=["get"])
+    def entries(self, request: Request, owner_id: str) -> Response:
+        """The owner's entries, newest first, cursor-paginated."""
+        owner_id = self._readable_owner(request, owner_id)
+        filters = EntryFilterSerializer(data=request.query_params)
+        filters.is_valid(raise_exception=True)
+        queryset = entry_list(owner_id=owner_id, **filters.validated_data)
+        page = self.paginate_queryset(queryset)
+        return self.get_paginated_response(EntrySerializer(page, many=True).data)
+
+
+def _item_error(index: int, errors: dict) -> InvalidEntry:
+    first = next(iter(errors.items()), ("entry", ["Invalid."]))
+    message = first[1][0] if isinstance(first[1], list) and first[1] else str(first[1])
+    field = {} if first[0] == "non_field_errors" else {"field": first[0]}
+    return InvalidEntry(f"entry {index}: {first[0]}: {message}", errors=errors, **field)
+
+
+def ledger_urls(
+    viewset: type[LedgerViewSet], *, basename: str = "ledger"
+) -> list[URLPattern | URLResolver]:
+    """URL patterns ``ledger/``, ``ledger/batch/``, ``ledger/<owner_id>/`` and
+    ``ledger/<owner_id>/entries/``, named ``<app namespace>:ledger-...``."""
+    router = SimpleRouter()
+    router.register("ledger", viewset, basename=basename)
+    return list(router.urls)

@@ -1,0 +1,61 @@
+"""The ledger's settings: one ``LEDGER_*`` namespace with its defaults stated once.
+
+Design decision: like DRF's ``api_settings``, values are read from Django's
+settings at use, never at import, and forgotten on ``setting_changed``, so
+``override_settings`` works in tests and nothing needs reloading. Code reads
+``ledger_settings.MAX_ENTRY_AMOUNT``, not ``getattr(settings, ...)``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.core.signals import setting_changed
+
+PREFIX = "LEDGER_"
+
+DEFAULTS: dict[str, Any] = {
+    # Per-site overrides of operation amounts/policies, e.g. {"DAILY_REWARD": 2}.
+    "OPERATION_CONFIG": {},
+    # Largest absolute amount of one entry (manager grants included).
+    "MAX_ENTRY_AMOUNT": 1_000_000,
+    # The app label management commands post as when --app is not given.
+    "COMMAND_APP": "content",
+    # Serve balance reads from the cache ("default" alias). Off: always PostgreSQL.
+    "BALANCE_CACHE": True,
+    # Seconds a cached balance may live.
+    "BALANCE_CACHE_TTL": 300,
+}
+
+
+class LedgerSettings:
+    """Attribute access to ``LEDGER_<NAME>`` settings, falling back to ``DEFAULTS``."""
+
+    def __init__(self, defaults: dict[str, Any]) -> None:
+        self.defaults = defaults
+        self._cached: dict[str, Any] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        if name not in self.defaults:
+            raise AttributeError(f"Unknown ledger setting: {PREFIX}{name}")
+        try:
+            return self._cached[name]
+        except KeyError:
+            value = getattr(settings, PREFIX + name, self.defaults[name])
+            self._cached[name] = value
+            return value
+
+    def reload(self) -> None:
+        self._cached.clear()
+
+
+ledger_settings = LedgerSettings(DEFAULTS)
+
+
+def _reload(*, setting: str, **kwargs: Any) -> None:
+    if setting.startswith(PREFIX):
+        ledger_settings.reload()
+
+
+setting_changed.connect(_reload, dispatch_uid="ledger_core.conf.reload")

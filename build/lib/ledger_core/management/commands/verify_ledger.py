@@ -1,0 +1,128 @@
+"""Reconcile the ledger: recompute every owner's balance from the entries.
+
+Checks, per owner: the sum of entry amounts equals ``Balance.balance``; the
+number of entries equals ``Balance.version``; every entry's ``balance_after``
+continues the previous one (the chain); no running balance is negative; no
+entries without a balance row and no non-zero balance without entries.
+Streams entries and balances in owner order through server-side cursors (a
+merge join), so memory stays flat on any table size. Exits 1 if anything is off.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import connection, transaction
+
+from ledger_core.models import Balance, LedgerEntry
+from ledger_core.selectors import owners_unknown
+from ledger_core.validation import owner_id_validate
+
+CHUNK = 5000
+_END = object()
+
+
+class Command(BaseCommand):
+    help = "Recompute balances from entries and report every discrepancy (exit 1 if any)."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--owner", help="check this owner only")
+        parser.add_argument("--no-progress", action="store_true")
+        parser.add_argument(
+            "--max-report", type=int, default=1000, help="discrepancies printed at most"
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        owner = options["owner"]
+        if owner is not None:
+            owner_id_validate(owner)
+            if owners_unknown(owner_ids=[owner]):
+                raise CommandError(f"owner {owner!r} has no ledger and no user; nothing to check")
+        entries = LedgerEntry.objects.order_by("owner_id", "id")
+        balances = Balance.objects.order_by("owner_id")
+        if owner is not None:
+            entries = entries.filter(owner_id=owner)
+            balances = balances.filter(owner_id=owner)
+        self.progress = not options["no_progress"]
+        self.max_report = options["max_report"]
+        self.problems = 0
+        started = time.perf_counter()
+        # Entries and balances must come from one snapshot, or posts landing
+        # during the run would show up as false differences: the
+        # transaction is REPEATABLE READ (its first statement sets that; inside
+        # a caller's transaction, the caller's isolation applies).
+        outermost = not connection.in_atomic_block
+        with transaction.atomic():
+            if outermost:
+                with connection.cursor() as cursor:
+                    cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            owners, entry_count = self._merge(
+                entries.values_list("owner_id", "id", "amount", "balance_after").iterator(
+                    chunk_size=CHUNK
+                ),
+                balances.values_list("owner_id", "balance", "version").iterator(chunk_size=CHUNK),
+            )
+        elapsed = time.perf_counter() - started
+        if self.progress:
+            self.stderr.write("")
+        summary = (
+            f"checked {owners} owner(s), {entry_count} entr{'y' if entry_count == 1 else 'ies'} "
+            f"in {elapsed:.2f}s: "
+        )
+        if self.problems:
+            self.stdout.write(
+                summary + f"{self.problems} discrepanc{'y' if self.problems == 1 else 'ies'}"
+            )
+            sys.exit(1)
+        self.stdout.write(summary + "ledger consistent")
+
+    def report(self, owner_id: str, message: str) -> None:
+        self.problems += 1
+        if self.problems <= self.max_report:
+            self.stdout.write(f"DISCREPANCY owner={owner_id}: {message}")
+        elif self.problems == self.max_report + 1:
+            self.stdout.write("... more discrepancies not shown (--max-report)")
+
+    def _merge(self, entries: Iterator, balances: Iterator) -> tuple[int, int]:
+        owners = entry_count = 0
+        next_entry = next(entries, _END)
+        next_balance = next(balances, _END)
+        while next_entry is not _END or next_balance is not _END:
+            candidates = [row[0] for row in (next_entry, next_balance) if row is not _END]
+            owner_id = min(candidates)
+            total = count = 0
+            negative_reported = False
+            while next_entry is not _END and next_entry[0] == owner_id:
+                _, entry_id, amount, balance_after = next_entry
+                total += amount
+                count += 1
+                if balance_after != total:
+                    self.report(
+                        owner_id,
+                        f"entry {entry_id}: balance_after {balance_after} but the entries "
+                        f"before it add up to {total}",
+                    )
+                if total < 0 and not negative_reported:
+                    self.report(owner_id, f"entry {entry_id}: running balance {total} < 0")
+                    negative_reported = True
+                next_entry = next(entries, _END)
+            entry_count += count
+            if next_balance is not _END and next_balance[0] == owner_id:
+                _, balance, version = next_balance
+                if balance != total:
+                    self.report(owner_id, f"balance {balance} but entries add up to {total}")
+                if version != count:
+                    self.report(owner_id, f"version {version} but {count} entries")
+                if balance < 0:
+                    self.report(owner_id, f"balance {balance} < 0")
+                next_balance = next(balances, _END)
+            elif count:
+                self.report(owner_id, f"{count} entries but no balance row")
+            owners += 1
+            if self.progress and owners % 1000 == 0:
+                self.stderr.write(f"\rchecked {owners} owners, {entry_count} entries", ending="")
+        return owners, entry_count

@@ -1,0 +1,101 @@
+"""The append-only ledger and the materialised per-owner balance.
+
+Design decision: ``Balance`` is the serialisation point. A post changes the
+owner's balance row with one conditional UPDATE (or an upsert for credits) and
+inserts the entry in the same short transaction, so posts for one owner queue
+on that row lock while posts for different owners never touch each other. The
+database states the invariants as well: unique (owner_id, nonce), a unique
+limit key for once-per-day/once-per-owner operations, CHECK (balance >= 0), and
+a trigger (migration 0002) that refuses UPDATE and DELETE of entries. Every
+unique key and secondary index leads with ``owner_id`` so both tables can be
+distributed by owner; the surrogate ``id`` primary key of entries is the one
+exception and would become (owner_id, id) when distributing.
+"""
+
+from __future__ import annotations
+
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+from .operations import OPERATION_MAX_LENGTH
+
+OWNER_ID_MAX_LENGTH = 128
+NONCE_MAX_LENGTH = 128
+APP_LABEL_MAX_LENGTH = 64
+LIMIT_KEY_MAX_LENGTH = 100
+
+#: The fields of an entry that the API shows, the decision log line carries
+#: and the admin's CSV export writes, in this order (the export adds created_by).
+ENTRY_FIELDS = (
+    "id", "owner_id", "app", "operation", "amount", "balance_after", "nonce", "metadata",
+    "created_at",
+)  # fmt: skip
+
+
+class LedgerEntry(models.Model):
+    """One credit movement. Never updated or deleted: corrections are new entries."""
+
+    id = models.BigAutoField(primary_key=True)
+    owner_id = models.CharField(max_length=OWNER_ID_MAX_LENGTH)
+    app = models.CharField(max_length=APP_LABEL_MAX_LENGTH)
+    # No ``choices=``: operations belong to consumer apps, and adding one must
+    # never need a ledger_core migration.
+    operation = models.CharField(max_length=OPERATION_MAX_LENGTH)
+    amount = models.BigIntegerField()
+    balance_after = models.BigIntegerField()
+    nonce = models.CharField(max_length=NONCE_MAX_LENGTH)
+    fingerprint = models.CharField(max_length=64, help_text="sha256 of (app, operation, amount)")
+    # NULL (not ""): entries without a limit must stay out of the partial unique key.
+    limit_key = models.CharField(max_length=LIMIT_KEY_MAX_LENGTH, null=True, blank=True)  # noqa: DJ001
+    metadata = models.JSONField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    created_by = models.CharField(max_length=200, help_text="who posted it (user or system)")
+
+    class Meta:
+        verbose_name = "ledger entry"
+        verbose_name_plural = "ledger entries"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["owner_id", "nonce"], name="ledger_entry_owner_nonce_uniq"
+            ),
+            models.UniqueConstraint(
+                fields=["owner_id", "limit_key"],
+                condition=Q(limit_key__isnull=False),
+                name="ledger_entry_owner_limit_uniq",
+            ),
+            models.CheckConstraint(
+                condition=Q(balance_after__gte=0), name="ledger_entry_balance_after_gte_0"
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["owner_id", "-id"], name="ledger_entry_owner_id_idx"),
+            models.Index(fields=["owner_id", "created_at"], name="ledger_entry_owner_time_idx"),
+        ]
+        permissions = [
+            ("post_any_entry", "Can post entries to any owner's ledger"),
+            ("view_any_ledger", "Can view any owner's ledger"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.owner_id} {self.operation} {self.amount:+d} (#{self.pk})"
+
+
+class Balance(models.Model):
+    """The owner's current balance: always the sum of the owner's entries."""
+
+    owner_id = models.CharField(max_length=OWNER_ID_MAX_LENGTH, primary_key=True)
+    balance = models.BigIntegerField(default=0)
+    version = models.BigIntegerField(default=0, help_text="number of entries applied")
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=Q(balance__gte=0), name="ledger_balance_gte_0"),
+            models.CheckConstraint(
+                condition=Q(version__gte=0), name="ledger_balance_version_gte_0"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.owner_id}: {self.balance}"

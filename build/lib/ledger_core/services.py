@@ -1,0 +1,756 @@
+"""Writes to the ledger. Every credit movement goes through ``entry_post``.
+
+Design decision: a post is one short transaction that serialises per owner on
+the owner's ``Balance`` row. Credits use an upsert (so the first post for a new
+owner cannot race), debits a conditional ``UPDATE ... WHERE balance + x >= 0``;
+either returns the new balance, and the entry is inserted with it as
+``balance_after``. Both are one statement (a data-modifying CTE), atomic on
+its own, so a post outside a transaction is a single round
+trip; inside a caller's transaction it runs under a savepoint, so a consumer
+app can create its own rows and the entry in one commit. Idempotency and
+limits are enforced by unique keys: the fast path does not look the nonce up
+first; a unique violation (or a refused debit) is followed by a look-up that
+turns it into a replay, a conflict or a limit refusal. Side effects (cache,
+metrics, logs, signal) wait for ``on_commit``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from django.db import IntegrityError, connection, transaction
+from django.utils import timezone
+
+from . import metrics
+from .actors import Actor
+from .cache import balance_cache
+from .conf import ledger_settings
+from .exceptions import (
+    BatchRefused,
+    Forbidden,
+    InsufficientBalance,
+    InvalidEntry,
+    LedgerError,
+    LimitReached,
+    NonceConflict,
+    NonceInFlight,
+    UnknownOperation,
+)
+from .models import ENTRY_FIELDS, Balance, LedgerEntry
+from .operations import OperationPolicy, Role, registry
+from .signals import entry_posted
+from .types import BalanceView
+from .validation import metadata_validate, nonce_validate, owner_id_validate
+
+logger = logging.getLogger("ledger_core.services")
+# One line per ledger decision (posted, replayed, refused) with owner, app,
+# operation, amount, nonce and outcome as fields.
+decision_log = logging.getLogger("ledger_core.decisions")
+
+_BALANCE_TABLE = Balance._meta.db_table
+
+# The balance change of a post; both return the new (balance, version), or no
+# row when a debit is not covered.
+_CREDIT_SQL = f"""
+INSERT INTO {_BALANCE_TABLE} (owner_id, balance, version, updated_at)
+VALUES (%(owner)s, %(amount)s, 1, %(now)s)
+ON CONFLICT (owner_id) DO UPDATE SET
+    balance = {_BALANCE_TABLE}.balance + EXCLUDED.balance,
+    version = {_BALANCE_TABLE}.version + 1,
+    updated_at = EXCLUDED.updated_at
+RETURNING balance, version
+"""  # noqa: S608 (table name is a model constant, values are parameters)
+
+_DEBIT_SQL = f"""
+UPDATE {_BALANCE_TABLE}
+SET balance = balance + %(amount)s, version = version + 1, updated_at = %(now)s
+WHERE owner_id = %(owner)s AND balance + %(amount)s >= 0
+RETURNING balance, version
+"""  # noqa: S608
+
+# PostgreSQL: the balance change and the entry in one statement (a
+# data-modifying CTE): a unique violation on the entry undoes the balance
+# change with it.
+_ENTRY_TABLE = LedgerEntry._meta.db_table
+_ENTRY_INSERT = f"""
+INSERT INTO {_ENTRY_TABLE} (owner_id, app, operation, amount, balance_after, nonce,
+    fingerprint, limit_key, metadata, created_at, created_by)
+SELECT %(owner)s, %(app)s, %(operation)s, %(amount)s, b.balance, %(nonce)s,
+    %(fingerprint)s, %(limit_key)s, %(metadata)s::jsonb, %(now)s, %(actor)s
+FROM b
+RETURNING id, balance_after, (SELECT version FROM b)
+"""  # noqa: S608
+_PG_CREDIT_POST = f"WITH b AS ({_CREDIT_SQL}){_ENTRY_INSERT}"
+_PG_DEBIT_POST = f"WITH b AS ({_DEBIT_SQL}){_ENTRY_INSERT}"
+
+
+@dataclasses.dataclass(frozen=True)
+class PostResult:
+    """What ``entry_post`` did: the entry, and whether it was a replay."""
+
+    entry: LedgerEntry
+    replayed: bool = False
+
+
+def entry_fingerprint(*, app: str, operation: str, amount: int) -> str:
+    """The payload identity a nonce is bound to: (app, operation, amount)."""
+    return hashlib.sha256(f"{app}\x1f{operation}\x1f{amount}".encode()).hexdigest()
+
+
+def max_entry_amount() -> int:
+    return int(ledger_settings.MAX_ENTRY_AMOUNT)
+
+
+def operation_policy_get(*, app: str, operation: str, direct: bool = False) -> OperationPolicy:
+    """The policy of ``operation`` in ``app``; ``UnknownOperation`` if it has none.
+
+    ``direct=True``: operations posted only through an app's own endpoints
+    count as unknown too, and are left out of the ``allowed`` list.
+    """
+    policy = registry.policy(app, operation) if isinstance(operation, str) else None
+    if policy is None or policy.amount is None or (direct and not policy.direct):
+        detail = (
+            f"{operation} cannot be posted directly in app {app!r}; use the app's own endpoint."
+            if policy is not None and policy.amount is not None
+            else f"Unknown operation {operation!r} for app {app!r}."
+        )
+        raise UnknownOperation(
+            detail, field="operation", allowed=registry.postable(app, direct=direct)
+        )
+    return policy
+
+
+def _role_for(actor: Actor, owner_id: str, policy: OperationPolicy) -> Role:
+    if actor.is_system:
+        return "system"
+    if actor.can_post_any and "manager" in policy.posters:
+        return "manager"
+    if actor.owner_id == owner_id and "owner" in policy.posters:
+        return "owner"
+    if actor.owner_id != owner_id and not actor.can_post_any:
+        raise Forbidden("You may only move credits on your own ledger.")
+    raise Forbidden("You may not post this operation.")
+
+
+def _amount_resolve(policy: OperationPolicy, amount: int | None, role: Role) -> int:
+    configured = policy.amount
+    assert configured is not None
+    if amount is None:
+        return configured
+    if isinstance(amount, bool) or not isinstance(amount, int):
+        raise InvalidEntry("amount must be an integer.", field="amount")
+    if role == "owner":
+        if amount != configured:
+            raise InvalidEntry(
+                f"amount must be {configured} for this operation (or omitted).",
+                field="amount",
+                expected=configured,
+            )
+        return amount
+    # Managers and the system may post grants of any size, in the operation's
+    # direction and within the site's cap.
+    if configured == 0:
+        if amount != 0:
+            raise InvalidEntry("amount must be 0 for this operation.", field="amount")
+        return 0
+    if amount == 0 or (amount > 0) != (configured > 0):
+        sign = "positive" if configured > 0 else "negative"
+        raise InvalidEntry(f"amount must be a non-zero {sign} integer.", field="amount")
+    cap = max_entry_amount()
+    if abs(amount) > cap:
+        raise InvalidEntry(f"amount must be at most {cap} in absolute value.", field="amount")
+    return amount
+
+
+def next_utc_midnight(now: datetime) -> datetime:
+    """The start of the UTC day after ``now`` (when a daily limit frees up)."""
+    start = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    return start + timedelta(days=1)
+
+
+def _limit_key(policy: OperationPolicy, operation: str, now: datetime) -> str | None:
+    if policy.limit == "daily":
+        return f"{operation}:{now.astimezone(UTC).date().isoformat()}"
+    if policy.limit == "once":
+        return operation
+    return None
+
+
+def _limit_refusal(policy: OperationPolicy, operation: str, now: datetime) -> LimitReached:
+    if policy.limit == "daily":
+        return LimitReached(
+            f"{operation} can be posted once per UTC day.",
+            next_claim_at=next_utc_midnight(now).isoformat().replace("+00:00", "Z"),
+        )
+    return LimitReached(f"{operation} can be posted only once per owner.")
+
+
+def _replay_or_conflict(existing: LedgerEntry, fingerprint: str) -> PostResult:
+    if existing.fingerprint != fingerprint:
+        raise NonceConflict(
+            "This nonce was already used for a different operation, amount or app.",
+            entry_id=existing.pk,
+        )
+    return PostResult(entry=existing, replayed=True)
+
+
+def _entry_by_nonce(owner_id: str, nonce: str) -> LedgerEntry | None:
+    return LedgerEntry.objects.filter(owner_id=owner_id, nonce=nonce).first()
+
+
+@dataclasses.dataclass(frozen=True)
+class PreparedEntry:
+    """A post that passed every check that needs no database: ready to apply."""
+
+    owner_id: str
+    operation: str
+    nonce: str
+    app: str
+    amount: int
+    metadata: dict[str, Any] | None
+    policy: OperationPolicy
+    limit_key: str | None
+    fingerprint: str
+    actor_name: str
+
+
+def entry_prepare(
+    *,
+    owner_id: str,
+    operation: str,
+    nonce: str,
+    app: str,
+    actor: Actor,
+    amount: int | None = None,
+    metadata: dict[str, Any] | None = None,
+    now: datetime | None = None,
+    direct: bool = False,
+) -> PreparedEntry:
+    """Check a post without touching the database: input, operation, permission, amount.
+
+    Raises the same ``LedgerError`` that ``entry_post`` would for these rules.
+    ``direct=True`` also refuses operations the app posts only through its own
+    domain endpoints, as the generic ledger API does.
+    """
+    owner_id_validate(owner_id)
+    nonce_validate(nonce)
+    metadata_validate(metadata)
+    policy = operation_policy_get(app=app, operation=operation, direct=direct)
+    role = _role_for(actor, owner_id, policy)
+    resolved = _amount_resolve(policy, amount, role)
+    now = now or timezone.now()
+    return PreparedEntry(
+        owner_id=owner_id,
+        operation=operation,
+        nonce=nonce,
+        app=app,
+        amount=resolved,
+        metadata=metadata,
+        policy=policy,
+        limit_key=_limit_key(policy, operation, now),
+        fingerprint=entry_fingerprint(app=app, operation=operation, amount=resolved),
+        actor_name=actor.name,
+    )
+
+
+def _pg_post(p: PreparedEntry, now: datetime) -> tuple[LedgerEntry, int]:
+    params = {
+        "owner": p.owner_id,
+        "app": p.app,
+        "operation": p.operation,
+        "amount": p.amount,
+        "nonce": p.nonce,
+        "fingerprint": p.fingerprint,
+        "limit_key": p.limit_key,
+        "metadata": None if p.metadata is None else json.dumps(p.metadata),
+        "now": now,
+        "actor": p.actor_name,
+    }
+    with connection.cursor() as cursor:
+        cursor.execute(_PG_CREDIT_POST if p.amount >= 0 else _PG_DEBIT_POST, params)
+        row = cursor.fetchone()
+    if row is None:
+        raise _Refused
+    entry = LedgerEntry(
+        id=row[0],
+        owner_id=p.owner_id,
+        app=p.app,
+        operation=p.operation,
+        amount=p.amount,
+        balance_after=row[1],
+        nonce=p.nonce,
+        fingerprint=p.fingerprint,
+        limit_key=p.limit_key,
+        metadata=p.metadata,
+        created_at=now,
+        created_by=p.actor_name,
+    )
+    entry._state.adding = False
+    return entry, row[2]
+
+
+class _Refused(Exception):
+    """Internal: leave the atomic block (rolling it back) for an insufficient balance."""
+
+
+def entry_post(
+    *,
+    owner_id: str,
+    operation: str,
+    nonce: str,
+    app: str,
+    actor: Actor,
+    amount: int | None = None,
+    metadata: dict[str, Any] | None = None,
+    direct: bool = False,
+) -> PostResult:
+    """Post ``operation`` to ``owner_id``'s ledger as ``actor``, at most once per nonce.
+
+    Returns the new entry, or the original one (``replayed=True``) when the
+    same owner, nonce and payload were posted before. Raises
+    ``InvalidEntry``/``UnknownOperation`` (bad input), ``Forbidden``,
+    ``InsufficientBalance``, ``LimitReached``, ``NonceConflict`` or
+    ``NonceInFlight``; nothing is stored when it raises. Works inside a
+    caller's ``transaction.atomic()``: the entry then commits with it.
+    ``direct=True`` refuses operations that the app posts only through its own
+    endpoints (as the generic ledger API, the admin and the commands do).
+    """
+    started = time.perf_counter()
+    now = timezone.now()
+    try:
+        prepared = entry_prepare(
+            owner_id=owner_id,
+            operation=operation,
+            nonce=nonce,
+            app=app,
+            actor=actor,
+            amount=amount,
+            metadata=metadata,
+            now=now,
+            direct=direct,
+        )
+        result = _post(prepared, actor=actor, now=now, started=started)
+    except LedgerError as exc:
+        _record_refusal(
+            exc, app=app, operation=operation, owner_id=owner_id, amount=amount, nonce=nonce,
+            actor=actor,
+        )  # fmt: skip
+        raise
+    if result.replayed:
+        metrics.entry_replayed(app=app, operation=operation)
+        _log_entry("replayed", result.entry, actor)
+    return result
+
+
+def _record_refusal(
+    error: LedgerError, *, app: str, operation: object, actor: Actor, **fields: Any
+) -> None:
+    """Count a refused post and log it as one decision line."""
+    metrics.entry_rejected(app=app, operation=operation, reason=error.code)
+    decision_log.info(
+        "ledger.refused",
+        extra={
+            "outcome": "refused",
+            "reason": error.code,
+            "app": app,
+            "operation": operation,
+            "actor": actor.name,
+            **fields,
+        },
+    )
+
+
+def _log_entry(outcome: str, entry: LedgerEntry, actor: Actor) -> None:
+    fields = {name: getattr(entry, name) for name in ENTRY_FIELDS if name != "metadata"}
+    fields["entry_id"] = fields.pop("id")
+    fields["created_at"] = entry.created_at.isoformat()
+    decision_log.info(
+        f"ledger.{outcome}", extra={"outcome": outcome, **fields, "actor": actor.name}
+    )
+
+
+def _post(prepared: PreparedEntry, *, actor: Actor, now: datetime, started: float) -> PostResult:
+    """Apply a prepared post: balance change and entry, or a replay/refusal."""
+    owner_id, nonce = prepared.owner_id, prepared.nonce
+    resolved, fingerprint = prepared.amount, prepared.fingerprint
+
+    try:
+        if connection.in_atomic_block:
+            # Inside the caller's transaction: a savepoint keeps it usable
+            # when the statement fails.
+            with transaction.atomic():
+                entry, version = _pg_post(prepared, now)
+        else:
+            entry, version = _pg_post(prepared, now)
+    except _Refused:
+        existing = _entry_by_nonce(owner_id, nonce)
+        if existing is not None:
+            return _replay_or_conflict(existing, fingerprint)
+        current = (
+            Balance.objects.filter(owner_id=owner_id).values_list("balance", flat=True).first()
+        )
+        raise InsufficientBalance(
+            f"Balance {current or 0} does not cover {-resolved}.",
+            balance=current or 0,
+            required=-resolved,
+        ) from None
+    except IntegrityError:
+        existing = _entry_by_nonce(owner_id, nonce)
+        if existing is not None:
+            return _replay_or_conflict(existing, fingerprint)
+        limit_key = prepared.limit_key
+        if (
+            limit_key is not None
+            and LedgerEntry.objects.filter(owner_id=owner_id, limit_key=limit_key).exists()
+        ):
+            raise _limit_refusal(prepared.policy, prepared.operation, now) from None
+        # The conflicting post has not committed yet (or rolled back): the
+        # client may retry with the same nonce.
+        raise NonceInFlight() from None
+
+    view = BalanceView(
+        owner_id=owner_id, balance=entry.balance_after, version=version, updated_at=now
+    )
+    transaction.on_commit(lambda: _after_commit(entry, view, actor, started), robust=True)
+    return PostResult(entry=entry)
+
+
+def _after_commit(entry: LedgerEntry, view: BalanceView, actor: Actor, started: float) -> None:
+    # Order matters: the cache holds the new balance before the post's
+    # response can reach the client (read-your-writes, see ledger_core.cache).
+    balance_cache.offer(view)
+    metrics.entry_committed(
+        app=entry.app,
+        operation=entry.operation,
+        amount=entry.amount,
+        seconds=time.perf_counter() - started,
+    )
+    _log_entry("posted", entry, actor)
+    for receiver, error in entry_posted.send_robust(sender=LedgerEntry, entry=entry):
+        if isinstance(error, Exception):
+            logger.error(
+                "entry_posted receiver %r failed", receiver, exc_info=(type(error), error, None)
+            )
+
+
+# --- batches -------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class EntryRequest:
+    """One post of a batch, as a client or a command gives it."""
+
+    owner_id: str
+    operation: str
+    nonce: str
+    amount: int | None = None
+    metadata: dict[str, Any] | None = None
+
+
+@dataclasses.dataclass
+class BatchItemResult:
+    """The outcome of one batch item: a new entry, a replay, or a refusal."""
+
+    index: int
+    entry: LedgerEntry | None = None
+    replayed: bool = False
+    error: LedgerError | None = None
+
+    @property
+    def status(self) -> int:
+        if self.error is not None:
+            return self.error.status
+        return 200 if self.replayed else 201
+
+
+_LOCK_CHUNK = 5000
+
+
+def _batch_lock_balances(
+    owners: list[str], create: set[str], now: datetime
+) -> dict[str, list[int]]:
+    """Lock the owners' balance rows in sorted order; create rows for ``create``."""
+    state: dict[str, list[int]] = {}
+    to_create = sorted(create)
+    with connection.cursor() as cursor:
+        for start in range(0, len(to_create), _LOCK_CHUNK):
+            chunk = to_create[start : start + _LOCK_CHUNK]
+            cursor.execute(
+                f"INSERT INTO {_BALANCE_TABLE} (owner_id, balance, version, updated_at) "  # noqa: S608
+                "SELECT o, 0, 0, %s FROM unnest(%s::text[]) AS o "
+                "ON CONFLICT (owner_id) DO NOTHING",
+                [now, chunk],
+            )
+    with connection.cursor() as cursor:
+        for start in range(0, len(owners), _LOCK_CHUNK):
+            chunk = owners[start : start + _LOCK_CHUNK]
+            cursor.execute(
+                f"SELECT owner_id, balance, version FROM {_BALANCE_TABLE} "  # noqa: S608
+                "WHERE owner_id = ANY(%s::text[]) ORDER BY owner_id FOR UPDATE",
+                [chunk],
+            )
+            for owner_id, balance, version in cursor.fetchall():
+                state[owner_id] = [balance, version]
+    return state
+
+
+def _batch_existing(prepared: list[PreparedEntry]) -> tuple[dict, set]:
+    """Entries already stored for these (owner, nonce) pairs, and used limit keys."""
+    by_nonce: dict[tuple[str, str], LedgerEntry] = {}
+    limits: set[tuple[str, str]] = set()
+    nonces_of: dict[str, list[str]] = {}
+    limits_of: dict[str, list[str]] = {}
+    for p in prepared:
+        nonces_of.setdefault(p.owner_id, []).append(p.nonce)
+        if p.limit_key:
+            limits_of.setdefault(p.owner_id, []).append(p.limit_key)
+    owners = sorted(nonces_of)
+    for start in range(0, len(owners), _LOCK_CHUNK):
+        chunk = owners[start : start + _LOCK_CHUNK]
+        pair_owners = [o for o in chunk for _ in nonces_of[o]]
+        pair_nonces = [n for o in chunk for n in nonces_of[o]]
+        # A join on the exact (owner_id, nonce) pairs uses the unique index.
+        found = LedgerEntry.objects.raw(
+            f"SELECT e.* FROM {LedgerEntry._meta.db_table} e "  # noqa: S608
+            "JOIN unnest(%s::text[], %s::text[]) AS p(owner_id, nonce) "
+            "ON e.owner_id = p.owner_id AND e.nonce = p.nonce",
+            [pair_owners, pair_nonces],
+        )
+        for entry in found:
+            by_nonce[(entry.owner_id, entry.nonce)] = entry
+        limit_owners = [o for o in chunk for _ in limits_of.get(o, ())]
+        limit_keys = [k for o in chunk for k in limits_of.get(o, ())]
+        if limit_keys:
+            wanted_limits = set(zip(limit_owners, limit_keys, strict=True))
+            for owner_id, key in LedgerEntry.objects.filter(
+                owner_id__in=set(limit_owners), limit_key__in=set(limit_keys)
+            ).values_list("owner_id", "limit_key"):
+                if (owner_id, key) in wanted_limits:
+                    limits.add((owner_id, key))
+    return by_nonce, limits
+
+
+def _batch_insert(rows: list[LedgerEntry]) -> None:
+    """Insert new entries, setting their ids (one statement per chunk)."""
+    table = LedgerEntry._meta.db_table
+    sql = (
+        f"INSERT INTO {table} (owner_id, app, operation, amount, balance_after, nonce, "  # noqa: S608
+        "fingerprint, limit_key, metadata, created_at, created_by) "
+        "SELECT o, a, op, am, ba, n, f, lk, md::jsonb, ca, cb FROM unnest("
+        "%s::text[], %s::text[], %s::text[], %s::bigint[], %s::bigint[], %s::text[], "
+        "%s::text[], %s::text[], %s::text[], %s::timestamptz[], %s::text[]"
+        ") AS t(o, a, op, am, ba, n, f, lk, md, ca, cb) RETURNING id"
+    )
+    with connection.cursor() as cursor:
+        for start in range(0, len(rows), _LOCK_CHUNK):
+            chunk = rows[start : start + _LOCK_CHUNK]
+            cursor.execute(
+                sql,
+                [
+                    [r.owner_id for r in chunk],
+                    [r.app for r in chunk],
+                    [r.operation for r in chunk],
+                    [r.amount for r in chunk],
+                    [r.balance_after for r in chunk],
+                    [r.nonce for r in chunk],
+                    [r.fingerprint for r in chunk],
+                    [r.limit_key for r in chunk],
+                    [None if r.metadata is None else json.dumps(r.metadata) for r in chunk],
+                    [r.created_at for r in chunk],
+                    [r.created_by for r in chunk],
+                ],
+            )
+            # Ids come from one sequence in insertion order, which is the
+            # order of the unnest() rows.
+            ids = sorted(row[0] for row in cursor.fetchall())
+            for row, pk in zip(chunk, ids, strict=True):
+                row.pk = pk
+                row._state.adding = False
+
+
+def _batch_update_balances(state: dict[str, list[int]], touched: set[str], now: datetime) -> None:
+    owners = sorted(touched)
+    with connection.cursor() as cursor:
+        for start in range(0, len(owners), _LOCK_CHUNK):
+            chunk = owners[start : start + _LOCK_CHUNK]
+            cursor.execute(
+                f"UPDATE {_BALANCE_TABLE} AS b SET balance = v.balance, version = v.version, "  # noqa: S608
+                "updated_at = %s FROM unnest(%s::text[], %s::bigint[], %s::bigint[]) "
+                "AS v(owner_id, balance, version) WHERE b.owner_id = v.owner_id",
+                [
+                    now,
+                    chunk,
+                    [state[o][0] for o in chunk],
+                    [state[o][1] for o in chunk],
+                ],
+            )
+
+
+def entry_post_batch(
+    *,
+    app: str,
+    actor: Actor,
+    entries: list[EntryRequest],
+    atomic: bool = True,
+    direct: bool = False,
+) -> list[BatchItemResult]:
+    """Post many entries in one transaction, with every rule of ``entry_post``.
+
+    ``atomic=True``: all new entries commit or none do; the first refusal
+    raises ``BatchRefused`` (naming the entry's index). ``atomic=False``: each
+    entry stands alone; refused ones are reported in their result and the rest
+    commit. Replays and nonce conflicts work as for single posts, including
+    between two items of one batch. Balance rows are locked in owner order, so
+    batches touching the same owners never deadlock, and entries of one owner
+    are applied in the order given. Side effects run after commit: one cache
+    write per owner, metrics, log lines and ``entry_posted`` per new entry.
+    """
+    started = time.perf_counter()
+    now = timezone.now()
+    results = [BatchItemResult(index=i) for i in range(len(entries))]
+    prepared: dict[int, PreparedEntry] = {}
+
+    def refuse(index: int, error: LedgerError) -> None:
+        results[index].error = error
+        request = entries[index]
+        _record_refusal(
+            error, app=app, operation=request.operation, owner_id=request.owner_id,
+            amount=request.amount, nonce=request.nonce, actor=actor, batch_index=index,
+        )  # fmt: skip
+        if atomic:
+            raise BatchRefused(index, error)
+
+    for i, request in enumerate(entries):
+        try:
+            prepared[i] = entry_prepare(
+                owner_id=request.owner_id,
+                operation=request.operation,
+                nonce=request.nonce,
+                app=app,
+                actor=actor,
+                amount=request.amount,
+                metadata=request.metadata,
+                now=now,
+                direct=direct,
+            )
+        except LedgerError as exc:
+            refuse(i, exc)
+
+    # Items repeating an earlier item's (owner, nonce) answer like a retry of it.
+    primary_of: dict[tuple[str, str], int] = {}
+    duplicates: dict[int, int] = {}
+    for i, p in prepared.items():
+        key = (p.owner_id, p.nonce)
+        if key in primary_of:
+            first = prepared[primary_of[key]]
+            if first.fingerprint != p.fingerprint:
+                refuse(
+                    i,
+                    NonceConflict("This nonce is used twice in the batch with different payloads."),
+                )
+            else:
+                duplicates[i] = primary_of[key]
+        else:
+            primary_of[key] = i
+    primaries = [i for i in primary_of.values()]
+
+    new_entries: list[LedgerEntry] = []
+    touched: set[str] = set()
+    final_views: dict[str, BalanceView] = {}
+    with transaction.atomic():
+        owners = sorted({prepared[i].owner_id for i in primaries})
+        creates = {prepared[i].owner_id for i in primaries if prepared[i].amount >= 0}
+        state = _batch_lock_balances(owners, creates, now)
+        existing, used_limits = _batch_existing([prepared[i] for i in primaries])
+        for i in sorted(primaries):
+            p = prepared[i]
+            stored = existing.get((p.owner_id, p.nonce))
+            if stored is not None:
+                if stored.fingerprint == p.fingerprint:
+                    results[i].entry, results[i].replayed = stored, True
+                else:
+                    refuse(i, NonceConflict(entry_id=stored.pk))
+                continue
+            if p.limit_key and (p.owner_id, p.limit_key) in used_limits:
+                refuse(i, _limit_refusal(p.policy, p.operation, now))
+                continue
+            balance, version = state.get(p.owner_id, [0, 0])
+            if balance + p.amount < 0:
+                refuse(
+                    i,
+                    InsufficientBalance(
+                        f"Balance {balance} does not cover {-p.amount}.",
+                        balance=balance,
+                        required=-p.amount,
+                    ),
+                )
+                continue
+            state[p.owner_id] = [balance + p.amount, version + 1]
+            touched.add(p.owner_id)
+            if p.limit_key:
+                used_limits.add((p.owner_id, p.limit_key))
+            entry = LedgerEntry(
+                owner_id=p.owner_id,
+                app=app,
+                operation=p.operation,
+                amount=p.amount,
+                balance_after=balance + p.amount,
+                nonce=p.nonce,
+                fingerprint=p.fingerprint,
+                limit_key=p.limit_key,
+                metadata=p.metadata,
+                created_at=now,
+                created_by=actor.name,
+            )
+            results[i].entry = entry
+            new_entries.append(entry)
+        if new_entries:
+            _batch_insert(new_entries)
+            _batch_update_balances(state, touched, now)
+        for owner in touched:
+            final_views[owner] = BalanceView(
+                owner_id=owner, balance=state[owner][0], version=state[owner][1], updated_at=now
+            )
+
+    for i, first in duplicates.items():
+        source = results[first]
+        if source.error is not None:
+            results[i].error = source.error
+        else:
+            results[i].entry, results[i].replayed = source.entry, True
+    for result in results:
+        if result.replayed and result.entry is not None:
+            metrics.entry_replayed(app=app, operation=result.entry.operation)
+
+    def after_commit() -> None:
+        balance_cache.offer_many(list(final_views.values()))
+        amounts: dict[str, list[int]] = {}
+        for entry in new_entries:
+            amounts.setdefault(entry.operation, []).append(entry.amount)
+        # One latency sample per batch: every entry of it took the same time.
+        metrics.batch_committed(
+            app=app, amounts_by_operation=amounts, seconds=time.perf_counter() - started
+        )
+        log_each = decision_log.isEnabledFor(logging.INFO)
+        receivers = entry_posted.has_listeners(LedgerEntry)
+        for entry in new_entries:
+            if log_each:
+                _log_entry("posted", entry, actor)
+            if receivers:
+                for receiver, error in entry_posted.send_robust(sender=LedgerEntry, entry=entry):
+                    if isinstance(error, Exception):
+                        logger.error(
+                            "entry_posted receiver %r failed",
+                            receiver,
+                            exc_info=(type(error), error, None),
+                        )
+
+    if new_entries:
+        transaction.on_commit(after_commit, robust=True)
+    return results

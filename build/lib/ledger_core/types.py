@@ -1,0 +1,16 @@
+"""Plain value types shared by the selectors, the cache and the API."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import datetime
+
+
+@dataclasses.dataclass(frozen=True)
+class BalanceView:
+    """An owner's balance; an owner without entries has balance 0, version 0."""
+
+    owner_id: str
+    balance: int
+    version: int
+    updated_at: datetime | None

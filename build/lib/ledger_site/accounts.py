@@ -1,0 +1,270 @@
+"""Accounts: registration (with the signup credit), JWT tokens, logout, me.
+
+A regular user's ledger owner id is their username, so usernames are limited
+to characters an owner id may hold and are unique case-insensitively.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth import get_user_model, password_validation
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import IntegrityError
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import serializers, status
+from rest_framework.exceptions import AuthenticationFailed
+from rest_framework.permissions import AllowAny, IsAuthenticated
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+from rest_framework_simplejwt.exceptions import TokenError
+from rest_framework_simplejwt.tokens import RefreshToken
+from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
+
+from ledger_core.actors import POST_ANY_PERMISSION, VIEW_ANY_PERMISSION
+from ledger_core.api.schema import BAD_REQUEST, RATE_LIMITED, UNAUTHORIZED, UNAVAILABLE
+from ledger_core.selectors import balance_get, ledger_exists
+
+from .jwt import (
+    LedgerTokenObtainPairSerializer,
+    LedgerTokenRefreshSerializer,
+)
+from .services import user_register
+
+USERNAME_RE = re.compile(r"\A[A-Za-z0-9_.@+\-]{1,128}\Z")
+# Path segments of the ledger API that cannot double as an owner id there.
+RESERVED_USERNAMES = frozenset({"batch"})
+
+
+class RegisterSerializer(serializers.Serializer):
+    username = serializers.CharField(
+        max_length=128,
+        trim_whitespace=False,
+        help_text="1-128 characters of A-Z a-z 0-9 _ . @ + - (your ledger owner id)",
+    )
+    password = serializers.CharField(
+        max_length=128, write_only=True, trim_whitespace=False, style={"input_type": "password"}
+    )
+    email = serializers.EmailField(required=False, allow_blank=True)
+
+    def validate_username(self, value: str) -> str:
+        if not USERNAME_RE.match(value):
+            raise serializers.ValidationError(
+                "Use 1-128 characters of A-Z a-z 0-9 _ . @ + -.", code="invalid"
+            )
+        if value.lower() in RESERVED_USERNAMES:
+            raise serializers.ValidationError("This username is reserved.", code="reserved")
+        if get_user_model().objects.filter(username__iexact=value).exists():
+            raise serializers.ValidationError("This username is taken.", code="taken")
+        if ledger_exists(owner_id=value):
+            # The ledger of a deleted or renamed account, or one a manager
+            # credited: registering the name must not hand over its credits.
+            raise serializers.ValidationError("This username is taken.", code="taken")
+        return value
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        user = get_user_model()(username=attrs["username"], email=attrs.get("email", ""))
+        try:
+            password_validation.validate_password(attrs["password"], user=user)
+        except DjangoValidationError as exc:
+            raise serializers.ValidationError({"password": list(exc.messages)}) from None
+        return attrs
+
+
+class RegisteredSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    username = serializers.CharField()
+    owner_id = serializers.CharField()
+    balance = serializers.IntegerField(help_text="after the signup credit")
+
+
+class TokenRequestSerializer(serializers.Serializer):
+    username = serializers.CharField()
+    password = serializers.CharField(style={"input_type": "password"})
+
+
+class TokenPairSerializer(serializers.Serializer):
+    access = serializers.CharField()
+    refresh = serializers.CharField()
+    access_token = serializers.CharField(help_text="the same as access")
+    token_type = serializers.CharField(help_text='always "bearer"')
+    expires_in = serializers.IntegerField(help_text="access token lifetime in seconds")
+
+
+class RefreshRequestSerializer(serializers.Serializer):
+    refresh = serializers.CharField()
+
+
+class RefreshedSerializer(serializers.Serializer):
+    access = serializers.CharField()
+    refresh = serializers.CharField(help_text="a new refresh token; the old one is blacklisted")
+
+
+class MeSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    username = serializers.CharField()
+    owner_id = serializers.CharField()
+    is_staff = serializers.BooleanField()
+    balance = serializers.IntegerField()
+    permissions = serializers.ListField(child=serializers.CharField())
+
+
+class RegisterView(APIView):
+    """Create an account; the new owner receives the signup credit."""
+
+    authentication_classes: list = []
+    permission_classes = [AllowAny]
+    ratelimit_group = "auth"
+
+    @extend_schema(
+        summary="Register; the new owner gets the signup credit",
+        request=RegisterSerializer,
+        responses={
+            201: RegisteredSerializer,
+            400: BAD_REQUEST,
+            429: RATE_LIMITED,
+            503: UNAVAILABLE,
+        },
+        auth=[],
+    )
+    def post(self, request: Request) -> Response:
+        serializer = RegisterSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        try:
+            user = user_register(
+                username=data["username"], password=data["password"], email=data.get("email", "")
+            )
+        except IntegrityError:
+            raise serializers.ValidationError({"username": ["This username is taken."]}) from None
+        balance = balance_get(owner_id=user.get_username())
+        return Response(
+            {
+                "id": user.pk,
+                "username": user.get_username(),
+                "owner_id": user.get_username(),
+                "balance": balance.balance,
+            },
+            status=status.HTTP_201_CREATED,
+        )
+
+
+class TokenView(TokenObtainPairView):
+    """Username + password (JSON or form) to an access/refresh token pair."""
+
+    authentication_classes: list = []
+    serializer_class = LedgerTokenObtainPairSerializer
+    ratelimit_group = "auth"
+
+    @extend_schema(
+        summary="Log in: username and password (JSON or form) to tokens",
+        request=TokenRequestSerializer,
+        responses={
+            200: TokenPairSerializer,
+            400: BAD_REQUEST,
+            401: UNAUTHORIZED,
+            429: RATE_LIMITED,
+        },
+        auth=[],
+    )
+    def post(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        response = super().post(request, *args, **kwargs)
+        if response.status_code == status.HTTP_200_OK:
+            lifetime = settings.SIMPLE_JWT["ACCESS_TOKEN_LIFETIME"]
+            response.data["access_token"] = response.data["access"]
+            response.data["token_type"] = "bearer"
+            response.data["expires_in"] = int(lifetime.total_seconds())
+        return response
+
+
+class RefreshView(TokenRefreshView):
+    """A refresh token to a new access token and a rotated refresh token."""
+
+    authentication_classes: list = []
+    serializer_class = LedgerTokenRefreshSerializer
+    ratelimit_group = "auth"
+
+    @extend_schema(
+        summary="Rotate: a refresh token to a new access and refresh token",
+        request=RefreshRequestSerializer,
+        responses={
+            200: RefreshedSerializer,
+            400: BAD_REQUEST,
+            401: UNAUTHORIZED,
+            429: RATE_LIMITED,
+        },
+        auth=[],
+    )
+    def post(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return super().post(request, *args, **kwargs)
+
+
+class LogoutSerializer(serializers.Serializer):
+    refresh = serializers.CharField()
+
+
+class LogoutView(APIView):
+    """Blacklist a refresh token; it can no longer be used or refreshed."""
+
+    authentication_classes: list = []
+    permission_classes = [AllowAny]
+    ratelimit_group = "auth"
+
+    def get_authenticate_header(self, request: Request) -> str:
+        # No authenticator runs here, but a bad refresh token is still a 401.
+        return 'Bearer realm="api"'
+
+    @extend_schema(
+        summary="Log out: blacklist a refresh token",
+        request=LogoutSerializer,
+        responses={
+            205: OpenApiResponse(description="blacklisted; no body"),
+            400: BAD_REQUEST,
+            401: UNAUTHORIZED,
+            429: RATE_LIMITED,
+        },
+        auth=[],
+    )
+    def post(self, request: Request) -> Response:
+        serializer = LogoutSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        try:
+            RefreshToken(serializer.validated_data["refresh"]).blacklist()
+        except TokenError as exc:
+            raise AuthenticationFailed(str(exc), code="token_not_valid") from None
+        return Response(status=status.HTTP_205_RESET_CONTENT)
+
+
+class MeView(APIView):
+    """The authenticated user, their owner id, balance and ledger permissions,
+    as the database has them now (a deleted or inactive user gets a 401)."""
+
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(
+        summary="The authenticated user",
+        responses={200: MeSerializer, 401: UNAUTHORIZED, 429: RATE_LIMITED},
+    )
+    def get(self, request: Request) -> Response:
+        # A read authenticates from the token's claims; this one answers from
+        # the database, so a deleted or deactivated user learns it at once.
+        user = get_user_model().objects.filter(pk=request.user.pk, is_active=True).first()
+        if user is None:
+            raise AuthenticationFailed("User not found or inactive.", code="user_inactive")
+        ledger_perms = [
+            perm for perm in (POST_ANY_PERMISSION, VIEW_ANY_PERMISSION) if user.has_perm(perm)
+        ]
+        owner_id = user.get_username()
+        return Response(
+            {
+                "id": user.pk,
+                "username": owner_id,
+                "owner_id": owner_id,
+                "is_staff": user.is_staff,
+                "balance": balance_get(owner_id=owner_id).balance,
+                "permissions": ledger_perms,
+            }
+        )

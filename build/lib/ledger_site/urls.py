@@ -1,0 +1,37 @@
+from django.contrib import admin
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
+
+from . import accounts, health, views
+
+handler404 = views.not_found
+
+auth_patterns = [
+    path("register/", accounts.RegisterView.as_view(), name="register"),
+    path("token/", accounts.TokenView.as_view(), name="token"),
+    path("token/refresh/", accounts.RefreshView.as_view(), name="token-refresh"),
+    path("logout/", accounts.LogoutView.as_view(), name="logout"),
+    path("me/", accounts.MeView.as_view(), name="me"),
+]
+
+urlpatterns = [
+    path("", views.index, name="index"),
+    path("api/", views.ApiRootView.as_view(), name="api-root"),
+    path("admin/", admin.site.urls),
+    path("api/auth/", include((auth_patterns, "auth"))),
+    # Session login for the browsable API (DRF's templates expect this namespace
+    # at the top level).
+    path("api/auth/session/", include("rest_framework.urls", namespace="rest_framework")),
+    path("api/content/", include("content_app.urls")),
+    path("api/rewards/", include("rewards_app.urls")),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
+    path(
+        "api/redoc/",
+        SpectacularRedocView.as_view(url_name="schema", template_name="ledger_site/redoc.html"),
+        name="redoc",
+    ),
+    path("healthz", health.healthz, name="healthz"),
+    path("readyz", health.readyz, name="readyz"),
+    path("", include("django_prometheus.urls")),  # /metrics
+]

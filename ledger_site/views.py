@@ -1,0 +1,79 @@
+"""The site's front door: a landing page, the API root, and JSON 404s under /api/."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import render
+from django.urls import reverse
+from django.views.defaults import page_not_found
+from drf_spectacular.utils import extend_schema
+from rest_framework.permissions import AllowAny
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from ledger_core.api.exceptions import error_body
+
+#: The consumer apps whose ledger endpoints the API root lists (URL namespaces).
+LEDGER_APPS = ("content", "rewards")
+
+
+def index(request: HttpRequest) -> HttpResponse:
+    """What this site is, and where to go from here."""
+    return render(request, "ledger_site/index.html", {"apps": LEDGER_APPS})
+
+
+def _links(request: Request) -> dict[str, Any]:
+    def url(name: str, **kwargs: str) -> str:
+        return request.build_absolute_uri(reverse(name, kwargs=kwargs or None))
+
+    example = {"owner_id": "OWNER"}
+    links: dict[str, Any] = {
+        "auth": {
+            "register": url("auth:register"),
+            "token": url("auth:token"),
+            "refresh": url("auth:token-refresh"),
+            "logout": url("auth:logout"),
+            "me": url("auth:me"),
+            "session_login": url("rest_framework:login"),
+        },
+    }
+    for app in LEDGER_APPS:
+        links[app] = {
+            "post": url(f"{app}:ledger-list"),
+            "batch": url(f"{app}:ledger-batch"),
+            "balance": url(f"{app}:ledger-detail", **example),
+            "entries": url(f"{app}:ledger-entries", **example),
+        }
+    links["content"]["items"] = url("content:item-list")
+    links["rewards"]["daily"] = url("rewards:daily")
+    links["rewards"]["referrals"] = url("rewards:referrals")
+    links["docs"] = {
+        "schema": url("schema"),
+        "swagger": url("swagger-ui"),
+        "redoc": url("redoc"),
+    }
+    return links
+
+
+class ApiRootView(APIView):
+    """Every endpoint of the API, by app (replace OWNER with an owner id)."""
+
+    permission_classes = [AllowAny]
+    ratelimit_group = "none"
+
+    @extend_schema(exclude=True)
+    def get(self, request: Request) -> Response:
+        return Response(_links(request))
+
+
+def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    """404: the JSON error shape under /api/ (unless the client asks for HTML)."""
+    accept = request.headers.get("Accept", "")
+    if request.path.startswith("/api/") and "text/html" not in accept:
+        return JsonResponse(
+            error_body("not_found", f"No API endpoint at {request.path}."), status=404
+        )
+    return page_not_found(request, exception)
