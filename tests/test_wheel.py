@@ -5,6 +5,7 @@ in a fresh virtualenv, and asked for the admin's correcting-entry page."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -47,9 +48,18 @@ print("rendered")
 
 
 def test_wheel_ships_templates_and_renders_the_admin_pages(tmp_path):
+    # The files docker/Dockerfile copies into its build stage, and nothing else.
+    source = tmp_path / "src"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
+    for package in ("ledger_site", "ledger_core", "content_app", "rewards_app"):
+        shutil.copytree(
+            ROOT / package, source / package, ignore=shutil.ignore_patterns("__pycache__")
+        )
     wheels = tmp_path / "wheels"
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(wheels), str(ROOT)],
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(wheels), str(source)],
         check=True,
         timeout=300,
     )  # fmt: skip
