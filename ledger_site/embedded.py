@@ -13,6 +13,7 @@ from __future__ import annotations
 import signal
 import sys
 import threading
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,11 @@ from django.core.exceptions import ImproperlyConfigured
 def embedded_database(data_dir: Path) -> dict[str, Any]:
     """Django's ``DATABASES["default"]`` for an embedded server in ``data_dir``, started now."""
     try:
-        import pgserver
+        with warnings.catch_warnings():
+            # platformdirs' note that XDG_RUNTIME_DIR is unset (containers, CI) is
+            # noise here: pgserver keeps its state in the data folder.
+            warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
+            import pgserver
     except ImportError as exc:
         raise ImproperlyConfigured(
             "DATABASE_URL is not set and the embedded PostgreSQL is not installed. "
@@ -30,7 +35,9 @@ def embedded_database(data_dir: Path) -> dict[str, Any]:
             "install it: pip install 'shared-ledger[embedded]' (`make run` does)."
         ) from exc
     data_dir.mkdir(parents=True, exist_ok=True)
-    pgserver.get_server(data_dir, cleanup_mode="stop")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
+        pgserver.get_server(data_dir, cleanup_mode="stop")
     _exit_cleanly_on_sigterm()
     return {
         "ENGINE": "django_prometheus.db.backends.postgresql",

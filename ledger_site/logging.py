@@ -70,6 +70,8 @@ def logging_config(level: str = "INFO", fmt: str = "json") -> dict[str, Any]:
             # 4xx answers are logged once, by the request line, not again as warnings.
             "django.request": {"level": "ERROR"},
             "django.server": {"level": "WARNING"},
+            # runserver prints its own "Watching for file changes" line.
+            "django.utils.autoreload": {"level": "WARNING"},
             "gunicorn.access": {"level": "WARNING"},
         },
     }

@@ -47,7 +47,8 @@ class Command(BaseCommand):
         if owner is not None:
             entries = entries.filter(owner_id=owner)
             balances = balances.filter(owner_id=owner)
-        self.progress = not options["no_progress"]
+        # Progress on a terminal only, in the terminal's own colour.
+        self.progress = not options["no_progress"] and self.stderr.isatty()
         self.max_report = options["max_report"]
         self.problems = 0
         started = time.perf_counter()
@@ -68,7 +69,7 @@ class Command(BaseCommand):
             )
         elapsed = time.perf_counter() - started
         if self.progress:
-            self.stderr.write("")
+            self.stderr.write("", style_func=str)
         summary = (
             f"checked {owners} owner(s), {entry_count} entr{'y' if entry_count == 1 else 'ies'} "
             f"in {elapsed:.2f}s: "
@@ -124,5 +125,7 @@ class Command(BaseCommand):
                 self.report(owner_id, f"{count} entries but no balance row")
             owners += 1
             if self.progress and owners % 1000 == 0:
-                self.stderr.write(f"\rchecked {owners} owners, {entry_count} entries", ending="")
+                self.stderr.write(
+                    f"\rchecked {owners} owners, {entry_count} entries", style_func=str, ending=""
+                )
         return owners, entry_count
