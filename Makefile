@@ -13,7 +13,7 @@ TEST_REDIS_URL ?= redis://127.0.0.1:6379/1
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install run test lint fmt check clean bench bench-grant
+.PHONY: install run stop test lint fmt check clean bench bench-grant
 
 # `make run` installs what running needs; everything else the test extras.
 $(RUN_STAMP): pyproject.toml
@@ -37,8 +37,13 @@ run: $(RUN_STAMP)
 	@echo "  API:    http://$(HOST):$(PORT)/api/auth/register/  (then /api/auth/token/)"
 	@echo "  Admin:  http://$(HOST):$(PORT)/admin/"
 	@echo "  Create an admin: DJANGO_DEBUG=1 $(BIN)/python manage.py createsuperuser"
+	@echo "  The embedded PostgreSQL (var/pgdata) keeps running after this; make stop stops it."
 	@echo ""
 	DJANGO_DEBUG=$${DJANGO_DEBUG:-1} LOG_FORMAT=$${LOG_FORMAT:-console} $(BIN)/python manage.py runserver $(HOST):$(PORT)
+
+# Stop the embedded PostgreSQL that `make run` (or a command) started.
+stop:
+	@if [ -x $(BIN)/python ]; then $(BIN)/python -m ledger_site.embedded stop; fi
 
 test: $(STAMP)
 	scripts/ensure-tools.sh test
@@ -70,5 +75,5 @@ check: $(STAMP)
 	DJANGO_DEBUG=1 $(BIN)/python manage.py check
 	DJANGO_DEBUG=1 $(BIN)/python manage.py makemigrations --check --dry-run
 
-clean:
+clean: stop
 	rm -rf $(VENV) var .pytest_cache

@@ -94,7 +94,8 @@ WSGI_APPLICATION = "ledger_site.wsgi.application"
 # PostgreSQL (psycopg 3) only: the ledger's invariants are PostgreSQL SQL
 # (ledger_core.checks refuses any other engine). DATABASE_URL names the server;
 # without it (`make run`) an embedded PostgreSQL is started from the pgserver
-# wheel under var/pgdata (ledger_site.embedded), so a first try needs no server.
+# wheel under var/pgdata or EMBEDDED_PGDATA (ledger_site.embedded; `make stop`
+# stops it), so a first try needs no server.
 # The engine is django-prometheus's wrapper of Django's own, which counts
 # queries, errors and connections per database in /metrics.
 if env.str("DATABASE_URL", default=""):
@@ -102,10 +103,9 @@ if env.str("DATABASE_URL", default=""):
         "default": env.db("DATABASE_URL", engine="django_prometheus.db.backends.postgresql")
     }
 else:
-    from ledger_site.embedded import embedded_database
+    from ledger_site.embedded import data_dir, embedded_database
 
-    _pgdata = Path(env.str("EMBEDDED_PGDATA", default=str(BASE_DIR / "var" / "pgdata")))
-    DATABASES = {"default": embedded_database(_pgdata)}
+    DATABASES = {"default": embedded_database(data_dir())}
 DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("DATABASE_CONN_MAX_AGE", default=60))
 # Persistent connections are checked (SELECT 1) before a request reuses them,
 # so a server restart costs no failed request (see docs/performance.md).

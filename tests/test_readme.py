@@ -97,7 +97,6 @@ def test_documented_pairs_reads_the_readmes_comment_style():
 def test_readme_commands_run_as_printed(tmp_path):
     blocks = readme_blocks()
     assert len(blocks) >= 5, [title for title, _ in blocks]
-    port = free_port()
     env = site_env(
         DATABASE_URL=None,
         REDIS_URL=None,
@@ -110,6 +109,29 @@ def test_readme_commands_run_as_printed(tmp_path):
     python = str(ROOT / ".venv" / "bin" / "python")
     if not (ROOT / ".venv" / "bin" / "python").exists():  # the suite's own interpreter
         python = sys.executable
+    try:
+        output = _run_blocks(blocks, env, python, tmp_path)
+    finally:
+        subprocess.run([python, "-m", "ledger_site.embedded", "stop"], cwd=ROOT, env=env,
+                       capture_output=True, timeout=60)  # fmt: skip
+    seen = json_values(output)
+    missing = [
+        (title, key, value)
+        for title, block in blocks
+        for key, value in documented_pairs(block)
+        if (key, value) not in seen
+    ]
+    assert missing == [], output[-3000:]
+    # What the command-line section says its commands print.
+    assert "granted 1 entry (+50 credits)" in output
+    assert "granted 2 entries (+30 credits) to 2 owner(s)" in output
+    assert "ledger consistent" in output
+    assert '"code":' not in output  # no command answered with an error body
+
+
+def _run_blocks(blocks: list[tuple[str, str]], env: dict, python: str, tmp_path) -> str:
+    """Run the blocks in order in one shell against a live server; their output."""
+    port = free_port()
     subprocess.run([python, "manage.py", "migrate", "--noinput"], cwd=ROOT, env=env,
                    check=True, capture_output=True, timeout=120)  # fmt: skip
     base = f"http://127.0.0.1:{port}"
@@ -126,18 +148,5 @@ def test_readme_commands_run_as_printed(tmp_path):
             ["bash", "-c", script], cwd=work, env={**env, "PYTHONPATH": str(ROOT)},
             capture_output=True, text=True, timeout=300,
         )  # fmt: skip
-    output = result.stdout
-    assert result.returncode == 0, output[-3000:] + result.stderr[-3000:]
-    seen = json_values(output)
-    missing = [
-        (title, key, value)
-        for title, block in blocks
-        for key, value in documented_pairs(block)
-        if (key, value) not in seen
-    ]
-    assert missing == [], output[-3000:]
-    # What the command-line section says its commands print.
-    assert "granted 1 entry (+50 credits)" in output
-    assert "granted 2 entries (+30 credits) to 2 owner(s)" in output
-    assert "ledger consistent" in output
-    assert '"code":' not in output  # no command answered with an error body
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result.stdout

@@ -3,13 +3,14 @@ and an in-process cache."""
 
 from __future__ import annotations
 
+import subprocess
 import sys
 
 import pytest
 
 from bench.common import service_account_password
 from tests.factories import PASSWORD
-from tests.livehelpers import call, free_port, manage, running_server, site_env
+from tests.livehelpers import ROOT, call, free_port, manage, running_server, site_env
 
 pytestmark = pytest.mark.slow
 
@@ -76,6 +77,12 @@ def test_site_runs_on_embedded_postgresql_without_any_server(tmp_path):
             "--allow-new-owners",
         )  # fmt: skip
     assert "ledger consistent" in manage(env, "verify_ledger", "--no-progress").stdout
-    # The server lived in the given folder and stopped with its last user.
-    assert (tmp_path / "pgdata" / "PG_VERSION").exists()
-    assert not (tmp_path / "pgdata" / "postmaster.pid").exists()
+    # The server lives in the given folder and keeps running until stopped.
+    pgdata = tmp_path / "pgdata"
+    assert (pgdata / "PG_VERSION").exists() and (pgdata / "postmaster.pid").exists()
+    stopped = subprocess.run(
+        [sys.executable, "-m", "ledger_site.embedded", "stop"], cwd=ROOT, env=env,
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert stopped.returncode == 0 and "stopped embedded PostgreSQL" in stopped.stdout
+    assert not (pgdata / "postmaster.pid").exists()
