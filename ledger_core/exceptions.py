@@ -88,6 +88,19 @@ class NonceInFlight(LedgerError):
     default_detail = "A request with this nonce is still in progress; retry."
 
 
+class OutcomeUnknown(LedgerError):
+    """The database connection failed while the write was being stored: it may
+    or may not have committed. Retry with the same nonce: if it was stored, the
+    retry answers as a replay (200); if not, it is stored then."""
+
+    code = "outcome_unknown"
+    status = 503
+    default_detail = (
+        "The ledger lost its database connection while storing this request; it may or "
+        "may not have been stored. Retry with the same nonce."
+    )
+
+
 class LimitReached(LedgerError):
     """The operation's limit (once per day, once per owner, ...) is used up."""
 

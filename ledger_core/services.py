@@ -16,15 +16,17 @@ metrics, logs, signal) wait for ``on_commit``.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
 import logging
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, InterfaceError, OperationalError, connection, transaction
 from django.utils import timezone
 
 from . import metrics
@@ -40,6 +42,7 @@ from .exceptions import (
     LimitReached,
     NonceConflict,
     NonceInFlight,
+    OutcomeUnknown,
     UnknownOperation,
 )
 from .models import ENTRY_FIELDS, Balance, LedgerEntry
@@ -295,6 +298,15 @@ def _pg_post(p: PreparedEntry, now: datetime) -> tuple[LedgerEntry, int]:
     return entry, row[2]
 
 
+@contextlib.contextmanager
+def _outcome_unknown_on_connection_loss() -> Iterator[None]:
+    """Turn a connection lost while a write commits into ``OutcomeUnknown``."""
+    try:
+        yield
+    except (OperationalError, InterfaceError) as exc:
+        raise OutcomeUnknown() from exc
+
+
 class _Refused(Exception):
     """Internal: leave the atomic block (rolling it back) for an insufficient balance."""
 
@@ -383,11 +395,14 @@ def _post(prepared: PreparedEntry, *, actor: Actor, now: datetime, started: floa
     try:
         if connection.in_atomic_block:
             # Inside the caller's transaction: a savepoint keeps it usable
-            # when the statement fails.
+            # when the statement fails (the caller's commit decides).
             with transaction.atomic():
                 entry, version = _pg_post(prepared, now)
         else:
-            entry, version = _pg_post(prepared, now)
+            # One statement that commits on its own: a connection lost while it
+            # runs may have lost only the answer.
+            with _outcome_unknown_on_connection_loss():
+                entry, version = _pg_post(prepared, now)
     except _Refused:
         existing = _entry_by_nonce(owner_id, nonce)
         if existing is not None:
@@ -663,60 +678,70 @@ def entry_post_batch(
     new_entries: list[LedgerEntry] = []
     touched: set[str] = set()
     final_views: dict[str, BalanceView] = {}
-    with transaction.atomic():
-        owners = sorted({prepared[i].owner_id for i in primaries})
-        creates = {prepared[i].owner_id for i in primaries if prepared[i].amount >= 0}
-        state = _batch_lock_balances(owners, creates, now)
-        existing, used_limits = _batch_existing([prepared[i] for i in primaries])
-        for i in sorted(primaries):
-            p = prepared[i]
-            stored = existing.get((p.owner_id, p.nonce))
-            if stored is not None:
-                if stored.fingerprint == p.fingerprint:
-                    results[i].entry, results[i].replayed = stored, True
-                else:
-                    refuse(i, NonceConflict(entry_id=stored.pk))
-                continue
-            if p.limit_key and (p.owner_id, p.limit_key) in used_limits:
-                refuse(i, _limit_refusal(p.policy, p.operation, now))
-                continue
-            balance, version = state.get(p.owner_id, [0, 0])
-            if balance + p.amount < 0:
-                refuse(
-                    i,
-                    InsufficientBalance(
-                        f"Balance {balance} does not cover {-p.amount}.",
-                        balance=balance,
-                        required=-p.amount,
-                    ),
+    # Committing here (not inside a caller's transaction), a connection lost
+    # at the commit may have lost only the answer: OutcomeUnknown.
+    commits_here = not connection.in_atomic_block
+    committing = False
+    try:
+        with transaction.atomic():
+            owners = sorted({prepared[i].owner_id for i in primaries})
+            creates = {prepared[i].owner_id for i in primaries if prepared[i].amount >= 0}
+            state = _batch_lock_balances(owners, creates, now)
+            existing, used_limits = _batch_existing([prepared[i] for i in primaries])
+            for i in sorted(primaries):
+                p = prepared[i]
+                stored = existing.get((p.owner_id, p.nonce))
+                if stored is not None:
+                    if stored.fingerprint == p.fingerprint:
+                        results[i].entry, results[i].replayed = stored, True
+                    else:
+                        refuse(i, NonceConflict(entry_id=stored.pk))
+                    continue
+                if p.limit_key and (p.owner_id, p.limit_key) in used_limits:
+                    refuse(i, _limit_refusal(p.policy, p.operation, now))
+                    continue
+                balance, version = state.get(p.owner_id, [0, 0])
+                if balance + p.amount < 0:
+                    refuse(
+                        i,
+                        InsufficientBalance(
+                            f"Balance {balance} does not cover {-p.amount}.",
+                            balance=balance,
+                            required=-p.amount,
+                        ),
+                    )
+                    continue
+                state[p.owner_id] = [balance + p.amount, version + 1]
+                touched.add(p.owner_id)
+                if p.limit_key:
+                    used_limits.add((p.owner_id, p.limit_key))
+                entry = LedgerEntry(
+                    owner_id=p.owner_id,
+                    app=app,
+                    operation=p.operation,
+                    amount=p.amount,
+                    balance_after=balance + p.amount,
+                    nonce=p.nonce,
+                    fingerprint=p.fingerprint,
+                    limit_key=p.limit_key,
+                    metadata=p.metadata,
+                    created_at=now,
+                    created_by=actor.name,
                 )
-                continue
-            state[p.owner_id] = [balance + p.amount, version + 1]
-            touched.add(p.owner_id)
-            if p.limit_key:
-                used_limits.add((p.owner_id, p.limit_key))
-            entry = LedgerEntry(
-                owner_id=p.owner_id,
-                app=app,
-                operation=p.operation,
-                amount=p.amount,
-                balance_after=balance + p.amount,
-                nonce=p.nonce,
-                fingerprint=p.fingerprint,
-                limit_key=p.limit_key,
-                metadata=p.metadata,
-                created_at=now,
-                created_by=actor.name,
-            )
-            results[i].entry = entry
-            new_entries.append(entry)
-        if new_entries:
-            _batch_insert(new_entries)
-            _batch_update_balances(state, touched, now)
-        for owner in touched:
-            final_views[owner] = BalanceView(
-                owner_id=owner, balance=state[owner][0], version=state[owner][1], updated_at=now
-            )
+                results[i].entry = entry
+                new_entries.append(entry)
+            if new_entries:
+                _batch_insert(new_entries)
+                _batch_update_balances(state, touched, now)
+            for owner in touched:
+                final_views[owner] = BalanceView(
+                    owner_id=owner, balance=state[owner][0], version=state[owner][1], updated_at=now
+                )
+            committing = commits_here
+    except (OperationalError, InterfaceError) as exc:
+        if committing:
+            raise OutcomeUnknown() from exc
+        raise
 
     for i, first in duplicates.items():
         source = results[first]

@@ -69,6 +69,50 @@ def limit_group(request: Request, view: Any) -> str:
     )
 
 
+def limited_for(request: Any, group: str, keys: list[tuple[str, Any]]) -> float | None:
+    """Count ``request`` against each ``(name, django-ratelimit key)`` of
+    ``group``; the seconds to wait if any is over its rate, else None (also
+    when counting is off or the store cannot count: fail open)."""
+    if not settings.RATELIMIT_ENABLE or group == "none":
+        return None
+    rate = getattr(settings, RATE_SETTINGS[group])
+    for name, key in keys:
+        usage = _usage(request, f"{group}:{name}", key, rate)
+        if usage is not None and usage["should_limit"]:
+            REFUSALS.labels(group).inc()
+            logger.info("rate limited", extra={"ratelimit": {"group": group, "key": name}})
+            return max(1, math.ceil(usage["time_left"]))
+    return None
+
+
+def _usage(request: Any, group: str, key: Any, rate: str) -> dict | None:
+    """django-ratelimit's usage after counting this request; None if the store
+    could not count (the request is allowed)."""
+    if outage.is_open():
+        ERRORS.inc()
+        return None
+    try:
+        usage = get_usage(request, group=group, key=key, rate=rate, increment=True)
+    except Exception as exc:  # noqa: BLE001 - fail open on any counter-store fault
+        ERRORS.inc()
+        outage.trip(exc, "count")
+        return None
+    if usage is None:  # django-ratelimit's own fail-open answer
+        ERRORS.inc()
+        return None
+    outage.reset()
+    return usage
+
+
+def auth_keys(username: str | None) -> list[tuple[str, Any]]:
+    """The keys of the ``auth`` group: the client address, and the submitted
+    username if there is one (so that one account is not tried from many addresses)."""
+    keys: list[tuple[str, Any]] = [("ip", "ip")]
+    if username:
+        keys.append(("username", lambda _group, _request, u=username: u))
+    return keys
+
+
 class RateLimit(BaseThrottle):
     """Per-view rate limit group; ``ratelimit_group`` on the view names it.
 
@@ -79,49 +123,13 @@ class RateLimit(BaseThrottle):
     def __init__(self) -> None:
         self._wait: float | None = None
 
-    def keys(self, group: str, request: Request) -> list[tuple[str, Any]]:
-        """``(name, django-ratelimit key)`` pairs the request is counted under."""
-        if group == "auth":
-            keys: list[tuple[str, Any]] = [("ip", "ip")]
-            username = submitted_username(request)
-            if username:
-                keys.append(("username", lambda _group, _request, u=username: u))
-            return keys
-        return [("user", "user_or_ip")]
-
     def allow_request(self, request: Request, view: Any) -> bool:
-        if not settings.RATELIMIT_ENABLE:
-            return True
         group = limit_group(request, view)
-        if group == "none":
-            return True
-        rate = getattr(settings, RATE_SETTINGS[group])
-        for name, key in self.keys(group, request):
-            usage = self._usage(request, f"{group}:{name}", key, rate)
-            if usage is not None and usage["should_limit"]:
-                self._wait = max(1, math.ceil(usage["time_left"]))
-                REFUSALS.labels(group).inc()
-                logger.info("rate limited", extra={"ratelimit": {"group": group, "key": name}})
-                return False
-        return True
-
-    def _usage(self, request: Request, group: str, key: Any, rate: str) -> dict | None:
-        """django-ratelimit's usage after counting this request; None if the
-        store could not count (the request is allowed)."""
-        if outage.is_open():
-            ERRORS.inc()
-            return None
-        try:
-            usage = get_usage(request, group=group, key=key, rate=rate, increment=True)
-        except Exception as exc:  # noqa: BLE001 - fail open on any counter-store fault
-            ERRORS.inc()
-            outage.trip(exc, "count")
-            return None
-        if usage is None:  # django-ratelimit's own fail-open answer
-            ERRORS.inc()
-            return None
-        outage.reset()
-        return usage
+        keys = (
+            auth_keys(submitted_username(request)) if group == "auth" else [("user", "user_or_ip")]
+        )
+        self._wait = limited_for(request, group, keys)
+        return self._wait is None
 
     def wait(self) -> float | None:
         return self._wait

@@ -1,8 +1,10 @@
 from django.contrib import admin
+from django.contrib.auth.views import LoginView
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
 from . import accounts, health, views
+from .logins import login_rate_limited
 
 handler404 = views.not_found
 
@@ -17,6 +19,12 @@ auth_patterns = [
 urlpatterns = [
     path("", views.index, name="index"),
     path("api/", views.ApiRootView.as_view(), name="api-root"),
+    # Login forms, rate limited like /api/auth/token/ (ledger_site.logins).
+    path("admin/login/", login_rate_limited(admin.site.login)),
+    path(
+        "api/auth/session/login/",
+        login_rate_limited(LoginView.as_view(template_name="rest_framework/login.html")),
+    ),
     path("admin/", admin.site.urls),
     path("api/auth/", include((auth_patterns, "auth"))),
     # Session login for the browsable API (DRF's templates expect this namespace

@@ -70,7 +70,8 @@ def error_body(code: str, detail: str, **extra: Any) -> dict[str, Any]:
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     if isinstance(exc, LedgerError):
         set_rollback()
-        return Response(exc.as_dict(), status=exc.status)
+        retry = {"Retry-After": "1"} if exc.status == status.HTTP_503_SERVICE_UNAVAILABLE else {}
+        return Response(exc.as_dict(), status=exc.status, headers=retry)
 
     if isinstance(exc, OperationalError | InterfaceError) or (
         isinstance(exc, DatabaseError) and "connection" in str(exc).lower()

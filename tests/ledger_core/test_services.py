@@ -384,3 +384,58 @@ def test_database_refuses_negative_balance():
     fund("alice", 1)
     with pytest.raises(IntegrityError), transaction.atomic():
         Balance.objects.filter(owner_id="alice").update(balance=-1)
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("batch", [False, True])
+def test_connection_lost_while_storing_is_outcome_unknown_and_retry_is_safe(batch):
+    """The database connection is cut (pg_terminate_backend, for real) just
+    before the write: a single post cannot know what was stored and says so;
+    either way a retry with the same nonce stores the entry exactly once."""
+    import psycopg
+    from django.db import connection
+
+    from ledger_core.exceptions import OutcomeUnknown
+    from ledger_core.services import EntryRequest, entry_post_batch
+
+    fund("alice", 5, nonce="seed")
+    connection.ensure_connection()
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        pid = cursor.fetchone()[0]
+    settings = connection.settings_dict
+    with psycopg.connect(
+        host=settings["HOST"], port=settings["PORT"] or 5432, user=settings["USER"],
+        dbname=settings["NAME"], password=settings["PASSWORD"] or None, autocommit=True,
+    ) as admin:  # fmt: skip
+        admin.execute("SELECT pg_terminate_backend(%s)", [pid])
+
+    def spend():
+        if batch:
+            return entry_post_batch(
+                app="content", actor=Actor.system("test"),
+                entries=[EntryRequest(owner_id="alice", operation="CREDIT_SPEND", nonce="n1")],
+            )[0]  # fmt: skip
+        return entry_post(
+            owner_id="alice", operation="CREDIT_SPEND", nonce="n1", app="content",
+            actor=Actor.system("test"),
+        )  # fmt: skip
+
+    if batch:
+        # A batch's first statement takes its row locks: nothing can have been
+        # stored, so the error stays a plain database error (503 unavailable).
+        from django.db import OperationalError
+
+        with pytest.raises(OperationalError):
+            spend()
+    else:
+        # A single post is one statement that commits itself: the answer is lost.
+        with pytest.raises(OutcomeUnknown) as unknown:
+            spend()
+        assert unknown.value.status == 503 and unknown.value.code == "outcome_unknown"
+    connection.close()  # Django drops the broken connection at the request's end
+    result = spend()
+    assert not result.replayed
+    assert spend().replayed  # and a further retry replays
+    assert LedgerEntry.objects.filter(owner_id="alice", nonce="n1").count() == 1
+    assert Balance.objects.get(owner_id="alice").balance == 4

@@ -221,5 +221,32 @@ def test_site_with_redis_on_a_closed_port_serves_everything(tmp_path):
             assert (status, entry["balance_after"]) == (201, 2)
             status, balance, _ = call("GET", f"{base}/api/content/ledger/dora/", token=access)
             assert (status, balance["balance"]) == (200, 2)
+            # Ready: the database decides; the cache is reported as degraded.
             status, ready, _ = call("GET", f"{base}/readyz")
-            assert status == 503 and ready["checks"]["database"] == "ok"
+            assert status == 200, ready
+            assert ready["checks"] == {"database": "ok", "cache": "degraded"}
+
+
+@pytest.mark.parametrize("login", ["/admin/login/", "/api/auth/session/login/"])
+@override_settings(RATE_LIMIT_AUTH="3/m")
+def test_session_logins_are_limited_per_address_and_per_username(client, login):
+    from django.test import Client
+
+    UserFactory(username="root", is_staff=True, is_superuser=True)
+    assert client.get(login).status_code == 200  # showing the form is not counted
+    for _ in range(3):
+        response = client.post(login, {"username": "root", "password": "guess"})
+        assert response.status_code == 200  # the form again, with its error
+    for password in ("guess", PASSWORD):  # over the limit, even the right password
+        response = client.post(login, {"username": "root", "password": password})
+        assert response.status_code == 429, response.status_code
+        assert int(response["Retry-After"]) >= 1
+        assert b"Too many login attempts" in response.content
+    # Another address trying the same account is refused too (per username) ...
+    elsewhere = Client(REMOTE_ADDR="10.9.8.7")
+    response = elsewhere.post(login, {"username": "ROOT", "password": PASSWORD})
+    assert response.status_code == 429
+    # ... while another account from that address logs in.
+    UserFactory(username="ops", is_staff=True)
+    response = elsewhere.post(login, {"username": "ops", "password": PASSWORD})
+    assert response.status_code == 302, response.status_code
