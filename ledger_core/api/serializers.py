@@ -10,6 +10,7 @@ from rest_framework import serializers
 from rest_framework.fields import empty
 from rest_framework.utils import html
 
+from ..conf import ledger_settings
 from ..models import NONCE_MAX_LENGTH, OWNER_ID_MAX_LENGTH
 from ..operations import OPERATION_MAX_LENGTH
 from ..validation import (
@@ -23,11 +24,6 @@ from ..validation import (
 # ECMA-compatible forms of the rules, published as `pattern` in the schema.
 OWNER_ID_PATTERN = r"^[A-Za-z0-9_.@+:\-]{1,128}$"
 NONCE_PATTERN = r"^[!-~]{1,128}$"
-
-# Beyond any sane grant, but inside a 64-bit column; the site's cap
-# (LEDGER_MAX_ENTRY_AMOUNT) is applied by the service.
-AMOUNT_BOUND = 2**53
-
 
 class StrictCharField(serializers.CharField):
     """A string given as a JSON string: numbers, lists and objects are refused."""
@@ -142,12 +138,19 @@ class EntryPostSerializer(serializers.Serializer):
     nonce = NonceField()
     amount = StrictIntegerField(
         required=False,
-        min_value=-AMOUNT_BOUND,
-        max_value=AMOUNT_BOUND,
         help_text="Optional. Omitted: the configured amount. Owners may only give the "
-        "configured amount; managers any non-zero amount of the operation's sign.",
+        "configured amount; managers any non-zero amount of the operation's sign, at most "
+        "LEDGER_MAX_ENTRY_AMOUNT in absolute value.",
     )
     metadata = MetadataField(required=False, allow_null=True, help_text="A small JSON object.")
+
+    def validate_amount(self, value: int) -> int:
+        # The service says the same of the same bound; checked here too so that
+        # no amount reaches it that a 64-bit column could not hold.
+        cap = ledger_settings.MAX_ENTRY_AMOUNT
+        if abs(value) > cap:
+            raise serializers.ValidationError(f"amount must be at most {cap} in absolute value.")
+        return value
 
 
 @functools.cache

@@ -434,3 +434,14 @@ def test_oversize_body_is_413_in_the_json_error_shape(manager_client, settings, 
     assert response.status_code == 413, response.content[:300]
     assert response.json()["code"] == "too_large"
     assert not LedgerEntry.objects.exists()
+
+
+@pytest.mark.parametrize("amount", [1_000_001, 2**53 + 1, 2**70, -(2**70)])
+def test_amount_bounds_read_the_same_everywhere(manager_client, amount):
+    body = {"owner_id": "bob", "operation": "CREDIT_ADD", "nonce": "big", "amount": amount}
+    single = manager_client.post(CONTENT, body, format="json")
+    batch = manager_client.post(CONTENT + "batch/", {"entries": [body]}, format="json")
+    for response in (single, batch):
+        assert response.status_code == 400
+        assert "amount must be at most 1000000 in absolute value" in response.json()["detail"]
+    assert not LedgerEntry.objects.exists()
