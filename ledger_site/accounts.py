@@ -21,6 +21,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 from rest_framework_simplejwt.exceptions import TokenError
+from rest_framework_simplejwt.settings import api_settings as jwt_settings
 from rest_framework_simplejwt.tokens import RefreshToken
 from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
 
@@ -29,9 +30,11 @@ from ledger_core.api.schema import BAD_REQUEST, RATE_LIMITED, UNAUTHORIZED, UNAV
 from ledger_core.selectors import balance_get, ledger_exists
 
 from .jwt import (
+    CLAIM_SESSION,
     LedgerTokenObtainPairSerializer,
     LedgerTokenRefreshSerializer,
 )
+from .models import RevokedSession
 from .services import user_register
 
 USERNAME_RE = re.compile(r"\A[A-Za-z0-9_.@+\-]{1,128}\Z")
@@ -207,7 +210,9 @@ class LogoutSerializer(serializers.Serializer):
 
 
 class LogoutView(APIView):
-    """Blacklist a refresh token; it can no longer be used or refreshed."""
+    """End a login session: its refresh token can no longer be used or
+    refreshed, and its access tokens no longer write (reads accept them until
+    they expire)."""
 
     authentication_classes: list = []
     permission_classes = [AllowAny]
@@ -232,9 +237,17 @@ class LogoutView(APIView):
         serializer = LogoutSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         try:
-            RefreshToken(serializer.validated_data["refresh"]).blacklist()
+            refresh = RefreshToken(serializer.validated_data["refresh"])
+            refresh.blacklist()
         except TokenError as exc:
             raise AuthenticationFailed(str(exc), code="token_not_valid") from None
+        # The session's access tokens stop writing at once, too.
+        sid = refresh.get(CLAIM_SESSION) or refresh[jwt_settings.JTI_CLAIM]
+        user_id = refresh.get(jwt_settings.USER_ID_CLAIM)
+        RevokedSession.objects.get_or_create(
+            sid=sid,
+            defaults={"user": get_user_model().objects.filter(pk=user_id).first()},
+        )
         return Response(status=status.HTTP_205_RESET_CONTENT)
 
 

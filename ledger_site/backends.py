@@ -23,6 +23,8 @@ from django.contrib.auth.models import Group, Permission
 from django.contrib.contenttypes.models import ContentType
 from django.db import connection
 
+from .models import RevokedSession
+
 #: The attribute holding a user's permissions ("app_label.codename"), loaded once.
 PERMISSIONS_ATTRIBUTE = "ledger_permissions"
 
@@ -53,29 +55,34 @@ def _user_sql(field: str) -> str:
     User = get_user_model()
     column = User._meta.get_field(field).column
     permissions = _permissions_subquery().replace("%(user)s", f"u.{User._meta.pk.column}")
+    revoked = RevokedSession._meta.db_table
     return (
-        f"SELECT u.*, ARRAY({permissions}) AS {PERMISSIONS_ATTRIBUTE} "  # noqa: S608
+        f"SELECT u.*, ARRAY({permissions}) AS {PERMISSIONS_ATTRIBUTE}, "  # noqa: S608
+        f"EXISTS (SELECT 1 FROM {revoked} r WHERE r.sid = %(session)s) AS session_revoked "
         f"FROM {User._meta.db_table} u WHERE u.{column} = %(value)s"
     )
 
 
-def user_with_permissions(field: str, value: Any) -> Any | None:
+def user_with_permissions(field: str, value: Any, *, session: str | None = None) -> Any | None:
     """The user whose ``field`` is ``value``, with their permissions, in one
-    statement; None if there is none."""
+    statement; None if there is none. ``user.session_revoked`` says whether
+    login ``session`` (a token's ``sid``) has logged out."""
     User = get_user_model()
     with connection.cursor() as cursor:
-        cursor.execute(_user_sql(field), {"value": value})
+        cursor.execute(_user_sql(field), {"value": value, "session": session})
         row = cursor.fetchone()
         if row is None:
             return None
         columns = [column.name for column in cursor.description]
     values = dict(zip(columns, row, strict=True))
     permissions = values.pop(PERMISSIONS_ATTRIBUTE)
+    session_revoked = values.pop("session_revoked")
     names = [f.attname for f in User._meta.concrete_fields]
     user = User.from_db(
         connection.alias, names, [values[f.column] for f in User._meta.concrete_fields]
     )
     setattr(user, PERMISSIONS_ATTRIBUTE, set(permissions))
+    user.session_revoked = session_revoked
     return user
 
 

@@ -45,13 +45,17 @@ from ledger_core.actors import POST_ANY_PERMISSION, VIEW_ANY_PERMISSION
 from .backends import one_statement_users, user_with_permissions
 
 CLAIM_PERMS = "perms"
+CLAIM_SESSION = "sid"  # the login session: the first refresh token's jti
 CLAIM_USERNAME = "username"  # the claim simplejwt's TokenUser reads
 CLAIM_STAFF = "is_staff"  # likewise
 PERMISSION_CLAIMS = {"post_any": POST_ANY_PERMISSION, "view_any": VIEW_ANY_PERMISSION}
 
 
 def set_claims(token: Token, user: Any) -> Token:
-    """Write the user's current username, staff flag and ledger permissions into ``token``."""
+    """Write the user's current username, staff flag and ledger permissions into
+    ``token``, and name its session (kept through refreshes and rotations)."""
+    if CLAIM_SESSION not in token:
+        token[CLAIM_SESSION] = token[api_settings.JTI_CLAIM]
     token[CLAIM_USERNAME] = user.get_username()
     token[CLAIM_STAFF] = bool(user.is_staff)
     token[CLAIM_PERMS] = sorted(
@@ -122,17 +126,21 @@ class LedgerJWTAuthentication(JWTAuthentication):
     def get_user(self, validated_token: Token) -> Any:
         """simplejwt's checks (the user exists, is active, and, with
         ``CHECK_REVOKE_TOKEN``, has not changed their password since the token
-        was issued), on the user and their permissions read in one statement
-        (``ledger_site.backends``, when its backend answers ``has_perm``)."""
+        was issued), and that the token's session has not logged out, on the
+        user and their permissions read in one statement (``ledger_site.backends``,
+        when its backend answers ``has_perm``)."""
         if not one_statement_users():
             return super().get_user(validated_token)
         try:
             user_id = validated_token[api_settings.USER_ID_CLAIM]
         except KeyError:
             raise InvalidToken("Token contained no recognizable user identification") from None
-        user = user_with_permissions(api_settings.USER_ID_FIELD, user_id)
+        session = validated_token.get(CLAIM_SESSION)
+        user = user_with_permissions(api_settings.USER_ID_FIELD, user_id, session=session)
         if user is None:
             raise AuthenticationFailed("User not found", code="user_not_found")
+        if user.session_revoked:
+            raise AuthenticationFailed("This session has logged out.", code="session_revoked")
         if api_settings.CHECK_USER_IS_ACTIVE and not user.is_active:
             raise AuthenticationFailed("User is inactive", code="user_inactive")
         if api_settings.CHECK_REVOKE_TOKEN and validated_token.get(

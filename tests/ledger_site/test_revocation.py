@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from django.contrib.auth.models import Group, Permission
+from rest_framework.test import APIClient
 
 from tests.conftest import bearer_client, fund
 from tests.factories import UserFactory
@@ -157,3 +158,37 @@ def test_me_answers_401_for_a_deleted_or_inactive_user(change):
         alice.is_active = False
         alice.save()
     assert client.get("/api/auth/me/").status_code == 401
+
+
+def test_logout_stops_the_sessions_writes_at_once(api_client):
+    alice = UserFactory(username="alice")
+    fund("alice", 5)
+    from tests.factories import PASSWORD
+
+    tokens = api_client.post(
+        "/api/auth/token/", {"username": "alice", "password": PASSWORD}, format="json"
+    ).json()
+    other = api_client.post(
+        "/api/auth/token/", {"username": "alice", "password": PASSWORD}, format="json"
+    ).json()  # a second login (another device)
+    session = APIClient()
+    session.credentials(HTTP_AUTHORIZATION=f"Bearer {tokens['access']}")
+    assert spend(session, "n1").status_code == 201
+    response = api_client.post("/api/auth/logout/", {"refresh": tokens["refresh"]}, format="json")
+    assert response.status_code == 205
+    response = spend(session, "n2")
+    assert response.status_code == 401 and response.json()["code"] == "authentication_failed"
+    # Reads trust the access token until it expires (documented).
+    assert session.get("/api/content/ledger/alice/").status_code == 200
+    # The other session still writes; its refresh keeps the session too.
+    device = APIClient()
+    device.credentials(HTTP_AUTHORIZATION=f"Bearer {other['access']}")
+    assert spend(device, "n3").status_code == 201
+    refreshed = api_client.post(
+        "/api/auth/token/refresh/", {"refresh": other["refresh"]}, format="json"
+    ).json()
+    device.credentials(HTTP_AUTHORIZATION=f"Bearer {refreshed['access']}")
+    assert spend(device, "n4").status_code == 201
+    api_client.post("/api/auth/logout/", {"refresh": refreshed["refresh"]}, format="json")
+    assert spend(device, "n5").status_code == 401
+    assert alice.is_active

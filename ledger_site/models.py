@@ -1,0 +1,24 @@
+"""The site's own tables: logged-out sessions."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+
+
+class RevokedSession(models.Model):
+    """A login session ended by logout: access tokens carrying its ``sid`` no
+    longer write (reads trust them until they expire, ``JWT_ACCESS_MINUTES``).
+
+    A session is one login: its refresh token and every token refreshed or
+    derived from it carry the same ``sid`` claim."""
+
+    sid = models.CharField(max_length=64, primary_key=True)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, null=True)
+    revoked_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name = "revoked session"
+
+    def __str__(self) -> str:
+        return f"session {self.sid} (revoked {self.revoked_at:%Y-%m-%d %H:%M})"
