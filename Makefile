@@ -13,7 +13,7 @@ TEST_REDIS_URL ?= redis://127.0.0.1:6379/1
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install run stop test lint fmt check clean bench bench-grant
+.PHONY: install run stop test faults lint fmt check clean bench bench-grant
 
 # `make run` installs what running needs; everything else the test extras.
 $(RUN_STAMP): pyproject.toml
@@ -51,6 +51,13 @@ test: $(STAMP)
 	REDIS_URL=$${REDIS_URL:-$(TEST_REDIS_URL)} \
 	DJANGO_DEBUG=0 DJANGO_SECURE=0 DJANGO_SECRET_KEY=$${DJANGO_SECRET_KEY:-test-secret-key-not-for-production} \
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The fault suite: its own PostgreSQL cluster (Debian's pg_createcluster, on a
+# free port), its own redis-server and gunicorn, killed, frozen and restarted.
+faults: $(STAMP)
+	DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} REDIS_URL=$${REDIS_URL:-$(TEST_REDIS_URL)} \
+	DJANGO_DEBUG=0 DJANGO_SECURE=0 DJANGO_SECRET_KEY=$${DJANGO_SECRET_KEY:-test-secret-key-not-for-production} \
+	$(BIN)/python -m pytest -m faults tests/faults $(PYTEST_ARGS)
 
 BENCH_ENV = DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} \
 	REDIS_URL=$${REDIS_URL:-redis://127.0.0.1:6379/2}

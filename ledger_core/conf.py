@@ -22,10 +22,6 @@ DEFAULTS: dict[str, Any] = {
     "MAX_ENTRY_AMOUNT": 1_000_000,
     # The app label management commands post as when --app is not given.
     "COMMAND_APP": "content",
-    # Serve balance reads from the cache ("default" alias). Off: always PostgreSQL.
-    "BALANCE_CACHE": True,
-    # Seconds a cached balance may live.
-    "BALANCE_CACHE_TTL": 300,
 }
 
 

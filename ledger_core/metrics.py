@@ -35,11 +35,6 @@ POST_SECONDS = Histogram(
     ["app"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
 )
-BALANCE_CACHE = Counter(
-    "ledger_balance_cache",
-    "Balance cache look-ups and writes: hit, miss, error (cache unreachable).",
-    ["result"],
-)
 
 
 def operation_label(app: str, operation: object) -> str:

@@ -1,10 +1,12 @@
 """Reads from the ledger: balances and entry history.
 
-Design decision: the balance comes from the balance cache when it holds one
-(no SQL at all), else from the materialised ``Balance`` row (one primary-key
-lookup whatever the history length), which then refills the cache through its
-versioned compare-and-set (see ``ledger_core.cache``). History is
-keyset-paginated on ``(owner_id, id)`` so deep pages cost the same as the first.
+Design decision: the balance is the materialised ``Balance`` row, read from
+PostgreSQL on every request (one primary-key lookup whatever the history
+length). There is no balance cache: one that Redis faults can leave behind a
+write would serve balances older than a write already acknowledged, and
+read-your-writes is a guarantee (docs/performance.md has the measurements).
+History is keyset-paginated on ``(owner_id, id)`` so deep pages cost the same
+as the first.
 """
 
 from __future__ import annotations
@@ -12,14 +14,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime
 
-from django.db import connection, transaction
 from django.db.models import QuerySet
 
-from .cache import balance_cache
 from .models import Balance, LedgerEntry
 from .types import BalanceView
 
-__all__ = ["BalanceView", "balance_get", "balance_get_uncached", "entry_list", "ledger_exists"]
+__all__ = ["BalanceView", "balance_get", "entry_list", "ledger_exists", "owners_unknown"]
 
 
 def ledger_exists(*, owner_id: str) -> bool:
@@ -46,8 +46,10 @@ def owners_unknown(*, owner_ids: Iterable[str]) -> list[str]:
     return [owner for owner in wanted if owner not in known]
 
 
-def balance_get_uncached(*, owner_id: str) -> BalanceView:
-    """The balance of ``owner_id`` as the database has it (0 for an unknown owner)."""
+def balance_get(*, owner_id: str) -> BalanceView:
+    """The current balance of ``owner_id`` (0 for an unknown owner), read from
+    PostgreSQL: a read after an acknowledged post always sees it (inside a
+    transaction, the transaction's own posts too)."""
     row = (
         Balance.objects.filter(owner_id=owner_id)
         .values_list("balance", "version", "updated_at")
@@ -56,25 +58,6 @@ def balance_get_uncached(*, owner_id: str) -> BalanceView:
     if row is None:
         return BalanceView(owner_id=owner_id, balance=0, version=0, updated_at=None)
     return BalanceView(owner_id=owner_id, balance=row[0], version=row[1], updated_at=row[2])
-
-
-def balance_get(*, owner_id: str) -> BalanceView:
-    """The current balance of ``owner_id`` (0 for an unknown owner), cache first.
-
-    Inside a transaction the database answers (it sees the transaction's own
-    posts, the cache does not), and the value reaches the cache only if and
-    when the transaction commits: an uncommitted balance is never shared.
-    """
-    if connection.in_atomic_block:
-        view = balance_get_uncached(owner_id=owner_id)
-        transaction.on_commit(lambda: balance_cache.offer(view), robust=True)
-        return view
-    cached = balance_cache.get(owner_id)
-    if cached is not None:
-        return cached
-    view = balance_get_uncached(owner_id=owner_id)
-    balance_cache.offer(view)
-    return view
 
 
 def entry_list(

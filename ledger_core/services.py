@@ -31,7 +31,6 @@ from django.utils import timezone
 
 from . import metrics
 from .actors import Actor
-from .cache import balance_cache
 from .conf import ledger_settings
 from .exceptions import (
     BatchRefused,
@@ -48,7 +47,6 @@ from .exceptions import (
 from .models import ENTRY_FIELDS, Balance, LedgerEntry
 from .operations import OperationPolicy, Role, registry
 from .signals import entry_posted
-from .types import BalanceView
 from .validation import metadata_validate, nonce_validate, owner_id_validate
 
 logger = logging.getLogger("ledger_core.services")
@@ -87,7 +85,7 @@ INSERT INTO {_ENTRY_TABLE} (owner_id, app, operation, amount, balance_after, non
 SELECT %(owner)s, %(app)s, %(operation)s, %(amount)s, b.balance, %(nonce)s,
     %(fingerprint)s, %(limit_key)s, %(metadata)s::jsonb, %(now)s, %(actor)s
 FROM b
-RETURNING id, balance_after, (SELECT version FROM b)
+RETURNING id, balance_after
 """  # noqa: S608
 _PG_CREDIT_POST = f"WITH b AS ({_CREDIT_SQL}){_ENTRY_INSERT}"
 _PG_DEBIT_POST = f"WITH b AS ({_DEBIT_SQL}){_ENTRY_INSERT}"
@@ -262,7 +260,7 @@ def entry_prepare(
     )
 
 
-def _pg_post(p: PreparedEntry, now: datetime) -> tuple[LedgerEntry, int]:
+def _pg_post(p: PreparedEntry, now: datetime) -> LedgerEntry:
     params = {
         "owner": p.owner_id,
         "app": p.app,
@@ -295,7 +293,7 @@ def _pg_post(p: PreparedEntry, now: datetime) -> tuple[LedgerEntry, int]:
         created_by=p.actor_name,
     )
     entry._state.adding = False
-    return entry, row[2]
+    return entry
 
 
 @contextlib.contextmanager
@@ -397,12 +395,12 @@ def _post(prepared: PreparedEntry, *, actor: Actor, now: datetime, started: floa
             # Inside the caller's transaction: a savepoint keeps it usable
             # when the statement fails (the caller's commit decides).
             with transaction.atomic():
-                entry, version = _pg_post(prepared, now)
+                entry = _pg_post(prepared, now)
         else:
             # One statement that commits on its own: a connection lost while it
             # runs may have lost only the answer.
             with _outcome_unknown_on_connection_loss():
-                entry, version = _pg_post(prepared, now)
+                entry = _pg_post(prepared, now)
     except _Refused:
         existing = _entry_by_nonce(owner_id, nonce)
         if existing is not None:
@@ -429,17 +427,11 @@ def _post(prepared: PreparedEntry, *, actor: Actor, now: datetime, started: floa
         # client may retry with the same nonce.
         raise NonceInFlight() from None
 
-    view = BalanceView(
-        owner_id=owner_id, balance=entry.balance_after, version=version, updated_at=now
-    )
-    transaction.on_commit(lambda: _after_commit(entry, view, actor, started), robust=True)
+    transaction.on_commit(lambda: _after_commit(entry, actor, started), robust=True)
     return PostResult(entry=entry)
 
 
-def _after_commit(entry: LedgerEntry, view: BalanceView, actor: Actor, started: float) -> None:
-    # Order matters: the cache holds the new balance before the post's
-    # response can reach the client (read-your-writes, see ledger_core.cache).
-    balance_cache.offer(view)
+def _after_commit(entry: LedgerEntry, actor: Actor, started: float) -> None:
     metrics.entry_committed(
         app=entry.app,
         operation=entry.operation,
@@ -677,7 +669,6 @@ def entry_post_batch(
 
     new_entries: list[LedgerEntry] = []
     touched: set[str] = set()
-    final_views: dict[str, BalanceView] = {}
     # Committing here (not inside a caller's transaction), a connection lost
     # at the commit may have lost only the answer: OutcomeUnknown.
     commits_here = not connection.in_atomic_block
@@ -733,10 +724,6 @@ def entry_post_batch(
             if new_entries:
                 _batch_insert(new_entries)
                 _batch_update_balances(state, touched, now)
-            for owner in touched:
-                final_views[owner] = BalanceView(
-                    owner_id=owner, balance=state[owner][0], version=state[owner][1], updated_at=now
-                )
             committing = commits_here
     except (OperationalError, InterfaceError) as exc:
         if committing:
@@ -754,7 +741,6 @@ def entry_post_batch(
             metrics.entry_replayed(app=app, operation=result.entry.operation)
 
     def after_commit() -> None:
-        balance_cache.offer_many(list(final_views.values()))
         amounts: dict[str, list[int]] = {}
         for entry in new_entries:
             amounts.setdefault(entry.operation, []).append(entry.amount)

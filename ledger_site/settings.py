@@ -114,11 +114,11 @@ DATABASES["default"]["CONN_HEALTH_CHECKS"] = env.bool("DATABASE_HEALTH_CHECKS", 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Cache ---------------------------------------------------------------
-# Two aliases: "default" holds the balance cache, "ratelimit" the rate-limit
-# counters (own key prefix, so flushing one never resets the other). Redis
-# calls get short timeouts and no retries: when Redis is slow or gone, the
-# balance cache falls back to PostgreSQL and rate limiting fails open (both
-# logged and counted), instead of requests hanging on a dead socket.
+# Two aliases: "default" for anything a library caches, "ratelimit" for the
+# rate-limit counters (own key prefix, so flushing one never resets the
+# other). Balances are never cached (ledger_core.selectors). Redis calls get
+# short timeouts and no retries: when Redis is slow or gone, rate limiting
+# fails open (logged and counted) instead of requests hanging on a dead socket.
 REDIS_URL = env.str("REDIS_URL", default="")
 if REDIS_URL:
     _REDIS_OPTIONS = {
@@ -141,7 +141,7 @@ if REDIS_URL:
     }
 else:
     # No Redis (the `make run` default): in-process memory. Each process then
-    # has its own balance cache and its own rate-limit counters, so under
+    # has its own rate-limit counters, so under
     # several workers a limit would be enforced per worker (limit x workers).
     # That is fine for the single-process development server and is why
     # production sets REDIS_URL: Redis is what makes the counters shared.
@@ -167,10 +167,6 @@ RATELIMIT_IP_META_KEY = env.str("RATELIMIT_IP_META_KEY", default="") or None
 RATE_LIMIT_LEDGER_WRITE = env.str("RATE_LIMIT_LEDGER_WRITE", default="120/m")
 RATE_LIMIT_LEDGER_READ = env.str("RATE_LIMIT_LEDGER_READ", default="600/m")
 RATE_LIMIT_AUTH = env.str("RATE_LIMIT_AUTH", default="20/m")
-
-# The ledger's own settings (LEDGER_*) and their defaults: ledger_core.conf.
-LEDGER_BALANCE_CACHE = env.bool("LEDGER_BALANCE_CACHE", default=True)
-LEDGER_BALANCE_CACHE_TTL = env.int("LEDGER_BALANCE_CACHE_TTL", default=300)
 
 # --- Auth -----------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [

@@ -34,23 +34,9 @@ def _fast_password_hasher(settings):
 
 
 @pytest.fixture(autouse=True)
-def _balance_cache_only_when_committing(request, settings):
-    # The balance cache is written from on_commit callbacks. A test that runs
-    # inside one never-committed transaction (django_db without
-    # transaction=True) would see stale cached balances that production never
-    # shows, so those tests read balances from the database; the cache is
-    # tested in transactional tests (tests/ledger_core/test_cache.py).
-    marker = request.node.get_closest_marker("django_db")
-    transactional = bool(marker and marker.kwargs.get("transaction"))
-    settings.LEDGER_BALANCE_CACHE = transactional
-
-
-@pytest.fixture(autouse=True)
 def _clear_caches():
-    from ledger_core.cache import balance_cache
     from ledger_site.ratelimit import outage
 
-    balance_cache.reset()
     outage.until = 0.0
     for alias in caches:
         # A cache pointed at a dead server in a test must not break the others.

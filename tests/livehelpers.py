@@ -135,3 +135,14 @@ def gunicorn_cmd(port: int, workers: int = 3, *extra: str) -> list[str]:
 def gunicorn_env(tmp: Path, **overrides: str | None) -> dict[str, str]:
     """Environment for a gunicorn under test: its own metrics directory."""
     return site_env(PROMETHEUS_MULTIPROC_DIR=str(tmp / "prometheus-multiproc"), **overrides)
+
+
+def dead_redis_caches() -> dict:
+    """``CACHES`` pointing every alias at a port where no Redis listens."""
+    location = f"redis://127.0.0.1:{free_port()}/0"
+    options = {"SOCKET_CONNECT_TIMEOUT": 0.2, "SOCKET_TIMEOUT": 0.2}
+    return {
+        alias: {"BACKEND": "django_redis.cache.RedisCache", "LOCATION": location,
+                "OPTIONS": options}
+        for alias in ("default", "ratelimit")
+    }  # fmt: skip

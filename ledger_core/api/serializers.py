@@ -25,6 +25,7 @@ from ..validation import (
 OWNER_ID_PATTERN = r"^[A-Za-z0-9_.@+:\-]{1,128}$"
 NONCE_PATTERN = r"^[!-~]{1,128}$"
 
+
 class StrictCharField(serializers.CharField):
     """A string given as a JSON string: numbers, lists and objects are refused."""
 

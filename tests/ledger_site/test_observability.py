@@ -296,7 +296,6 @@ def test_grafana_provisioning_matches_dashboard():
         "Rejections",
         "latency",
         "5xx",
-        "cache hit",
         "Rate-limited",
     ):
         assert any(needed.lower() in t.lower() for t in titles), needed

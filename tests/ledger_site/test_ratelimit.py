@@ -11,9 +11,9 @@ from django.test import override_settings
 from ledger_site import ratelimit
 from tests.conftest import bearer_client, fund
 from tests.factories import PASSWORD, UserFactory
-from tests.ledger_core.test_cache import dead_redis_caches
 from tests.livehelpers import (
     call,
+    dead_redis_caches,
     free_port,
     gunicorn_cmd,
     gunicorn_env,
