@@ -220,6 +220,17 @@ class PreparedEntry:
     fingerprint: str
     actor_name: str
 
+    def entry(
+        self, *, balance_after: int, created_at: datetime, pk: int | None = None
+    ) -> LedgerEntry:
+        """The entry this post stores (with its id once stored)."""
+        return LedgerEntry(
+            id=pk, owner_id=self.owner_id, app=self.app, operation=self.operation,
+            amount=self.amount, balance_after=balance_after, nonce=self.nonce,
+            fingerprint=self.fingerprint, limit_key=self.limit_key, metadata=self.metadata,
+            created_at=created_at, created_by=self.actor_name,
+        )  # fmt: skip
+
 
 def entry_prepare(
     *,
@@ -278,20 +289,7 @@ def _pg_post(p: PreparedEntry, now: datetime) -> LedgerEntry:
         row = cursor.fetchone()
     if row is None:
         raise _Refused
-    entry = LedgerEntry(
-        id=row[0],
-        owner_id=p.owner_id,
-        app=p.app,
-        operation=p.operation,
-        amount=p.amount,
-        balance_after=row[1],
-        nonce=p.nonce,
-        fingerprint=p.fingerprint,
-        limit_key=p.limit_key,
-        metadata=p.metadata,
-        created_at=now,
-        created_by=p.actor_name,
-    )
+    entry = p.entry(balance_after=row[1], created_at=now, pk=row[0])
     entry._state.adding = False
     return entry
 
@@ -706,19 +704,7 @@ def entry_post_batch(
                 touched.add(p.owner_id)
                 if p.limit_key:
                     used_limits.add((p.owner_id, p.limit_key))
-                entry = LedgerEntry(
-                    owner_id=p.owner_id,
-                    app=app,
-                    operation=p.operation,
-                    amount=p.amount,
-                    balance_after=balance + p.amount,
-                    nonce=p.nonce,
-                    fingerprint=p.fingerprint,
-                    limit_key=p.limit_key,
-                    metadata=p.metadata,
-                    created_at=now,
-                    created_by=actor.name,
-                )
+                entry = p.entry(balance_after=balance + p.amount, created_at=now)
                 results[i].entry = entry
                 new_entries.append(entry)
             if new_entries:

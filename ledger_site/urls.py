@@ -6,6 +6,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, Spec
 from . import accounts, health, views
 from .logins import login_rate_limited
 
+handler400 = views.bad_request
 handler404 = views.not_found
 
 auth_patterns = [

@@ -1,4 +1,4 @@
-"""The site's front door: a landing page, the API root, and JSON 404s under /api/."""
+"""The site's front door: a landing page, the API root, and JSON 400s and 404s under /api/."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import Any
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.urls import reverse
+from django.views.defaults import bad_request as django_bad_request
 from django.views.defaults import page_not_found
 from drf_spectacular.utils import extend_schema
 from rest_framework.permissions import AllowAny
@@ -69,10 +70,21 @@ class ApiRootView(APIView):
         return Response(_links(request))
 
 
+def _wants_json(request: HttpRequest) -> bool:
+    return request.path.startswith("/api/") and "text/html" not in request.headers.get("Accept", "")
+
+
+def bad_request(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    """400 for what Django refuses before any view runs (a Host the site does
+    not serve, a malformed request): the JSON error shape under /api/."""
+    if _wants_json(request):
+        return JsonResponse(error_body("bad_request", "The request was refused."), status=400)
+    return django_bad_request(request, exception)
+
+
 def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
     """404: the JSON error shape under /api/ (unless the client asks for HTML)."""
-    accept = request.headers.get("Accept", "")
-    if request.path.startswith("/api/") and "text/html" not in accept:
+    if _wants_json(request):
         return JsonResponse(
             error_body("not_found", f"No API endpoint at {request.path}."), status=404
         )

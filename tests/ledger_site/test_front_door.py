@@ -46,3 +46,12 @@ def test_unknown_page_outside_the_api_stays_html(client):
     response = client.get("/no-such-page/")
     assert response.status_code == 404
     assert response["Content-Type"].startswith("text/html")
+
+
+@pytest.mark.parametrize("path", ["/api/content/ledger/alice/", "/api/auth/token/"])
+def test_bad_host_is_json_400_under_the_api(client, path):
+    response = client.get(path, HTTP_HOST="evil.example")
+    assert response.status_code == 400
+    assert response.json()["code"] == "bad_request"
+    html = client.get("/", HTTP_HOST="evil.example")
+    assert html.status_code == 400 and html["Content-Type"].startswith("text/html")
