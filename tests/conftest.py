@@ -111,3 +111,13 @@ def fund(owner_id: str, amount: int, *, nonce: str | None = None, app: str = "co
 @pytest.fixture
 def funded():
     return fund
+
+
+@pytest.fixture
+def embedded_pgdata(tmp_path):
+    """A folder for an embedded PostgreSQL a test starts; stopped afterwards."""
+    from ledger_site.embedded import stop
+
+    folder = tmp_path / "pgdata"
+    yield folder
+    stop(folder)

@@ -174,7 +174,7 @@ def fetch(url: str, headers: dict[str, str] | None = None):
 
 
 @pytest.mark.slow
-def test_production_server_redirects_to_https_and_serves_static_files(tmp_path):
+def test_production_server_redirects_to_https_and_serves_static_files(tmp_path, embedded_pgdata):
     static_root = tmp_path / "static"
     env = gunicorn_env(
         tmp_path,
@@ -182,8 +182,8 @@ def test_production_server_redirects_to_https_and_serves_static_files(tmp_path):
         DJANGO_SECURE="1",
         DJANGO_SECRET_KEY=STRONG_KEY,
         STATIC_ROOT=str(static_root),
-        DATABASE_URL=None,
-        SQLITE_PATH=str(tmp_path / "db.sqlite3"),
+        DATABASE_URL=None,  # the embedded PostgreSQL, in this test's folder
+        EMBEDDED_PGDATA=str(embedded_pgdata),
     )
     result = run_manage(env, "collectstatic", "--noinput")
     assert result.returncode == 0, result.stderr

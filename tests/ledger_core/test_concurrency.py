@@ -1,7 +1,6 @@
 """Posting under real concurrency: real threads, real PostgreSQL connections.
 
-SQLite cannot show a row-lock race, so these run only on PostgreSQL (the
-suite's database). Each thread has its own connection and closes it.
+Each thread has its own PostgreSQL connection and closes it.
 """
 
 from __future__ import annotations

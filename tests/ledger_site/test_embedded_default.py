@@ -15,13 +15,13 @@ from tests.livehelpers import ROOT, call, free_port, manage, running_server, sit
 pytestmark = pytest.mark.slow
 
 
-def test_site_runs_on_embedded_postgresql_without_any_server(tmp_path):
+def test_site_runs_on_embedded_postgresql_without_any_server(tmp_path, embedded_pgdata):
     env = site_env(
         DATABASE_URL=None,
         REDIS_URL=None,
         DJANGO_DEBUG="1",
         DJANGO_SECRET_KEY=None,
-        EMBEDDED_PGDATA=str(tmp_path / "pgdata"),
+        EMBEDDED_PGDATA=str(embedded_pgdata),
     )
     manage(env, "migrate", "--noinput")
     port = free_port()
@@ -50,10 +50,10 @@ def test_site_runs_on_embedded_postgresql_without_any_server(tmp_path):
         assert status == 200 and ready["checks"] == {"database": "ok", "cache": "ok"}
 
         # A manager's batch and an item paid with credits, on the embedded server too.
-        out = manage(env, "create_service_account", "sqlite-manager").stdout
+        out = manage(env, "create_service_account", "first-manager").stdout
         password = service_account_password(out)
         _, manager, _ = call(
-            "POST", f"{base}/api/auth/token/", {"username": "sqlite-manager", "password": password}
+            "POST", f"{base}/api/auth/token/", {"username": "first-manager", "password": password}
         )
         batch = {
             "entries": [
