@@ -55,6 +55,7 @@ test: $(STAMP)
 # The fault suite: its own PostgreSQL cluster (Debian's pg_createcluster, on a
 # free port), its own redis-server and gunicorn, killed, frozen and restarted.
 faults: $(STAMP)
+	scripts/ensure-tools.sh faults
 	DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} REDIS_URL=$${REDIS_URL:-$(TEST_REDIS_URL)} \
 	DJANGO_DEBUG=0 DJANGO_SECURE=0 DJANGO_SECRET_KEY=$${DJANGO_SECRET_KEY:-test-secret-key-not-for-production} \
 	$(BIN)/python -m pytest -m faults tests/faults $(PYTEST_ARGS)

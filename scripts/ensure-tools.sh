@@ -3,6 +3,8 @@
 # when they are missing; a no-op when all are present.
 #   scripts/ensure-tools.sh test    Prometheus + promtool, docker-compose
 #   scripts/ensure-tools.sh bench   wrk, pgbench
+#   scripts/ensure-tools.sh faults  PostgreSQL's cluster tools and server, redis-server
+#   scripts/ensure-tools.sh image   podman, debootstrap
 set -euo pipefail
 
 case "${1:-}" in
@@ -11,7 +13,13 @@ case "${1:-}" in
         pg="postgresql-$(ls /usr/lib/postgresql 2>/dev/null | sort -n | tail -1)"
         wanted=("wrk:wrk" "pgbench:${pg}")
         ;;
-    *) echo "usage: $0 test|bench" >&2; exit 2 ;;
+    faults)
+        pg="postgresql-$(ls /usr/lib/postgresql 2>/dev/null | sort -n | tail -1)"
+        [ "$pg" = "postgresql-" ] && pg=postgresql
+        wanted=("pg_createcluster:postgresql-common" "pg_ctlcluster:${pg}" "redis-server:redis-server")
+        ;;
+    image) wanted=("podman:podman" "debootstrap:debootstrap") ;;
+    *) echo "usage: $0 test|bench|faults|image" >&2; exit 2 ;;
 esac
 
 need=()
