@@ -13,7 +13,7 @@ TEST_REDIS_URL ?= redis://127.0.0.1:6379/1
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install run stop test faults lint fmt check clean bench bench-grant
+.PHONY: install run stop test faults image-test lint fmt check clean bench bench-grant
 
 # `make run` installs what running needs; everything else the test extras.
 $(RUN_STAMP): pyproject.toml
@@ -59,6 +59,19 @@ faults: $(STAMP)
 	DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} REDIS_URL=$${REDIS_URL:-$(TEST_REDIS_URL)} \
 	DJANGO_DEBUG=0 DJANGO_SECURE=0 DJANGO_SECRET_KEY=$${DJANGO_SECRET_KEY:-test-secret-key-not-for-production} \
 	$(BIN)/python -m pytest -m faults tests/faults $(PYTEST_ARGS)
+
+# The runtime image of docker/Dockerfile, built with podman (chroot isolation)
+# from a Debian stand-in for its base image, and run as a root filesystem
+# (containers cannot start here). Skipped, loudly, only where podman cannot
+# be installed.
+image-test: $(STAMP)
+	@if ! scripts/ensure-tools.sh image; then \
+		echo "!!! podman/debootstrap cannot be installed here: the image is NOT tested !!!"; \
+		exit 0; fi; \
+	scripts/image-base.sh && \
+	DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} REDIS_URL=$${REDIS_URL:-$(TEST_REDIS_URL)} \
+	DJANGO_DEBUG=0 DJANGO_SECURE=0 DJANGO_SECRET_KEY=$${DJANGO_SECRET_KEY:-test-secret-key-not-for-production} \
+	$(BIN)/python -m pytest -m image tests/image $(PYTEST_ARGS)
 
 BENCH_ENV = DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} \
 	REDIS_URL=$${REDIS_URL:-redis://127.0.0.1:6379/2}
