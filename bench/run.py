@@ -28,7 +28,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg
@@ -133,15 +133,16 @@ def http_json(method: str, url: str, body: dict | None = None) -> dict:
         return json.loads(response.read())
 
 
-def insert_history(dsn: str, owner: str, count: int) -> None:
+def insert_history(dsn: str, owner: str, count: int, ends_at: datetime) -> None:
+    """``count`` entries for ``owner``, one a second up to ``ends_at``."""
     with psycopg.connect(dsn) as conn:
         conn.execute(
             "INSERT INTO ledger_core_ledgerentry (owner_id, app, operation, amount, balance_after, "
-            "nonce, fingerprint, limit_key, metadata, created_at, created_by) "
-            "SELECT %s, 'content', 'CREDIT_ADD', 1, i, 'hist-' || i, 'f', NULL, NULL, now(), "
-            "'bench' "
+            "nonce, fingerprint, limit_key, metadata, created_at, created_by, seq) "
+            "SELECT %s, 'content', 'CREDIT_ADD', 1, i, 'hist-' || i, 'f', NULL, NULL, "
+            "%s::timestamptz - (%s - i) * interval '1 second', 'bench', i "
             "FROM generate_series(1, %s) AS i",
-            [owner, count],
+            [owner, ends_at, count, count],
         )
         conn.execute(
             "INSERT INTO ledger_core_balance (owner_id, balance, version, updated_at) "
@@ -167,7 +168,9 @@ def combine(runs: list[dict]) -> dict:
     }
 
 
-def measure_history(base: str, token: str, run_id: str, pairs: int = HISTORY_PAIRS) -> dict:
+def measure_history(
+    base: str, token: str, run_id: str, at: datetime, pairs: int = HISTORY_PAIRS
+) -> dict:
     """p50 latency of reads and posts for the two owners, one connection.
 
     The owners alternate request by request (in both orders), each request
@@ -179,12 +182,17 @@ def measure_history(base: str, token: str, run_id: str, pairs: int = HISTORY_PAI
     target = urlsplit(base)
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
     owners = ("history-small", "history-big")
-    samples: dict = {owner: {"read": [], "post": []} for owner in owners}
-    statuses: dict = {owner: {"read": set(), "post": set()} for owner in owners}
+    kinds = ("read", "at", "post")
+    samples: dict = {owner: {kind: [] for kind in kinds} for owner in owners}
+    statuses: dict = {owner: {kind: set() for kind in kinds} for owner in owners}
+
+    at_text = at.isoformat().replace("+00:00", "Z")  # inside both histories
 
     def timed(owner: str, kind: str, n: int) -> None:
         if kind == "read":
             method, path, body = "GET", f"/api/content/ledger/{owner}/", None
+        elif kind == "at":
+            method, path, body = "GET", f"/api/content/ledger/{owner}/?at={at_text}", None
         else:
             method, path = "POST", "/api/content/ledger/"
             body = json.dumps({"owner_id": owner, "operation": "CREDIT_ADD", "amount": 1,
@@ -198,7 +206,7 @@ def measure_history(base: str, token: str, run_id: str, pairs: int = HISTORY_PAI
         statuses[owner][kind].add(response.status)
         conn.close()
 
-    for kind in ("read", "post"):
+    for kind in kinds:
         for n in range(pairs):
             for owner in owners if n % 2 == 0 else owners[::-1]:
                 timed(owner, kind, n)
@@ -361,9 +369,12 @@ def main() -> None:  # noqa: PLR0915
             }
 
             print(f"history: inserting {args.history} entries for one owner ...", flush=True)
-            insert_history(dsn, "history-big", args.history)
-            insert_history(dsn, "history-small", 10)
-            report["history"] = measure_history(base, token, run_id)
+            history_end = datetime.now(UTC)
+            insert_history(dsn, "history-big", args.history, history_end)
+            insert_history(dsn, "history-small", 10, history_end)
+            report["history"] = measure_history(
+                base, token, run_id, at=history_end - timedelta(seconds=5)
+            )
         finally:
             for process in servers:
                 process.terminate()
@@ -382,6 +393,8 @@ def main() -> None:  # noqa: PLR0915
         / hist["history-small"]["read"]["p50_ms"],
         "history_post_p50_big_to_small": hist["history-big"]["post"]["p50_ms"]
         / hist["history-small"]["post"]["p50_ms"],
+        "history_at_p50_big_to_small": hist["history-big"]["at"]["p50_ms"]
+        / hist["history-small"]["at"]["p50_ms"],
     }
     targets = {
         "posts_to_pgbench": 0.12,
@@ -422,7 +435,7 @@ def main() -> None:  # noqa: PLR0915
         for kind, data in kinds.items():
             if set(data["statuses"]) - {200, 201}:
                 print(f"WARNING: {owner} {kind}: statuses {data['statuses']}")
-    for kind in ("read", "post"):
+    for kind in ("read", "at", "post"):
         small = hist["history-small"][kind]["p50_ms"]
         big = hist["history-big"][kind]["p50_ms"]
         print(f"{kind} p50 with {args.history:,} entries vs 10: {big:.2f} ms vs {small:.2f} ms "
@@ -431,7 +444,8 @@ def main() -> None:  # noqa: PLR0915
     for key, target in targets.items():
         value = report["ratios"][key]
         print(f"target {key} >= {target}: {value:.3f} {'ok' if value >= target else 'MISSED'}")
-    for key in ("history_read_p50_big_to_small", "history_post_p50_big_to_small"):
+    for key in ("history_read_p50_big_to_small", "history_at_p50_big_to_small",
+                "history_post_p50_big_to_small"):  # fmt: skip
         value = report["ratios"][key]
         print(f"target {key} <= 1.2: {value:.2f} {'ok' if value <= 1.2 else 'MISSED'}")
     print(f"written to {(RESULTS / 'bench.json').relative_to(ROOT)}")

@@ -51,6 +51,10 @@ class LedgerEntry(models.Model):
     metadata = models.JSONField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     created_by = models.CharField(max_length=200, help_text="who posted it (user or system)")
+    # The owner's balance version this entry made (1 for the first): entries of
+    # one owner are numbered in the order they were applied, as are their
+    # created_at times (taken from the database clock once the balance row is held).
+    seq = models.BigIntegerField(null=True, help_text="the owner's version after this entry")
 
     class Meta:
         verbose_name = "ledger entry"

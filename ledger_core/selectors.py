@@ -17,9 +17,17 @@ from datetime import datetime
 from django.db.models import QuerySet
 
 from .models import Balance, LedgerEntry
-from .types import BalanceView
+from .types import BalanceAt, BalanceView
 
-__all__ = ["BalanceView", "balance_get", "entry_list", "ledger_exists", "owners_unknown"]
+__all__ = [
+    "BalanceAt",
+    "BalanceView",
+    "balance_at",
+    "balance_get",
+    "entry_list",
+    "ledger_exists",
+    "owners_unknown",
+]
 
 
 def ledger_exists(*, owner_id: str) -> bool:
@@ -58,6 +66,21 @@ def balance_get(*, owner_id: str) -> BalanceView:
     if row is None:
         return BalanceView(owner_id=owner_id, balance=0, version=0, updated_at=None)
     return BalanceView(owner_id=owner_id, balance=row[0], version=row[1], updated_at=row[2])
+
+
+def balance_at(*, owner_id: str, at: datetime) -> BalanceAt:
+    """``owner_id``'s balance as of ``at``: the ``balance_after`` of the last
+    entry created at or before it (entries' times follow the order they were
+    applied in). One index look-up on ``(owner_id, created_at)``, whatever the
+    history's length."""
+    row = (
+        LedgerEntry.objects.filter(owner_id=owner_id, created_at__lte=at)
+        .order_by("-created_at", "-id")
+        .values_list("balance_after", "seq")
+        .first()
+    )
+    balance, version = row if row is not None else (0, 0)
+    return BalanceAt(owner_id=owner_id, at=at, balance=balance, version=version or 0)
 
 
 def entry_list(

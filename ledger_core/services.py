@@ -56,23 +56,25 @@ decision_log = logging.getLogger("ledger_core.decisions")
 
 _BALANCE_TABLE = Balance._meta.db_table
 
-# The balance change of a post; both return the new (balance, version), or no
-# row when a debit is not covered.
+# The balance change of a post; both return the new (balance, version) and the
+# time of the change, or no row when a debit is not covered. The time is the
+# database clock's once the row is held, so an owner's entries are in time
+# order in the order they were applied (what a point-in-time balance needs).
 _CREDIT_SQL = f"""
 INSERT INTO {_BALANCE_TABLE} (owner_id, balance, version, updated_at)
-VALUES (%(owner)s, %(amount)s, 1, %(now)s)
+VALUES (%(owner)s, %(amount)s, 1, clock_timestamp())
 ON CONFLICT (owner_id) DO UPDATE SET
     balance = {_BALANCE_TABLE}.balance + EXCLUDED.balance,
     version = {_BALANCE_TABLE}.version + 1,
-    updated_at = EXCLUDED.updated_at
-RETURNING balance, version
+    updated_at = clock_timestamp()
+RETURNING balance, version, updated_at
 """  # noqa: S608 (table name is a model constant, values are parameters)
 
 _DEBIT_SQL = f"""
 UPDATE {_BALANCE_TABLE}
-SET balance = balance + %(amount)s, version = version + 1, updated_at = %(now)s
+SET balance = balance + %(amount)s, version = version + 1, updated_at = clock_timestamp()
 WHERE owner_id = %(owner)s AND balance + %(amount)s >= 0
-RETURNING balance, version
+RETURNING balance, version, updated_at
 """  # noqa: S608
 
 # PostgreSQL: the balance change and the entry in one statement (a
@@ -81,11 +83,11 @@ RETURNING balance, version
 _ENTRY_TABLE = LedgerEntry._meta.db_table
 _ENTRY_INSERT = f"""
 INSERT INTO {_ENTRY_TABLE} (owner_id, app, operation, amount, balance_after, nonce,
-    fingerprint, limit_key, metadata, created_at, created_by)
+    fingerprint, limit_key, metadata, created_at, created_by, seq)
 SELECT %(owner)s, %(app)s, %(operation)s, %(amount)s, b.balance, %(nonce)s,
-    %(fingerprint)s, %(limit_key)s, %(metadata)s::jsonb, %(now)s, %(actor)s
+    %(fingerprint)s, %(limit_key)s, %(metadata)s::jsonb, b.updated_at, %(actor)s, b.version
 FROM b
-RETURNING id, balance_after
+RETURNING id, balance_after, created_at, seq
 """  # noqa: S608
 _PG_CREDIT_POST = f"WITH b AS ({_CREDIT_SQL}){_ENTRY_INSERT}"
 _PG_DEBIT_POST = f"WITH b AS ({_DEBIT_SQL}){_ENTRY_INSERT}"
@@ -221,14 +223,14 @@ class PreparedEntry:
     actor_name: str
 
     def entry(
-        self, *, balance_after: int, created_at: datetime, pk: int | None = None
+        self, *, balance_after: int, created_at: datetime, seq: int, pk: int | None = None
     ) -> LedgerEntry:
         """The entry this post stores (with its id once stored)."""
         return LedgerEntry(
             id=pk, owner_id=self.owner_id, app=self.app, operation=self.operation,
             amount=self.amount, balance_after=balance_after, nonce=self.nonce,
             fingerprint=self.fingerprint, limit_key=self.limit_key, metadata=self.metadata,
-            created_at=created_at, created_by=self.actor_name,
+            created_at=created_at, created_by=self.actor_name, seq=seq,
         )  # fmt: skip
 
 
@@ -281,7 +283,6 @@ def _pg_post(p: PreparedEntry, now: datetime) -> LedgerEntry:
         "fingerprint": p.fingerprint,
         "limit_key": p.limit_key,
         "metadata": None if p.metadata is None else json.dumps(p.metadata),
-        "now": now,
         "actor": p.actor_name,
     }
     with connection.cursor() as cursor:
@@ -289,7 +290,7 @@ def _pg_post(p: PreparedEntry, now: datetime) -> LedgerEntry:
         row = cursor.fetchone()
     if row is None:
         raise _Refused
-    entry = p.entry(balance_after=row[1], created_at=now, pk=row[0])
+    entry = p.entry(balance_after=row[1], created_at=row[2], seq=row[3], pk=row[0])
     entry._state.adding = False
     return entry
 
@@ -353,6 +354,47 @@ def entry_post(
     if result.replayed:
         metrics.entry_replayed(app=app, operation=operation)
         _log_entry("replayed", result.entry, actor)
+    return result
+
+
+class _DryRun(Exception):
+    """Internal: leave the dry run's atomic block (rolling it back) with its result."""
+
+    def __init__(self, result: PostResult) -> None:
+        self.result = result
+
+
+def entry_post_dry_run(
+    *,
+    owner_id: str,
+    operation: str,
+    nonce: str,
+    app: str,
+    actor: Actor,
+    amount: int | None = None,
+    metadata: dict[str, Any] | None = None,
+    direct: bool = False,
+) -> PostResult:
+    """What ``entry_post`` would answer for the same arguments, storing nothing.
+
+    The post runs for real inside a transaction that is then rolled back, so
+    every check (input, permission, limits, balance, nonce) is the real one;
+    nothing is committed, no nonce is used up, no side effect runs (they wait
+    for a commit that never comes). Raises what ``entry_post`` would raise. The
+    returned entry (unless it is a replay) was never stored: it has no id.
+    """
+    now = timezone.now()
+    prepared = entry_prepare(
+        owner_id=owner_id, operation=operation, nonce=nonce, app=app, actor=actor,
+        amount=amount, metadata=metadata, now=now, direct=direct,
+    )  # fmt: skip
+    try:
+        with transaction.atomic():
+            raise _DryRun(_post(prepared, actor=actor, now=now, started=time.perf_counter()))
+    except _DryRun as done:
+        result = done.result
+    if not result.replayed:
+        result.entry.pk = None
     return result
 
 
@@ -546,11 +588,11 @@ def _batch_insert(rows: list[LedgerEntry]) -> None:
     table = LedgerEntry._meta.db_table
     sql = (
         f"INSERT INTO {table} (owner_id, app, operation, amount, balance_after, nonce, "  # noqa: S608
-        "fingerprint, limit_key, metadata, created_at, created_by) "
-        "SELECT o, a, op, am, ba, n, f, lk, md::jsonb, ca, cb FROM unnest("
+        "fingerprint, limit_key, metadata, created_at, created_by, seq) "
+        "SELECT o, a, op, am, ba, n, f, lk, md::jsonb, ca, cb, sq FROM unnest("
         "%s::text[], %s::text[], %s::text[], %s::bigint[], %s::bigint[], %s::text[], "
-        "%s::text[], %s::text[], %s::text[], %s::timestamptz[], %s::text[]"
-        ") AS t(o, a, op, am, ba, n, f, lk, md, ca, cb) RETURNING id"
+        "%s::text[], %s::text[], %s::text[], %s::timestamptz[], %s::text[], %s::bigint[]"
+        ") AS t(o, a, op, am, ba, n, f, lk, md, ca, cb, sq) RETURNING id"
     )
     with connection.cursor() as cursor:
         for start in range(0, len(rows), _LOCK_CHUNK):
@@ -569,6 +611,7 @@ def _batch_insert(rows: list[LedgerEntry]) -> None:
                     [None if r.metadata is None else json.dumps(r.metadata) for r in chunk],
                     [r.created_at for r in chunk],
                     [r.created_by for r in chunk],
+                    [r.seq for r in chunk],
                 ],
             )
             # Ids come from one sequence in insertion order, which is the
@@ -676,6 +719,11 @@ def entry_post_batch(
             owners = sorted({prepared[i].owner_id for i in primaries})
             creates = {prepared[i].owner_id for i in primaries if prepared[i].amount >= 0}
             state = _batch_lock_balances(owners, creates, now)
+            # The time of the batch's changes: the database clock's, now that its
+            # rows are held (as for single posts: time order is applied order).
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT clock_timestamp()")
+                applied_at = cursor.fetchone()[0]
             existing, used_limits = _batch_existing([prepared[i] for i in primaries])
             for i in sorted(primaries):
                 p = prepared[i]
@@ -704,12 +752,14 @@ def entry_post_batch(
                 touched.add(p.owner_id)
                 if p.limit_key:
                     used_limits.add((p.owner_id, p.limit_key))
-                entry = p.entry(balance_after=balance + p.amount, created_at=now)
+                entry = p.entry(
+                    balance_after=balance + p.amount, created_at=applied_at, seq=version + 1
+                )
                 results[i].entry = entry
                 new_entries.append(entry)
             if new_entries:
                 _batch_insert(new_entries)
-                _batch_update_balances(state, touched, now)
+                _batch_update_balances(state, touched, applied_at)
             committing = commits_here
     except (OperationalError, InterfaceError) as exc:
         if committing:

@@ -14,3 +14,14 @@ class BalanceView:
     balance: int
     version: int
     updated_at: datetime | None
+
+
+@dataclasses.dataclass(frozen=True)
+class BalanceAt:
+    """An owner's balance as of instant ``at``: after the last entry created at
+    or before it (balance 0, version 0 before the first)."""
+
+    owner_id: str
+    at: datetime
+    balance: int
+    version: int

@@ -6,6 +6,7 @@ import functools
 from typing import Any
 
 from django.core.validators import RegexValidator
+from django.utils import timezone
 from rest_framework import serializers
 from rest_framework.fields import empty
 from rest_framework.utils import html
@@ -182,6 +183,17 @@ class EntrySerializer(serializers.Serializer):
     created_at = serializers.DateTimeField(read_only=True)
 
 
+class DryRunEntrySerializer(EntrySerializer):
+    id = serializers.IntegerField(
+        read_only=True, allow_null=True, help_text="null: not stored (a replay's has its id)"
+    )
+
+
+class DryRunSerializer(serializers.Serializer):
+    dry_run = serializers.BooleanField()
+    entry = DryRunEntrySerializer(help_text="the entry as the post would store it")
+
+
 class EntryPageSerializer(serializers.Serializer):
     next = serializers.URLField(allow_null=True)
     previous = serializers.URLField(allow_null=True)
@@ -193,6 +205,24 @@ class BalanceSerializer(serializers.Serializer):
     balance = serializers.IntegerField()
     version = serializers.IntegerField()
     updated_at = serializers.DateTimeField(allow_null=True)
+
+
+class BalanceAtSerializer(serializers.Serializer):
+    owner_id = serializers.CharField()
+    at = serializers.DateTimeField()
+    balance = serializers.IntegerField()
+    version = serializers.IntegerField(help_text="the owner's entries up to that instant")
+
+
+class BalanceQuerySerializer(serializers.Serializer):
+    at = serializers.DateTimeField(
+        required=False, help_text="ISO 8601 instant, not in the future: the balance as of then"
+    )
+
+    def validate_at(self, value):
+        if value > timezone.now():
+            raise serializers.ValidationError("at must not be in the future.")
+        return value
 
 
 class EntryFilterSerializer(serializers.Serializer):

@@ -26,6 +26,7 @@ from drf_spectacular.utils import (
     OpenApiExample,
     OpenApiParameter,
     OpenApiResponse,
+    PolymorphicProxySerializer,
     extend_schema,
 )
 from rest_framework import status, viewsets
@@ -40,15 +41,24 @@ from ..actors import Actor
 from ..exceptions import BatchRefused, Forbidden, InvalidEntry
 from ..models import LedgerEntry
 from ..operations import LedgerOperation, registry
-from ..selectors import balance_get, entry_list
-from ..services import EntryRequest, PostResult, entry_post, entry_post_batch
+from ..selectors import balance_at, balance_get, entry_list
+from ..services import (
+    EntryRequest,
+    PostResult,
+    entry_post,
+    entry_post_batch,
+    entry_post_dry_run,
+)
 from ..validation import owner_id_validate
 from .pagination import EntryCursorPagination
 from .schema import READ_ERRORS, WRITE_ERRORS
 from .serializers import (
+    BalanceAtSerializer,
+    BalanceQuerySerializer,
     BalanceSerializer,
     BatchPostSerializer,
     BatchResultSerializer,
+    DryRunSerializer,
     EntryFilterSerializer,
     EntryPageSerializer,
     EntryPostSerializer,
@@ -65,11 +75,7 @@ OWNER_PARAMETER = OpenApiParameter(
     OpenApiParameter.PATH,
     description="1-128 characters of A-Z a-z 0-9 _ . @ + : -",
 )
-REPLAYED = OpenApiResponse(
-    response=EntrySerializer,
-    description="a replay of an earlier post with the same nonce and payload; "
-    "header `Idempotent-Replayed: true`, nothing new stored",
-)
+
 POST_EXAMPLES = [
     OpenApiExample(
         "owner spends one credit",
@@ -101,7 +107,7 @@ POST_EXAMPLES = [
             "created_at": "2026-11-26T09:00:00Z",
         },
         response_only=True,
-        status_codes=["201", "200"],
+        status_codes=["201"],
     ),
 ]
 
@@ -163,34 +169,83 @@ class LedgerViewSet(viewsets.GenericViewSet):
         return owner_id
 
     @extend_schema(
-        summary="An owner's balance",
-        parameters=[OWNER_PARAMETER],
-        responses={200: BalanceSerializer, **READ_ERRORS},
+        summary="An owner's balance, now or as of an instant",
+        parameters=[OWNER_PARAMETER, BalanceQuerySerializer],
+        responses={
+            200: PolymorphicProxySerializer(
+                component_name="BalanceOrBalanceAt",
+                serializers=[BalanceSerializer, BalanceAtSerializer],
+                resource_type_field_name=None,
+            ),
+            **READ_ERRORS,
+        },
     )
     def retrieve(self, request: Request, owner_id: str) -> Response:
-        """The owner's balance (0 for an owner without entries)."""
+        """The owner's balance (0 for an owner without entries); with ``?at=``,
+        ``{owner_id, at, balance, version}`` as of that instant."""
         owner_id = self._readable_owner(request, owner_id)
+        query = BalanceQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        at = query.validated_data.get("at")
+        if at is not None:
+            return Response(BalanceAtSerializer(balance_at(owner_id=owner_id, at=at)).data)
         return Response(BalanceSerializer(balance_get(owner_id=owner_id)).data)
 
     @extend_schema(
-        summary="Post an entry (idempotent by nonce)",
-        responses={201: EntrySerializer, 200: REPLAYED, **WRITE_ERRORS},
+        summary="Post an entry (idempotent by nonce), or try it (?dry_run=true)",
+        parameters=[
+            OpenApiParameter(
+                "dry_run",
+                OpenApiTypes.BOOL,
+                description="true: answer 200 {dry_run: true, entry} (the entry as it would "
+                "be, without an id) or the error the post would get; nothing is stored, no "
+                "nonce is used, and it counts against the read rate limit",
+            )
+        ],
+        responses={
+            201: EntrySerializer,
+            200: OpenApiResponse(
+                PolymorphicProxySerializer(
+                    component_name="ReplayOrDryRun",
+                    serializers=[EntrySerializer, DryRunSerializer],
+                    resource_type_field_name=None,
+                ),
+                description="a replay of an earlier post with the same nonce and payload "
+                "(header `Idempotent-Replayed: true`, nothing new stored) or, with "
+                "`dry_run`, `{dry_run: true, entry}`",
+            ),
+            **WRITE_ERRORS,
+        },
         examples=POST_EXAMPLES,
     )
     def create(self, request: Request) -> Response:
-        """Post one entry to an owner's ledger (idempotent by nonce)."""
+        """Post one entry to an owner's ledger (idempotent by nonce); with
+        ``?dry_run=true``, answer what the post would do and store nothing."""
         data = self._validated_post(request)
-        result = entry_post(
-            owner_id=data["owner_id"],
-            operation=data["operation"],
-            nonce=data["nonce"],
-            app=self.app_label,
-            actor=request_actor(request),
-            amount=data.get("amount"),
-            metadata=data.get("metadata"),
-            direct=True,
-        )
-        return post_response(result)
+        arguments = {
+            "owner_id": data["owner_id"],
+            "operation": data["operation"],
+            "nonce": data["nonce"],
+            "app": self.app_label,
+            "actor": request_actor(request),
+            "amount": data.get("amount"),
+            "metadata": data.get("metadata"),
+            "direct": True,
+        }
+        if self.dry_run:
+            result = entry_post_dry_run(**arguments)
+            return Response(DryRunSerializer({"dry_run": True, "entry": result.entry}).data)
+        return post_response(entry_post(**arguments))
+
+    @property
+    def dry_run(self) -> bool:
+        """A ``?dry_run=true`` request: checked like the real one, stores nothing."""
+        return self.request.query_params.get("dry_run", "").lower() in ("true", "1")
+
+    @property
+    def ratelimit_group(self) -> str | None:
+        # A dry run reads; it counts against the read limit.
+        return "ledger_read" if self.action == "create" and self.dry_run else None
 
     def _validated_post(self, request: Request) -> dict[str, Any]:
         """The post's fields, or a 400; refusals here are counted like the service's."""

@@ -445,3 +445,45 @@ def test_amount_bounds_read_the_same_everywhere(manager_client, amount):
         assert response.status_code == 400
         assert "amount must be at most 1000000 in absolute value" in response.json()["detail"]
     assert not LedgerEntry.objects.exists()
+
+
+def test_dry_run_answers_what_the_post_would_do_and_stores_nothing(alice_client, settings):
+    fund("alice", 3)
+    entries_before = LedgerEntry.objects.count()
+    spend = body(owner_id="alice", operation="CREDIT_SPEND", nonce="try-1")
+    response = alice_client.post(CONTENT + "?dry_run=true", spend, format="json")
+    assert response.status_code == 200, response.content
+    assert response.json()["dry_run"] is True
+    entry = response.json()["entry"]
+    assert (entry["id"], entry["amount"], entry["balance_after"]) == (None, -1, 2)
+    assert LedgerEntry.objects.count() == entries_before
+    assert Balance.objects.get(owner_id="alice").balance == 3
+    # The nonce is still free: the real post uses it.
+    real = alice_client.post(CONTENT, spend, format="json")
+    assert real.status_code == 201 and real.json()["balance_after"] == 2
+    # A dry run of what would replay answers with the stored entry.
+    again = alice_client.post(CONTENT + "?dry_run=true", spend, format="json")
+    assert again.json()["entry"]["id"] == real.json()["id"]
+    # The errors the real post would get.
+    big = body(owner_id="alice", operation="CONTENT_CREATION", nonce="try-2")
+    assert_error(
+        alice_client.post(CONTENT + "?dry_run=true", big, format="json"),
+        409,
+        "insufficient_balance",
+    )
+    other = body(owner_id="bob", operation="CREDIT_SPEND", nonce="try-3")
+    assert_error(
+        alice_client.post(CONTENT + "?dry_run=true", other, format="json"), 403, "forbidden"
+    )
+    assert LedgerEntry.objects.count() == entries_before + 1
+
+
+def test_dry_run_counts_against_the_read_limit(alice_client, settings):
+    settings.RATE_LIMIT_LEDGER_WRITE = "1/m"
+    settings.RATE_LIMIT_LEDGER_READ = "100/m"
+    fund("alice", 5)
+    for n in range(3):
+        spend = body(owner_id="alice", operation="CREDIT_SPEND", nonce=f"t{n}")
+        assert alice_client.post(CONTENT + "?dry_run=true", spend, format="json").status_code == 200
+    real = body(owner_id="alice", operation="CREDIT_SPEND", nonce="real")
+    assert alice_client.post(CONTENT, real, format="json").status_code == 201

@@ -90,3 +90,75 @@ def test_reads_inside_a_transaction_see_its_own_posts_only():
         assert balance_get(owner_id="alice").balance == 105  # the caller sees its post
         raise RuntimeError("the caller's transaction fails")
     assert balance_get(owner_id="alice").balance == 5  # nobody else ever does
+
+
+def test_balance_at_an_instant():
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from ledger_core.models import LedgerEntry
+
+    alice = UserFactory(username="alice")
+    client = bearer_client(alice)
+    before = timezone.now()
+    fund("alice", 5, nonce="a")
+    fund("alice", 2, nonce="b")
+    first, second = LedgerEntry.objects.filter(owner_id="alice").order_by("id")
+    assert (first.seq, second.seq) == (1, 2) and first.created_at < second.created_at
+
+    def at(instant):
+        return client.get("/api/content/ledger/alice/", {"at": instant.isoformat()})
+
+    assert at(before).json() == {
+        "owner_id": "alice", "at": before.isoformat().replace("+00:00", "Z"),
+        "balance": 0, "version": 0,
+    }  # fmt: skip
+    assert at(first.created_at).json()["balance"] == 5
+    assert at(first.created_at).json()["version"] == 1
+    assert at(second.created_at - timedelta(microseconds=1)).json()["balance"] == 5
+    assert at(second.created_at).json()["balance"] == 7
+    for bad in ("yesterday", "2026-13-01T00:00:00Z"):
+        response = client.get("/api/content/ledger/alice/", {"at": bad})
+        assert response.status_code == 400 and response.json()["code"] == "invalid"
+    response = at(timezone.now() + timedelta(minutes=1))
+    assert response.status_code == 400 and "future" in response.json()["detail"]
+    # Another owner's past balance is as private as their present one.
+    assert (
+        bearer_client(UserFactory(username="bob"))
+        .get("/api/content/ledger/alice/", {"at": before.isoformat()})
+        .status_code
+        == 403
+    )
+
+
+def test_entries_are_numbered_and_timed_in_the_order_they_were_applied():
+    """Racing posts to one owner: seq runs 1..n in id order, and created_at
+    never goes backwards in that order (the database clock, taken under the
+    balance row's lock)."""
+    from ledger_core.models import LedgerEntry
+    from ledger_core.services import EntryRequest, entry_post_batch
+
+    fund("shared", 1)
+
+    def work(i: int):
+        for j in range(10):
+            if j % 3 == 0:
+                entry_post_batch(app="content", actor=MANAGER, entries=[
+                    EntryRequest(owner_id="shared", operation="CREDIT_ADD", nonce=f"b{i}-{j}-{k}",
+                                 amount=1) for k in range(3)])  # fmt: skip
+            else:
+                entry_post(owner_id="shared", operation="CREDIT_ADD", nonce=f"s{i}-{j}",
+                           app="content", actor=MANAGER, amount=1)  # fmt: skip
+
+    results = run_concurrently(6, work)
+    assert not [r for r in results if isinstance(r, Exception)], results
+    rows = list(
+        LedgerEntry.objects.filter(owner_id="shared")
+        .order_by("id")
+        .values_list("seq", "created_at", "balance_after")
+    )
+    assert [seq for seq, _, _ in rows] == list(range(1, len(rows) + 1))
+    times = [created for _, created, _ in rows]
+    assert times == sorted(times)
+    assert [b for _, _, b in rows] == list(range(1, len(rows) + 1))
