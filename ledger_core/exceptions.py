@@ -101,6 +101,30 @@ class OutcomeUnknown(LedgerError):
     )
 
 
+class EntryNotFound(LedgerError):
+    """No entry with this id was posted by this app."""
+
+    code = "not_found"
+    status = 404
+    default_detail = "No such entry in this app."
+
+
+class NotReversible(LedgerError):
+    """The entry cannot be reversed: it is a reversal itself, or moved no credits."""
+
+    code = "not_reversible"
+    status = 400
+    default_detail = "This entry cannot be reversed."
+
+
+class AlreadyReversed(LedgerError):
+    """The entry has been reversed already; ``reversal_id`` names the reversal."""
+
+    code = "already_reversed"
+    status = 409
+    default_detail = "This entry has already been reversed."
+
+
 class LimitReached(LedgerError):
     """The operation's limit (once per day, once per owner, ...) is used up."""
 

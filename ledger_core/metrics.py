@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Histogram
 
+from .models import REVERSAL
 from .operations import registry
 
 ENTRIES = Counter("ledger_entries", "Ledger entries stored (after commit).", ["app", "operation"])
@@ -38,7 +39,9 @@ POST_SECONDS = Histogram(
 
 
 def operation_label(app: str, operation: object) -> str:
-    if isinstance(operation, str) and registry.is_operation_of(app, operation):
+    if isinstance(operation, str) and (
+        operation == REVERSAL or registry.is_operation_of(app, operation)
+    ):
         return operation
     return "other"
 

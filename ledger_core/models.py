@@ -29,8 +29,11 @@ LIMIT_KEY_MAX_LENGTH = 100
 #: and the admin's CSV export writes, in this order (the export adds created_by).
 ENTRY_FIELDS = (
     "id", "owner_id", "app", "operation", "amount", "balance_after", "nonce", "metadata",
-    "created_at",
+    "created_at", "reverses",
 )  # fmt: skip
+
+#: The ledger's own operation for undoing an entry; no app declares it.
+REVERSAL = "REVERSAL"
 
 
 class LedgerEntry(models.Model):
@@ -55,6 +58,10 @@ class LedgerEntry(models.Model):
     # one owner are numbered in the order they were applied, as are their
     # created_at times (taken from the database clock once the balance row is held).
     seq = models.BigIntegerField(null=True, help_text="the owner's version after this entry")
+    # A REVERSAL entry names the entry it reverses (same owner; at most one
+    # reversal per entry). A plain id, not a foreign key: every index starts
+    # with owner_id.
+    reverses = models.BigIntegerField(null=True, blank=True, help_text="id of the reversed entry")
 
     class Meta:
         verbose_name = "ledger entry"
@@ -70,6 +77,11 @@ class LedgerEntry(models.Model):
             ),
             models.CheckConstraint(
                 condition=Q(balance_after__gte=0), name="ledger_entry_balance_after_gte_0"
+            ),
+            models.UniqueConstraint(
+                fields=["owner_id", "reverses"],
+                condition=Q(reverses__isnull=False),
+                name="ledger_entry_owner_reverses_uniq",
             ),
         ]
         indexes = [

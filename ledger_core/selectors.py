@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime
 
-from django.db.models import QuerySet
+from django.db.models import OuterRef, QuerySet, Subquery
 
 from .models import Balance, LedgerEntry
 from .types import BalanceAt, BalanceView
@@ -95,7 +95,10 @@ def entry_list(
 
     ``since`` is inclusive and ``until`` exclusive, both on ``created_at``.
     """
-    qs = LedgerEntry.objects.filter(owner_id=owner_id)
+    reversal = LedgerEntry.objects.filter(owner_id=OuterRef("owner_id"), reverses=OuterRef("id"))
+    qs = LedgerEntry.objects.filter(owner_id=owner_id).annotate(
+        reversed_by=Subquery(reversal.values("id")[:1])
+    )
     if operation:
         qs = qs.filter(operation=operation)
     if app:

@@ -33,7 +33,9 @@ from . import metrics
 from .actors import Actor
 from .conf import ledger_settings
 from .exceptions import (
+    AlreadyReversed,
     BatchRefused,
+    EntryNotFound,
     Forbidden,
     InsufficientBalance,
     InvalidEntry,
@@ -41,11 +43,12 @@ from .exceptions import (
     LimitReached,
     NonceConflict,
     NonceInFlight,
+    NotReversible,
     OutcomeUnknown,
     UnknownOperation,
 )
-from .models import ENTRY_FIELDS, Balance, LedgerEntry
-from .operations import OperationPolicy, Role, registry
+from .models import ENTRY_FIELDS, REVERSAL, Balance, LedgerEntry
+from .operations import MANAGER, OperationPolicy, Role, registry
 from .signals import entry_posted
 from .validation import metadata_validate, nonce_validate, owner_id_validate
 
@@ -83,9 +86,10 @@ RETURNING balance, version, updated_at
 _ENTRY_TABLE = LedgerEntry._meta.db_table
 _ENTRY_INSERT = f"""
 INSERT INTO {_ENTRY_TABLE} (owner_id, app, operation, amount, balance_after, nonce,
-    fingerprint, limit_key, metadata, created_at, created_by, seq)
+    fingerprint, limit_key, metadata, created_at, created_by, seq, reverses)
 SELECT %(owner)s, %(app)s, %(operation)s, %(amount)s, b.balance, %(nonce)s,
-    %(fingerprint)s, %(limit_key)s, %(metadata)s::jsonb, b.updated_at, %(actor)s, b.version
+    %(fingerprint)s, %(limit_key)s, %(metadata)s::jsonb, b.updated_at, %(actor)s, b.version,
+    %(reverses)s
 FROM b
 RETURNING id, balance_after, created_at, seq
 """  # noqa: S608
@@ -221,6 +225,7 @@ class PreparedEntry:
     limit_key: str | None
     fingerprint: str
     actor_name: str
+    reverses: int | None = None
 
     def entry(
         self, *, balance_after: int, created_at: datetime, seq: int, pk: int | None = None
@@ -230,7 +235,7 @@ class PreparedEntry:
             id=pk, owner_id=self.owner_id, app=self.app, operation=self.operation,
             amount=self.amount, balance_after=balance_after, nonce=self.nonce,
             fingerprint=self.fingerprint, limit_key=self.limit_key, metadata=self.metadata,
-            created_at=created_at, created_by=self.actor_name, seq=seq,
+            created_at=created_at, created_by=self.actor_name, seq=seq, reverses=self.reverses,
         )  # fmt: skip
 
 
@@ -284,6 +289,7 @@ def _pg_post(p: PreparedEntry, now: datetime) -> LedgerEntry:
         "limit_key": p.limit_key,
         "metadata": None if p.metadata is None else json.dumps(p.metadata),
         "actor": p.actor_name,
+        "reverses": p.reverses,
     }
     with connection.cursor() as cursor:
         cursor.execute(_PG_CREDIT_POST if p.amount >= 0 else _PG_DEBIT_POST, params)
@@ -445,6 +451,10 @@ def _post(prepared: PreparedEntry, *, actor: Actor, now: datetime, started: floa
         existing = _entry_by_nonce(owner_id, nonce)
         if existing is not None:
             return _replay_or_conflict(existing, fingerprint)
+        if prepared.reverses is not None:
+            reversal = _reversal_of(owner_id, prepared.reverses)
+            if reversal is not None:  # reversed meanwhile, by another request
+                raise AlreadyReversed(reversal_id=reversal) from None
         current = (
             Balance.objects.filter(owner_id=owner_id).values_list("balance", flat=True).first()
         )
@@ -457,6 +467,10 @@ def _post(prepared: PreparedEntry, *, actor: Actor, now: datetime, started: floa
         existing = _entry_by_nonce(owner_id, nonce)
         if existing is not None:
             return _replay_or_conflict(existing, fingerprint)
+        if prepared.reverses is not None:
+            reversal = _reversal_of(owner_id, prepared.reverses)
+            if reversal is not None:
+                raise AlreadyReversed(reversal_id=reversal) from None
         limit_key = prepared.limit_key
         if (
             limit_key is not None
@@ -484,6 +498,71 @@ def _after_commit(entry: LedgerEntry, actor: Actor, started: float) -> None:
             logger.error(
                 "entry_posted receiver %r failed", receiver, exc_info=(type(error), error, None)
             )
+
+
+def _reversal_of(owner_id: str, entry_id: int) -> int | None:
+    return (
+        LedgerEntry.objects.filter(owner_id=owner_id, reverses=entry_id)
+        .values_list("id", flat=True)
+        .first()
+    )
+
+
+def entry_reverse(*, entry_id: int, app: str, actor: Actor, nonce: str, reason: str) -> PostResult:
+    """Undo entry ``entry_id`` of ``app`` with a ``REVERSAL`` entry of the
+    opposite amount (managers and the system only), at most once per entry.
+
+    Idempotent by nonce like any post (a retry answers the same reversal).
+    Raises ``EntryNotFound`` (no such entry in this app), ``Forbidden``,
+    ``NotReversible`` (a reversal, or an entry of amount 0),
+    ``AlreadyReversed`` (with ``reversal_id``), ``InsufficientBalance`` (the
+    owner no longer has the credits a reversed credit gave: a reversal never
+    overdraws) and ``InvalidEntry``. The reversed entry still counts for its
+    operation's limit (a reversed daily reward is not claimable again that day).
+    """
+    started = time.perf_counter()
+    now = timezone.now()
+    entry = LedgerEntry.objects.filter(pk=entry_id, app=app).first() if entry_id > 0 else None
+    try:
+        if entry is None:
+            raise EntryNotFound()
+        if not (actor.can_post_any or actor.is_system):
+            raise Forbidden("Only managers may reverse entries.")
+        if entry.operation == REVERSAL or entry.amount == 0:
+            raise NotReversible(
+                "A reversal cannot be reversed." if entry.operation == REVERSAL
+                else "An entry of amount 0 moved no credits."
+            )  # fmt: skip
+        nonce_validate(nonce)
+        reason = (reason or "").strip()
+        if not reason or len(reason) > 500:
+            raise InvalidEntry("reason is required (at most 500 characters).", field="reason")
+        amount = -entry.amount
+        prepared = PreparedEntry(
+            owner_id=entry.owner_id, operation=REVERSAL, nonce=nonce, app=app, amount=amount,
+            metadata={"reason": reason}, policy=OperationPolicy(amount=amount, posters=MANAGER),
+            limit_key=None,
+            fingerprint=entry_fingerprint(app=app, operation=f"{REVERSAL}:{entry.pk}",
+                                          amount=amount),
+            actor_name=actor.name, reverses=entry.pk,
+        )  # fmt: skip
+        done = LedgerEntry.objects.filter(owner_id=entry.owner_id, reverses=entry.pk).first()
+        if done is not None:
+            if done.nonce != nonce:
+                raise AlreadyReversed(reversal_id=done.pk)
+            result = _replay_or_conflict(done, prepared.fingerprint)
+        else:
+            result = _post(prepared, actor=actor, now=now, started=started)
+    except LedgerError as exc:
+        _record_refusal(
+            exc, app=app, operation=REVERSAL, owner_id=getattr(entry, "owner_id", None),
+            nonce=nonce, actor=actor, reverses=entry_id,
+        )  # fmt: skip
+        raise
+    if result.replayed:
+        metrics.entry_replayed(app=app, operation=REVERSAL)
+        _log_entry("replayed", result.entry, actor)
+    return result
 
 
 # --- batches -------------------------------------------------------------------

@@ -168,7 +168,8 @@ def entry_post_serializer_for(label: str, operations: tuple[str, ...]) -> type[E
 
 
 class EntrySerializer(serializers.Serializer):
-    """An entry as the API shows it: the fields of ``ENTRY_FIELDS``, in order.
+    """An entry as the API shows it: the fields of ``ENTRY_FIELDS``, in order,
+    and ``reversed_by`` (annotated by ``entry_list``; None where not known).
     Declared, not a ``ModelSerializer``, which would rebuild them from the
     model for every response (see docs/performance.md)."""
 
@@ -181,6 +182,18 @@ class EntrySerializer(serializers.Serializer):
     nonce = serializers.CharField(read_only=True)
     metadata = serializers.JSONField(read_only=True, allow_null=True)
     created_at = serializers.DateTimeField(read_only=True)
+    reverses = serializers.IntegerField(
+        read_only=True, allow_null=True, help_text="for a REVERSAL: the id of the entry it undoes"
+    )
+    reversed_by = serializers.IntegerField(
+        read_only=True, allow_null=True, default=None,
+        help_text="the id of the REVERSAL entry that undid this one, if any",
+    )  # fmt: skip
+
+
+class ReverseSerializer(serializers.Serializer):
+    nonce = NonceField()
+    reason = StrictCharField(max_length=500, help_text="why; stored in the reversal's metadata")
 
 
 class DryRunEntrySerializer(EntrySerializer):

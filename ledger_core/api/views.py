@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 
 from django.core.exceptions import ImproperlyConfigured
 from django.db.models import QuerySet
-from django.urls import URLPattern, URLResolver
+from django.urls import URLPattern, URLResolver, path
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiExample,
@@ -29,7 +29,7 @@ from drf_spectacular.utils import (
     PolymorphicProxySerializer,
     extend_schema,
 )
-from rest_framework import status, viewsets
+from rest_framework import serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
@@ -48,10 +48,11 @@ from ..services import (
     entry_post,
     entry_post_batch,
     entry_post_dry_run,
+    entry_reverse,
 )
 from ..validation import owner_id_validate
 from .pagination import EntryCursorPagination
-from .schema import READ_ERRORS, WRITE_ERRORS
+from .schema import NOT_FOUND, READ_ERRORS, WRITE_ERRORS
 from .serializers import (
     BalanceAtSerializer,
     BalanceQuerySerializer,
@@ -63,6 +64,7 @@ from .serializers import (
     EntryPageSerializer,
     EntryPostSerializer,
     EntrySerializer,
+    ReverseSerializer,
     entry_post_serializer_for,
 )
 
@@ -149,8 +151,11 @@ class LedgerViewSet(viewsets.GenericViewSet):
             return LedgerEntry.objects.none()
         return entry_list(owner_id=owner_id)
 
-    def get_serializer_class(self) -> type[EntryPostSerializer]:
-        """The post body, offering this app's operations (form, schema)."""
+    def get_serializer_class(self) -> type[serializers.Serializer]:
+        """The action's body: a reversal's, or a post's offering this app's
+        operations (form, schema)."""
+        if self.action == "reverse":
+            return ReverseSerializer
         label = self.app_label
         return entry_post_serializer_for(label, tuple(registry.postable(label, direct=True)))
 
@@ -329,6 +334,24 @@ class LedgerViewSet(viewsets.GenericViewSet):
         return Response({"atomic": atomic, "results": items}, status=status_code)
 
     @extend_schema(
+        summary="Reverse an entry of this app (managers): one REVERSAL entry, at most once",
+        request=ReverseSerializer,
+        responses={201: EntrySerializer, 200: EntrySerializer, 404: NOT_FOUND, **WRITE_ERRORS},
+    )
+    def reverse(self, request: Request, entry_id: int) -> Response:
+        """Undo an entry of this app with a REVERSAL entry of the opposite amount."""
+        serializer = ReverseSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        result = entry_reverse(
+            entry_id=entry_id,
+            app=self.app_label,
+            actor=request_actor(request),
+            nonce=serializer.validated_data["nonce"],
+            reason=serializer.validated_data["reason"],
+        )
+        return post_response(result)
+
+    @extend_schema(
         summary="An owner's entries, newest first",
         parameters=[
             OWNER_PARAMETER,
@@ -363,4 +386,9 @@ def ledger_urls(
     ``ledger/<owner_id>/entries/``, named ``<app namespace>:ledger-...``."""
     router = SimpleRouter()
     router.register("ledger", viewset, basename=basename)
-    return list(router.urls)
+    reverse_entry = path(
+        "ledger/entries/<int:entry_id>/reverse/",
+        viewset.as_view({"post": "reverse"}),
+        name=f"{basename}-reverse",
+    )
+    return [reverse_entry, *router.urls]

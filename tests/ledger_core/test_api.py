@@ -419,7 +419,7 @@ def test_entry_serializer_shows_the_entry_fields(db):
 
     entry = fund("alice", 7)
     data = EntrySerializer(entry).data
-    assert list(data) == list(ENTRY_FIELDS)
+    assert list(data) == [*ENTRY_FIELDS, "reversed_by"]
     assert (
         data["id"] == entry.pk and data["balance_after"] == 7 and data["created_at"].endswith("Z")
     )
