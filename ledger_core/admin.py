@@ -22,7 +22,13 @@ from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db import connection
 from django.db.models import Q, QuerySet
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, StreamingHttpResponse
+from django.http import (
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseRedirect,
+    StreamingHttpResponse,
+)
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.functional import cached_property
@@ -31,9 +37,9 @@ from django.utils.http import urlencode
 
 from .actors import POST_ANY_PERMISSION, Actor
 from .exceptions import LedgerError
-from .models import ENTRY_FIELDS, Balance, LedgerEntry
+from .models import ENTRY_FIELDS, REVERSAL, Balance, LedgerEntry
 from .operations import all_operation_values, registry
-from .services import entry_post
+from .services import entry_post, entry_reverse
 
 
 class LargeTablePaginator(Paginator):
@@ -122,6 +128,15 @@ class CorrectionForm(forms.Form):
         self.fields["nonce"].initial = f"admin-{uuid.uuid4().hex}"
 
 
+class ReverseForm(forms.Form):
+    nonce = forms.CharField(max_length=128, help_text="idempotency key; keep it to retry safely")
+    reason = forms.CharField(max_length=500, widget=forms.Textarea(attrs={"rows": 3}))
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["nonce"].initial = f"admin-reverse-{uuid.uuid4().hex}"
+
+
 @admin.register(LedgerEntry)
 class LedgerEntryAdmin(ReadOnlyAdmin):
     list_display = [
@@ -137,7 +152,19 @@ class LedgerEntryAdmin(ReadOnlyAdmin):
     paginator = LargeTablePaginator
     list_per_page = 100
     actions = ["export_csv"]
-    readonly_fields = [f.name for f in LedgerEntry._meta.fields]
+    readonly_fields = [*(f.name for f in LedgerEntry._meta.fields), "reversal"]
+
+    @admin.display(description="Reversal")
+    def reversal(self, entry: LedgerEntry) -> str:
+        """The entry's reversal, or a Reverse button for a manager."""
+        done = LedgerEntry.objects.filter(owner_id=entry.owner_id, reverses=entry.pk).first()
+        if done is not None:
+            url = reverse("admin:ledger_core_ledgerentry_change", args=[done.pk])
+            return format_html('reversed by <a href="{}">#{}</a>', url, done.pk)
+        if entry.operation == REVERSAL or entry.amount == 0:
+            return "not reversible"
+        url = reverse("admin:ledger_core_ledgerentry_reverse", args=[entry.pk])
+        return format_html('<a class="button" href="{}">Reverse</a>', url)
 
     def get_search_results(
         self, request: HttpRequest, queryset: QuerySet, search_term: str
@@ -169,6 +196,11 @@ class LedgerEntryAdmin(ReadOnlyAdmin):
                 "post/",
                 self.admin_site.admin_view(self.post_view),
                 name="ledger_core_ledgerentry_post",
+            ),
+            path(
+                "<int:entry_id>/reverse/",
+                self.admin_site.admin_view(self.reverse_view),
+                name="ledger_core_ledgerentry_reverse",
             ),
             *super().get_urls(),
         ]
@@ -217,6 +249,46 @@ class LedgerEntryAdmin(ReadOnlyAdmin):
             "title": "Post a correcting entry",
             "form": form,
             "opts": self.model._meta,
+        }
+        return TemplateResponse(request, "admin/ledger_core/ledgerentry/post.html", context)
+
+    def reverse_view(self, request: HttpRequest, entry_id: int) -> HttpResponse:
+        """Reverse an entry through ``entry_reverse``, with a required reason."""
+        if not request.user.has_perm(POST_ANY_PERMISSION):
+            raise PermissionDenied
+        entry = LedgerEntry.objects.filter(pk=entry_id).first()
+        if entry is None:
+            raise Http404
+        form = ReverseForm(request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            try:
+                result = entry_reverse(
+                    entry_id=entry.pk,
+                    app=entry.app,
+                    actor=Actor.for_user(request.user),
+                    nonce=form.cleaned_data["nonce"],
+                    reason=form.cleaned_data["reason"],
+                )
+            except LedgerError as exc:
+                form.add_error(None, f"{exc.code}: {exc.detail}")
+            else:
+                reversal = result.entry
+                self.message_user(
+                    request,
+                    f"Entry #{entry.pk} reversed by #{reversal.pk} ({reversal.amount:+d}), "
+                    f"balance now {reversal.balance_after}.",
+                    messages.SUCCESS,
+                )
+                return HttpResponseRedirect(
+                    reverse("admin:ledger_core_ledgerentry_change", args=[reversal.pk])
+                )
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Reverse entry #{entry.pk}: {entry.operation} {entry.amount:+d} "
+            f"for {entry.owner_id}",
+            "form": form,
+            "opts": self.model._meta,
+            "submit_label": "Reverse entry",
         }
         return TemplateResponse(request, "admin/ledger_core/ledgerentry/post.html", context)
 

@@ -166,7 +166,8 @@ def check_the_running_image(root: Path, config: dict, env: dict, base: str, pid:
     status_code, entry, _ = call("POST", f"{base}/api/content/ledger/", spend, tokens["access"])
     assert (status_code, entry.get("balance_after")) == (201, 2), entry
 
-    # Every admin page the project adds renders, the correcting-entry form included.
+    # Every admin page the project adds renders: the correcting-entry and the
+    # reversal forms included.
     opener = session_opener()
     admin_login(opener, base)
     pages = {
@@ -176,6 +177,8 @@ def check_the_running_image(root: Path, config: dict, env: dict, base: str, pid:
         "/admin/ledger_core/balance/": "image-user",
         "/admin/content/contentitem/": "content item",
         "/admin/rewards/referral/": "referral",
+        f"/admin/ledger_core/ledgerentry/{entry['id']}/change/": ">Reverse<",
+        f"/admin/ledger_core/ledgerentry/{entry['id']}/reverse/": "Reverse entry",
     }
     for path, needle in pages.items():
         status_code, page = get(opener, base + path)

@@ -231,3 +231,41 @@ def test_usernames_cannot_be_changed_in_the_admin(admin_client):
     )
     assert get_user_model().objects.get(pk=alice.pk).username == "alice"
     assert admin_client.get("/admin/auth/user/add/").status_code == 200
+
+
+def test_reverse_from_the_entry_page_goes_through_the_service(admin_client, entries):
+    grant = entries[0]  # alice +5, then +2: balance 7
+    page = admin_client.get(f"{ENTRIES}{grant.pk}/change/").content.decode()
+    assert f'href="{ENTRIES}{grant.pk}/reverse/"' in page and ">Reverse<" in page
+    form = admin_client.get(f"{ENTRIES}{grant.pk}/reverse/")
+    assert form.status_code == 200 and 'name="reason"' in form.content.decode()
+    # The reason is required.
+    refused = admin_client.post(f"{ENTRIES}{grant.pk}/reverse/", {"nonce": "rev-1"})
+    assert refused.status_code == 200 and not LedgerEntry.objects.filter(reverses=grant.pk)
+    response = admin_client.post(
+        f"{ENTRIES}{grant.pk}/reverse/", {"nonce": "rev-1", "reason": "granted twice"}
+    )
+    assert response.status_code == 302
+    reversal = LedgerEntry.objects.get(reverses=grant.pk)
+    assert (reversal.operation, reversal.amount, reversal.balance_after) == ("REVERSAL", -5, 2)
+    assert reversal.metadata == {"reason": "granted twice"}
+    assert reversal.created_by.endswith(":root")
+    page = admin_client.get(response["Location"]).content.decode()
+    assert f"Entry #{grant.pk} reversed by #{reversal.pk}" in page
+    # The reversed entry's page now links its reversal; reversing again is refused.
+    page = admin_client.get(f"{ENTRIES}{grant.pk}/change/").content.decode()
+    assert "reversed by" in page
+    again = admin_client.post(
+        f"{ENTRIES}{grant.pk}/reverse/", {"nonce": "rev-2", "reason": "again"}
+    ).content.decode()
+    assert "already_reversed" in again
+    assert LedgerEntry.objects.filter(reverses=grant.pk).count() == 1
+
+
+def test_staff_without_manager_permission_cannot_reverse(client, entries):
+    staff = UserFactory(username="clerk", is_staff=True, perms=["ledger_core.view_ledgerentry"])
+    client.force_login(staff)
+    url = f"{ENTRIES}{entries[0].pk}/reverse/"
+    assert client.get(url).status_code == 403
+    assert client.post(url, {"nonce": "x", "reason": "y"}).status_code == 403
+    assert not LedgerEntry.objects.filter(operation="REVERSAL").exists()
