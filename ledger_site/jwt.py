@@ -43,6 +43,7 @@ from rest_framework_simplejwt.utils import get_md5_hash_password
 from ledger_core.actors import POST_ANY_PERMISSION, VIEW_ANY_PERMISSION
 
 from .backends import one_statement_users, user_with_permissions
+from .models import RevokedSession
 
 CLAIM_PERMS = "perms"
 CLAIM_SESSION = "sid"  # the login session: the first refresh token's jti
@@ -129,13 +130,16 @@ class LedgerJWTAuthentication(JWTAuthentication):
         was issued), and that the token's session has not logged out, on the
         user and their permissions read in one statement (``ledger_site.backends``,
         when its backend answers ``has_perm``)."""
+        session = validated_token.get(CLAIM_SESSION)
         if not one_statement_users():
-            return super().get_user(validated_token)
+            user = super().get_user(validated_token)
+            if session and RevokedSession.objects.filter(sid=session).exists():
+                raise AuthenticationFailed("This session has logged out.", code="session_revoked")
+            return user
         try:
             user_id = validated_token[api_settings.USER_ID_CLAIM]
         except KeyError:
             raise InvalidToken("Token contained no recognizable user identification") from None
-        session = validated_token.get(CLAIM_SESSION)
         user = user_with_permissions(api_settings.USER_ID_FIELD, user_id, session=session)
         if user is None:
             raise AuthenticationFailed("User not found", code="user_not_found")

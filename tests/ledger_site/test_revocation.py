@@ -192,3 +192,8 @@ def test_logout_stops_the_sessions_writes_at_once(api_client):
     api_client.post("/api/auth/logout/", {"refresh": refreshed["refresh"]}, format="json")
     assert spend(device, "n5").status_code == 401
     assert alice.is_active
+
+
+def test_logout_revokes_writes_with_djangos_own_backend_too(api_client, settings):
+    settings.AUTHENTICATION_BACKENDS = ["django.contrib.auth.backends.ModelBackend"]
+    test_logout_stops_the_sessions_writes_at_once(api_client)
