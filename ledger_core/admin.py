@@ -244,13 +244,7 @@ class LedgerEntryAdmin(ReadOnlyAdmin):
                 return HttpResponseRedirect(
                     reverse("admin:ledger_core_ledgerentry_change", args=[entry.pk])
                 )
-        context = {
-            **self.admin_site.each_context(request),
-            "title": "Post a correcting entry",
-            "form": form,
-            "opts": self.model._meta,
-        }
-        return TemplateResponse(request, "admin/ledger_core/ledgerentry/post.html", context)
+        return self._form_page(request, form, "Post a correcting entry", "Post entry")
 
     def reverse_view(self, request: HttpRequest, entry_id: int) -> HttpResponse:
         """Reverse an entry through ``entry_reverse``, with a required reason."""
@@ -282,13 +276,21 @@ class LedgerEntryAdmin(ReadOnlyAdmin):
                 return HttpResponseRedirect(
                     reverse("admin:ledger_core_ledgerentry_change", args=[reversal.pk])
                 )
+        title = (
+            f"Reverse entry #{entry.pk}: {entry.operation} {entry.amount:+d} for {entry.owner_id}"
+        )
+        return self._form_page(request, form, title, "Reverse entry")
+
+    def _form_page(
+        self, request: HttpRequest, form: forms.Form, title: str, submit_label: str
+    ) -> TemplateResponse:
+        """The page of a form that posts through a ledger service."""
         context = {
             **self.admin_site.each_context(request),
-            "title": f"Reverse entry #{entry.pk}: {entry.operation} {entry.amount:+d} "
-            f"for {entry.owner_id}",
+            "title": title,
             "form": form,
             "opts": self.model._meta,
-            "submit_label": "Reverse entry",
+            "submit_label": submit_label,
         }
         return TemplateResponse(request, "admin/ledger_core/ledgerentry/post.html", context)
 

@@ -47,7 +47,6 @@ from ..services import (
     PostResult,
     entry_post,
     entry_post_batch,
-    entry_post_dry_run,
     entry_reverse,
 )
 from ..validation import owner_id_validate
@@ -238,7 +237,7 @@ class LedgerViewSet(viewsets.GenericViewSet):
             "direct": True,
         }
         if self.dry_run:
-            result = entry_post_dry_run(**arguments)
+            result = entry_post(**arguments, dry_run=True)
             return Response(DryRunSerializer({"dry_run": True, "entry": result.entry}).data)
         return post_response(entry_post(**arguments))
 

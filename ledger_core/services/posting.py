@@ -321,6 +321,7 @@ def entry_post(
     amount: int | None = None,
     metadata: dict[str, Any] | None = None,
     direct: bool = False,
+    dry_run: bool = False,
 ) -> PostResult:
     """Post ``operation`` to ``owner_id``'s ledger as ``actor``, at most once per nonce.
 
@@ -332,6 +333,13 @@ def entry_post(
     caller's ``transaction.atomic()``: the entry then commits with it.
     ``direct=True`` refuses operations that the app posts only through its own
     endpoints (as the generic ledger API, the admin and the commands do).
+
+    ``dry_run=True``: answer what the post would, storing nothing. The post
+    runs for real inside a transaction that is then rolled back, so every check
+    (input, permission, limits, balance, nonce) is the real one; no nonce is
+    used up, no side effect runs (they wait for a commit that never comes) and
+    nothing is counted or logged. The returned entry (unless it is a replay)
+    was never stored: it has no id.
     """
     started = time.perf_counter()
     now = timezone.now()
@@ -347,16 +355,17 @@ def entry_post(
             now=now,
             direct=direct,
         )
+        if dry_run:
+            return _post_rolled_back(prepared, actor=actor, now=now, started=started)
         result = _post(prepared, actor=actor, now=now, started=started)
     except LedgerError as exc:
-        _record_refusal(
-            exc, app=app, operation=operation, owner_id=owner_id, amount=amount, nonce=nonce,
-            actor=actor,
-        )  # fmt: skip
+        if not dry_run:
+            _record_refusal(
+                exc, app=app, operation=operation, owner_id=owner_id, amount=amount,
+                nonce=nonce, actor=actor,
+            )  # fmt: skip
         raise
-    if result.replayed:
-        metrics.entry_replayed(app=app, operation=operation)
-        _log_entry("replayed", result.entry, actor)
+    _record_replay(result, actor)
     return result
 
 
@@ -367,38 +376,25 @@ class _DryRun(Exception):
         self.result = result
 
 
-def entry_post_dry_run(
-    *,
-    owner_id: str,
-    operation: str,
-    nonce: str,
-    app: str,
-    actor: Actor,
-    amount: int | None = None,
-    metadata: dict[str, Any] | None = None,
-    direct: bool = False,
+def _post_rolled_back(
+    prepared: PreparedEntry, *, actor: Actor, now: datetime, started: float
 ) -> PostResult:
-    """What ``entry_post`` would answer for the same arguments, storing nothing.
-
-    The post runs for real inside a transaction that is then rolled back, so
-    every check (input, permission, limits, balance, nonce) is the real one;
-    nothing is committed, no nonce is used up, no side effect runs (they wait
-    for a commit that never comes). Raises what ``entry_post`` would raise. The
-    returned entry (unless it is a replay) was never stored: it has no id.
-    """
-    now = timezone.now()
-    prepared = entry_prepare(
-        owner_id=owner_id, operation=operation, nonce=nonce, app=app, actor=actor,
-        amount=amount, metadata=metadata, now=now, direct=direct,
-    )  # fmt: skip
+    """``_post`` inside a transaction that is rolled back: what it would answer."""
     try:
         with transaction.atomic():
-            raise _DryRun(_post(prepared, actor=actor, now=now, started=time.perf_counter()))
+            raise _DryRun(_post(prepared, actor=actor, now=now, started=started))
     except _DryRun as done:
         result = done.result
     if not result.replayed:
         result.entry.pk = None
     return result
+
+
+def _record_replay(result: PostResult, actor: Actor) -> None:
+    """Count and log a post answered by an earlier entry (nothing for a new one)."""
+    if result.replayed:
+        metrics.entry_replayed(app=result.entry.app, operation=result.entry.operation)
+        _log_entry("replayed", result.entry, actor)
 
 
 def _record_refusal(
@@ -428,10 +424,27 @@ def _log_entry(outcome: str, entry: LedgerEntry, actor: Actor) -> None:
     )
 
 
+def _settled_elsewhere(prepared: PreparedEntry) -> PostResult | None:
+    """After a refused statement: the replay if this nonce was used before
+    (``NonceConflict`` for another payload); ``AlreadyReversed`` if the entry
+    this reversal undoes has been reversed by another request; else None."""
+    existing = _entry_by_nonce(prepared.owner_id, prepared.nonce)
+    if existing is not None:
+        return _replay_or_conflict(existing, prepared.fingerprint)
+    if prepared.reverses is not None:
+        reversal = (
+            LedgerEntry.objects.filter(owner_id=prepared.owner_id, reverses=prepared.reverses)
+            .values_list("id", flat=True)
+            .first()
+        )
+        if reversal is not None:
+            raise AlreadyReversed(reversal_id=reversal)
+    return None
+
+
 def _post(prepared: PreparedEntry, *, actor: Actor, now: datetime, started: float) -> PostResult:
     """Apply a prepared post: balance change and entry, or a replay/refusal."""
-    owner_id, nonce = prepared.owner_id, prepared.nonce
-    resolved, fingerprint = prepared.amount, prepared.fingerprint
+    owner_id, resolved = prepared.owner_id, prepared.amount
 
     try:
         if connection.in_atomic_block:
@@ -445,13 +458,9 @@ def _post(prepared: PreparedEntry, *, actor: Actor, now: datetime, started: floa
             with _outcome_unknown_on_connection_loss():
                 entry = _pg_post(prepared, now)
     except _Refused:
-        existing = _entry_by_nonce(owner_id, nonce)
-        if existing is not None:
-            return _replay_or_conflict(existing, fingerprint)
-        if prepared.reverses is not None:
-            reversal = _reversal_of(owner_id, prepared.reverses)
-            if reversal is not None:  # reversed meanwhile, by another request
-                raise AlreadyReversed(reversal_id=reversal) from None
+        settled = _settled_elsewhere(prepared)
+        if settled is not None:
+            return settled
         current = (
             Balance.objects.filter(owner_id=owner_id).values_list("balance", flat=True).first()
         )
@@ -461,13 +470,9 @@ def _post(prepared: PreparedEntry, *, actor: Actor, now: datetime, started: floa
             required=-resolved,
         ) from None
     except IntegrityError:
-        existing = _entry_by_nonce(owner_id, nonce)
-        if existing is not None:
-            return _replay_or_conflict(existing, fingerprint)
-        if prepared.reverses is not None:
-            reversal = _reversal_of(owner_id, prepared.reverses)
-            if reversal is not None:
-                raise AlreadyReversed(reversal_id=reversal) from None
+        settled = _settled_elsewhere(prepared)
+        if settled is not None:
+            return settled
         limit_key = prepared.limit_key
         if (
             limit_key is not None
@@ -495,11 +500,3 @@ def _after_commit(entry: LedgerEntry, actor: Actor, started: float) -> None:
             logger.error(
                 "entry_posted receiver %r failed", receiver, exc_info=(type(error), error, None)
             )
-
-
-def _reversal_of(owner_id: str, entry_id: int) -> int | None:
-    return (
-        LedgerEntry.objects.filter(owner_id=owner_id, reverses=entry_id)
-        .values_list("id", flat=True)
-        .first()
-    )

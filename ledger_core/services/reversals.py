@@ -13,10 +13,8 @@ import time
 
 from django.utils import timezone
 
-from .. import metrics
 from ..actors import Actor
 from ..exceptions import (
-    AlreadyReversed,
     EntryNotFound,
     Forbidden,
     InvalidEntry,
@@ -29,10 +27,9 @@ from ..validation import nonce_validate
 from .posting import (
     PostResult,
     PreparedEntry,
-    _log_entry,
     _post,
     _record_refusal,
-    _replay_or_conflict,
+    _record_replay,
     entry_fingerprint,
 )
 
@@ -75,20 +72,14 @@ def entry_reverse(*, entry_id: int, app: str, actor: Actor, nonce: str, reason: 
                                           amount=amount),
             actor_name=actor.name, reverses=entry.pk,
         )  # fmt: skip
-        done = LedgerEntry.objects.filter(owner_id=entry.owner_id, reverses=entry.pk).first()
-        if done is not None:
-            if done.nonce != nonce:
-                raise AlreadyReversed(reversal_id=done.pk)
-            result = _replay_or_conflict(done, prepared.fingerprint)
-        else:
-            result = _post(prepared, actor=actor, now=now, started=started)
+        # A second reversal is refused by the (owner_id, reverses) key or the
+        # balance check, and _post names the reversal that exists.
+        result = _post(prepared, actor=actor, now=now, started=started)
     except LedgerError as exc:
         _record_refusal(
             exc, app=app, operation=REVERSAL, owner_id=getattr(entry, "owner_id", None),
             nonce=nonce, actor=actor, reverses=entry_id,
         )  # fmt: skip
         raise
-    if result.replayed:
-        metrics.entry_replayed(app=app, operation=REVERSAL)
-        _log_entry("replayed", result.entry, actor)
+    _record_replay(result, actor)
     return result
