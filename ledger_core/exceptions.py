@@ -65,7 +65,8 @@ class Forbidden(LedgerError):
 
 
 class InsufficientBalance(LedgerError):
-    """A debit larger than the owner's balance; carries ``balance`` and ``required``."""
+    """A debit (or hold) larger than the owner's available credits (balance
+    minus held); carries ``balance``, ``available`` and ``required``."""
 
     code = "insufficient_balance"
     status = 409
@@ -123,6 +124,31 @@ class AlreadyReversed(LedgerError):
     code = "already_reversed"
     status = 409
     default_detail = "This entry has already been reversed."
+
+
+class HoldNotFound(LedgerError):
+    """No hold with this id was placed by this app."""
+
+    code = "not_found"
+    status = 404
+    default_detail = "No such hold in this app."
+
+
+class HoldNotPending(LedgerError):
+    """The hold was resolved otherwise (captured, voided, or captured for
+    another amount); carries its ``status``."""
+
+    code = "hold_not_pending"
+    status = 409
+    default_detail = "This hold is no longer pending."
+
+
+class HoldExpired(LedgerError):
+    """The hold expired before it was captured; its credits are free again."""
+
+    code = "hold_expired"
+    status = 409
+    default_detail = "This hold has expired; its credits were released."
 
 
 class LimitReached(LedgerError):

@@ -30,6 +30,11 @@ REJECTIONS = Counter(
 REPLAYS = Counter(
     "ledger_replays", "Idempotent replays (same nonce, same payload).", ["app", "operation"]
 )
+HOLDS = Counter(
+    "ledger_holds",
+    "Holds placed and resolved (after commit), by outcome: placed, captured, voided, expired.",
+    ["app", "outcome"],
+)
 POST_SECONDS = Histogram(
     "ledger_post_seconds",
     "Time from the start of a post to its commit.",
@@ -80,3 +85,8 @@ def entry_rejected(*, app: str, operation: object, reason: str) -> None:
 
 def entry_replayed(*, app: str, operation: str) -> None:
     REPLAYS.labels(app, operation_label(app, operation)).inc()
+
+
+def hold_resolved(*, app: str, outcome: str) -> None:
+    """A committed hold change: ``placed``, ``captured``, ``voided`` or ``expired``."""
+    HOLDS.labels(app_label(app), outcome).inc()

@@ -29,7 +29,7 @@ LIMIT_KEY_MAX_LENGTH = 100
 #: and the admin's CSV export writes, in this order (the export adds created_by).
 ENTRY_FIELDS = (
     "id", "owner_id", "app", "operation", "amount", "balance_after", "nonce", "metadata",
-    "created_at", "reverses",
+    "created_at", "reverses", "hold",
 )  # fmt: skip
 
 #: The ledger's own operation for undoing an entry; no app declares it.
@@ -62,6 +62,8 @@ class LedgerEntry(models.Model):
     # reversal per entry). A plain id, not a foreign key: every index starts
     # with owner_id.
     reverses = models.BigIntegerField(null=True, blank=True, help_text="id of the reversed entry")
+    # The entry that captured a hold names it (at most one entry per hold).
+    hold = models.BigIntegerField(null=True, blank=True, help_text="id of the captured hold")
 
     class Meta:
         verbose_name = "ledger entry"
@@ -82,6 +84,11 @@ class LedgerEntry(models.Model):
                 fields=["owner_id", "reverses"],
                 condition=Q(reverses__isnull=False),
                 name="ledger_entry_owner_reverses_uniq",
+            ),
+            models.UniqueConstraint(
+                fields=["owner_id", "hold"],
+                condition=Q(hold__isnull=False),
+                name="ledger_entry_owner_hold_uniq",
             ),
         ]
         indexes = [
@@ -104,10 +111,22 @@ class Balance(models.Model):
     balance = models.BigIntegerField(default=0)
     version = models.BigIntegerField(default=0, help_text="number of entries applied")
     updated_at = models.DateTimeField(default=timezone.now)
+    # The credits reserved by the owner's pending holds, expired ones included
+    # until they are released (by the owner's next write or ``expire_holds``):
+    # debits are checked against ``balance - held`` in the same conditional
+    # UPDATE, so the check needs no other row. Reads subtract only unexpired
+    # holds (``selectors.balance_get``), so an expiry counts without any job.
+    held = models.BigIntegerField(
+        default=0, db_default=0, help_text="credits reserved by pending holds"
+    )
 
     class Meta:
         constraints = [
             models.CheckConstraint(condition=Q(balance__gte=0), name="ledger_balance_gte_0"),
+            models.CheckConstraint(condition=Q(held__gte=0), name="ledger_balance_held_gte_0"),
+            models.CheckConstraint(
+                condition=Q(held__lte=models.F("balance")), name="ledger_balance_held_lte_balance"
+            ),
             models.CheckConstraint(
                 condition=Q(version__gte=0), name="ledger_balance_version_gte_0"
             ),
@@ -115,3 +134,62 @@ class Balance(models.Model):
 
     def __str__(self) -> str:
         return f"{self.owner_id}: {self.balance}"
+
+
+class HoldStatus(models.TextChoices):
+    PENDING = "pending", "pending"
+    CAPTURED = "captured", "captured"
+    VOIDED = "voided", "voided"
+    EXPIRED = "expired", "expired"
+
+
+class LedgerHold(models.Model):
+    """Credits reserved for a debit that may still fail: captured (one entry),
+    voided or expired, at most once.
+
+    A pending hold past ``expires_at`` is expired whatever ``status`` still
+    says: reads and captures compare with the database clock, and the owner's
+    next write or ``manage.py expire_holds`` writes the status.
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    owner_id = models.CharField(max_length=OWNER_ID_MAX_LENGTH)
+    app = models.CharField(max_length=APP_LABEL_MAX_LENGTH)
+    operation = models.CharField(max_length=OPERATION_MAX_LENGTH)
+    # Signed like the entry it may become: negative.
+    amount = models.BigIntegerField()
+    status = models.CharField(max_length=16, choices=HoldStatus.choices, default=HoldStatus.PENDING)
+    nonce = models.CharField(max_length=NONCE_MAX_LENGTH)
+    fingerprint = models.CharField(max_length=64)
+    expires_at = models.DateTimeField()
+    created_at = models.DateTimeField(default=timezone.now)
+    created_by = models.CharField(max_length=200)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    resolved_by = models.CharField(max_length=200, blank=True, default="")
+    # The capturing entry (a plain id, like ``reverses``).
+    entry = models.BigIntegerField(null=True, blank=True, help_text="id of the capturing entry")
+
+    class Meta:
+        verbose_name = "ledger hold"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["owner_id", "nonce"], name="ledger_hold_owner_nonce_uniq"
+            ),
+            models.CheckConstraint(condition=Q(amount__lt=0), name="ledger_hold_amount_lt_0"),
+        ]
+        indexes = [
+            models.Index(fields=["owner_id", "-id"], name="ledger_hold_owner_id_idx"),
+            # The owner's pending holds by expiry: held now, and due ones to release.
+            models.Index(
+                fields=["owner_id", "expires_at"],
+                condition=Q(status="pending"),
+                name="ledger_hold_owner_pending_idx",
+            ),
+            # The sweeper's scan.
+            models.Index(
+                fields=["expires_at"], condition=Q(status="pending"), name="ledger_hold_due_idx"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.owner_id} {self.operation} {self.amount:+d} hold #{self.pk} ({self.status})"

@@ -14,9 +14,23 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime
 
-from django.db.models import OuterRef, QuerySet, Subquery
+from django.db.models import (
+    BigIntegerField,
+    Case,
+    CharField,
+    DateTimeField,
+    F,
+    Func,
+    OuterRef,
+    QuerySet,
+    Subquery,
+    Sum,
+    Value,
+    When,
+)
+from django.db.models.functions import Coalesce
 
-from .models import Balance, LedgerEntry
+from .models import Balance, HoldStatus, LedgerEntry, LedgerHold
 from .types import BalanceAt, BalanceView
 
 __all__ = [
@@ -25,6 +39,8 @@ __all__ = [
     "balance_at",
     "balance_get",
     "entry_list",
+    "hold_get",
+    "hold_list",
     "ledger_exists",
     "owners_unknown",
 ]
@@ -58,14 +74,61 @@ def balance_get(*, owner_id: str) -> BalanceView:
     """The current balance of ``owner_id`` (0 for an unknown owner), read from
     PostgreSQL: a read after an acknowledged post always sees it (inside a
     transaction, the transaction's own posts too)."""
+    # One statement (one snapshot): the balance and what its unexpired holds
+    # reserve; ``held`` still counts expired holds until they are released.
+    pending = LedgerHold.objects.filter(
+        owner_id=OuterRef("owner_id"), status=HoldStatus.PENDING, expires_at__gt=ClockTimestamp()
+    )
     row = (
         Balance.objects.filter(owner_id=owner_id)
-        .values_list("balance", "version", "updated_at")
+        .annotate(
+            unexpired=Case(
+                When(held=0, then=Value(0)),
+                default=Coalesce(
+                    Subquery(
+                        pending.values("owner_id").annotate(total=Sum("amount")).values("total")
+                    ),
+                    0,
+                ),
+                output_field=BigIntegerField(),
+            )
+        )
+        .values_list("balance", "version", "updated_at", "unexpired")
         .first()
     )
     if row is None:
         return BalanceView(owner_id=owner_id, balance=0, version=0, updated_at=None)
-    return BalanceView(owner_id=owner_id, balance=row[0], version=row[1], updated_at=row[2])
+    return BalanceView(
+        owner_id=owner_id, balance=row[0], version=row[1], updated_at=row[2], held=-row[3]
+    )
+
+
+class ClockTimestamp(Func):
+    """PostgreSQL's ``clock_timestamp()``: the database clock that hold
+    expiries are set and checked with."""
+
+    template = "clock_timestamp()"
+    output_field = DateTimeField()
+
+
+def hold_list(*, owner_id: str, status: str | None = None) -> QuerySet[LedgerHold]:
+    """``owner_id``'s holds, newest first, each with its ``status`` as of now
+    (a pending hold past ``expires_at`` is ``expired``); ``status`` filters on it."""
+    qs = LedgerHold.objects.filter(owner_id=owner_id).annotate(current_status=_CURRENT_STATUS)
+    if status:
+        qs = qs.filter(current_status=status)
+    return qs.order_by("-id")
+
+
+def hold_get(*, hold_id: int, app: str) -> LedgerHold | None:
+    """Hold ``hold_id`` of ``app`` with its current status, or None."""
+    if hold_id <= 0:
+        return None
+    return (
+        LedgerHold.objects.filter(pk=hold_id, app=app)
+        .annotate(current_status=_CURRENT_STATUS)
+        .first()
+    )
 
 
 def balance_at(*, owner_id: str, at: datetime) -> BalanceAt:
@@ -108,3 +171,14 @@ def entry_list(
     if until is not None:
         qs = qs.filter(created_at__lt=until)
     return qs.order_by("-id")
+
+
+_CURRENT_STATUS = Case(
+    When(
+        status=HoldStatus.PENDING,
+        expires_at__lte=ClockTimestamp(),
+        then=Value(HoldStatus.EXPIRED.value),
+    ),
+    default=F("status"),
+    output_field=CharField(),
+)

@@ -14,6 +14,12 @@ class BalanceView:
     balance: int
     version: int
     updated_at: datetime | None
+    #: Credits reserved by pending, unexpired holds; ``available`` is the rest.
+    held: int = 0
+
+    @property
+    def available(self) -> int:
+        return max(self.balance - self.held, 0)
 
 
 @dataclasses.dataclass(frozen=True)

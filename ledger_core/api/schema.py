@@ -28,6 +28,14 @@ class ValidationErrorSerializer(ErrorSerializer):
 
 class ConflictSerializer(ErrorSerializer):
     balance = serializers.IntegerField(required=False, help_text="insufficient_balance only")
+    available = serializers.IntegerField(
+        required=False, help_text="insufficient_balance only: balance - held"
+    )
+    status = serializers.CharField(
+        required=False, help_text="hold_not_pending, hold_expired: the hold's status"
+    )
+    hold_id = serializers.IntegerField(required=False, help_text="nonce_conflict of a hold")
+    reversal_id = serializers.IntegerField(required=False, help_text="already_reversed only")
     required = serializers.IntegerField(required=False, help_text="insufficient_balance only")
     next_claim_at = serializers.DateTimeField(
         required=False, help_text="limit_reached for daily operations: next UTC midnight"

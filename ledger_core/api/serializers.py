@@ -7,12 +7,13 @@ from typing import Any
 
 from django.core.validators import RegexValidator
 from django.utils import timezone
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.fields import empty
 from rest_framework.utils import html
 
 from ..conf import ledger_settings
-from ..models import NONCE_MAX_LENGTH, OWNER_ID_MAX_LENGTH
+from ..models import NONCE_MAX_LENGTH, OWNER_ID_MAX_LENGTH, HoldStatus
 from ..operations import OPERATION_MAX_LENGTH
 from ..validation import (
     NONCE_RULE,
@@ -132,6 +133,16 @@ class OperationField(serializers.ChoiceField):
         return data
 
 
+def amount_within_cap(value: int) -> int:
+    """``value`` if within LEDGER_MAX_ENTRY_AMOUNT. The service says the same of
+    the same bound; checked here too so that no amount reaches it that a 64-bit
+    column could not hold."""
+    cap = ledger_settings.MAX_ENTRY_AMOUNT
+    if abs(value) > cap:
+        raise serializers.ValidationError(f"amount must be at most {cap} in absolute value.")
+    return value
+
+
 class EntryPostSerializer(serializers.Serializer):
     """One post; the same shape is one item of a batch."""
 
@@ -147,12 +158,7 @@ class EntryPostSerializer(serializers.Serializer):
     metadata = MetadataField(required=False, allow_null=True, help_text="A small JSON object.")
 
     def validate_amount(self, value: int) -> int:
-        # The service says the same of the same bound; checked here too so that
-        # no amount reaches it that a 64-bit column could not hold.
-        cap = ledger_settings.MAX_ENTRY_AMOUNT
-        if abs(value) > cap:
-            raise serializers.ValidationError(f"amount must be at most {cap} in absolute value.")
-        return value
+        return amount_within_cap(value)
 
 
 @functools.cache
@@ -185,6 +191,9 @@ class EntrySerializer(serializers.Serializer):
     reverses = serializers.IntegerField(
         read_only=True, allow_null=True, help_text="for a REVERSAL: the id of the entry it undoes"
     )
+    hold = serializers.IntegerField(
+        read_only=True, allow_null=True, help_text="for a capture: the id of the captured hold"
+    )
     reversed_by = serializers.IntegerField(
         read_only=True, allow_null=True, default=None,
         help_text="the id of the REVERSAL entry that undid this one, if any",
@@ -215,7 +224,9 @@ class EntryPageSerializer(serializers.Serializer):
 
 class BalanceSerializer(serializers.Serializer):
     owner_id = serializers.CharField()
-    balance = serializers.IntegerField()
+    balance = serializers.IntegerField(help_text="the sum of the owner's entries")
+    held = serializers.IntegerField(help_text="credits reserved by pending, unexpired holds")
+    available = serializers.IntegerField(help_text="balance - held: what debits may spend")
     version = serializers.IntegerField()
     updated_at = serializers.DateTimeField(allow_null=True)
 
@@ -276,3 +287,93 @@ class BatchItemSerializer(serializers.Serializer):
 class BatchResultSerializer(serializers.Serializer):
     atomic = serializers.BooleanField()
     results = BatchItemSerializer(many=True)
+
+
+class HoldPostSerializer(serializers.Serializer):
+    """A hold: a debit operation's credits reserved until captured, voided or expired."""
+
+    owner_id = OwnerIdField()
+    operation = OperationField(help_text="a debit operation of this app without a limit")
+    nonce = NonceField(help_text="Idempotency key (holds have their own): " + NONCE_RULE)
+    amount = StrictIntegerField(required=False, help_text="Optional, negative; rules as for posts.")
+    expires_in = StrictIntegerField(
+        required=False, min_value=1, max_value=7 * 24 * 3600,
+        help_text="seconds until the hold expires, 1-604800 (default 900)",
+    )  # fmt: skip
+
+    def validate_amount(self, value: int) -> int:
+        return amount_within_cap(value)
+
+
+@functools.cache
+def hold_post_serializer_for(label: str, operations: tuple[str, ...]) -> type[HoldPostSerializer]:
+    """``HoldPostSerializer`` offering ``operations`` (one class per app)."""
+    name = "".join(part.capitalize() for part in label.replace("-", "_").split("_"))
+    return type(
+        f"{name}HoldPostSerializer",
+        (HoldPostSerializer,),
+        {"operation": OperationField(choices=list(operations))},
+    )
+
+
+class HoldSerializer(serializers.Serializer):
+    """A hold as the API shows it; ``status`` as of now (a pending hold past
+    ``expires_at`` shows ``expired``)."""
+
+    id = serializers.IntegerField(read_only=True)
+    owner_id = serializers.CharField(read_only=True)
+    app = serializers.CharField(read_only=True)
+    operation = serializers.CharField(read_only=True)
+    amount = serializers.IntegerField(read_only=True)
+    status = serializers.SerializerMethodField()
+    expires_at = serializers.DateTimeField(read_only=True)
+    nonce = serializers.CharField(read_only=True)
+    created_at = serializers.DateTimeField(read_only=True)
+    resolved_at = serializers.DateTimeField(read_only=True, allow_null=True)
+    entry = serializers.IntegerField(
+        read_only=True, allow_null=True, help_text="the capturing entry's id, once captured"
+    )
+
+    @extend_schema_field(serializers.ChoiceField(choices=HoldStatus.values))
+    def get_status(self, hold: Any) -> str:
+        return getattr(hold, "current_status", None) or hold.status
+
+
+class DryRunHoldSerializer(HoldSerializer):
+    id = serializers.IntegerField(
+        read_only=True, allow_null=True, help_text="null: not stored (a replay's has its id)"
+    )
+
+
+class HoldDryRunSerializer(serializers.Serializer):
+    dry_run = serializers.BooleanField()
+    hold = DryRunHoldSerializer(help_text="the hold as it would be stored")
+
+
+class HoldCaptureSerializer(serializers.Serializer):
+    amount = StrictIntegerField(
+        required=False,
+        help_text="Optional, negative: how much of the hold to post (default all of it); "
+        "the rest is released.",
+    )
+
+
+class HoldVoidSerializer(serializers.Serializer):
+    reason = StrictCharField(
+        required=False, max_length=500, help_text="Optional: why (in the decision log line)"
+    )
+
+
+class CaptureResultSerializer(serializers.Serializer):
+    entry = EntrySerializer()
+    hold = HoldSerializer()
+
+
+class HoldFilterSerializer(serializers.Serializer):
+    status = serializers.ChoiceField(required=False, choices=HoldStatus.values)
+
+
+class HoldPageSerializer(serializers.Serializer):
+    next = serializers.URLField(allow_null=True)
+    previous = serializers.URLField(allow_null=True)
+    results = HoldSerializer(many=True)

@@ -21,6 +21,7 @@ from typing import Any, ClassVar
 from django.core.exceptions import ImproperlyConfigured
 from django.db.models import QuerySet
 from django.urls import URLPattern, URLResolver, path
+from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiExample,
@@ -38,16 +39,20 @@ from rest_framework.routers import SimpleRouter
 
 from .. import metrics
 from ..actors import Actor
-from ..exceptions import BatchRefused, Forbidden, InvalidEntry
+from ..exceptions import BatchRefused, Forbidden, HoldNotFound, InvalidEntry
 from ..models import LedgerEntry
 from ..operations import LedgerOperation, registry
-from ..selectors import balance_at, balance_get, entry_list
+from ..selectors import balance_at, balance_get, entry_list, hold_get, hold_list
 from ..services import (
     EntryRequest,
     PostResult,
     entry_post,
     entry_post_batch,
     entry_reverse,
+    hold_capture,
+    hold_place,
+    hold_void,
+    holdable_operations,
 )
 from ..validation import owner_id_validate
 from .pagination import EntryCursorPagination
@@ -58,13 +63,21 @@ from .serializers import (
     BalanceSerializer,
     BatchPostSerializer,
     BatchResultSerializer,
+    CaptureResultSerializer,
     DryRunSerializer,
     EntryFilterSerializer,
     EntryPageSerializer,
     EntryPostSerializer,
     EntrySerializer,
+    HoldCaptureSerializer,
+    HoldDryRunSerializer,
+    HoldFilterSerializer,
+    HoldPageSerializer,
+    HoldSerializer,
+    HoldVoidSerializer,
     ReverseSerializer,
     entry_post_serializer_for,
+    hold_post_serializer_for,
 )
 
 #: Header of a 200 answer that replays an earlier request with the same nonce.
@@ -132,9 +145,21 @@ def post_response(result: PostResult) -> Response:
     return replay_response(EntrySerializer(result.entry).data, replayed=result.replayed)
 
 
-class LedgerViewSet(viewsets.GenericViewSet):
-    """Balance, post and history for one consumer app's operations."""
+class LedgerSchema(AutoSchema):
+    """drf-spectacular's schema, naming an owner's holds ``..._holds_list``
+    (the default names it like a hold's own page, ``..._holds_retrieve``)."""
 
+    def get_operation_id(self) -> str:
+        operation_id = super().get_operation_id()
+        if getattr(self.view, "action", None) == "owner_holds":
+            return operation_id.removesuffix("_retrieve") + "_list"
+        return operation_id
+
+
+class LedgerViewSet(viewsets.GenericViewSet):
+    """Balance, post, history and holds for one consumer app's operations."""
+
+    schema = LedgerSchema()
     #: The app's registered operation class; it names the app (its label).
     operations: ClassVar[type[LedgerOperation] | None] = None
     lookup_field = "owner_id"
@@ -151,12 +176,18 @@ class LedgerViewSet(viewsets.GenericViewSet):
         return entry_list(owner_id=owner_id)
 
     def get_serializer_class(self) -> type[serializers.Serializer]:
-        """The action's body: a reversal's, or a post's offering this app's
-        operations (form, schema)."""
-        if self.action == "reverse":
-            return ReverseSerializer
+        """The action's body (form, schema): a hold's, a capture's, a
+        reversal's, or a post's offering this app's operations."""
         label = self.app_label
-        return entry_post_serializer_for(label, tuple(registry.postable(label, direct=True)))
+        if self.action == "hold_create":
+            return hold_post_serializer_for(label, tuple(holdable_operations(label)))
+        return {
+            "reverse": ReverseSerializer,
+            "hold_capture": HoldCaptureSerializer,
+            "hold_void": HoldVoidSerializer,
+        }.get(self.action) or entry_post_serializer_for(
+            label, tuple(registry.postable(label, direct=True))
+        )
 
     @property
     def app_label(self) -> str:
@@ -249,7 +280,7 @@ class LedgerViewSet(viewsets.GenericViewSet):
     @property
     def ratelimit_group(self) -> str | None:
         # A dry run reads; it counts against the read limit.
-        return "ledger_read" if self.action == "create" and self.dry_run else None
+        return "ledger_read" if self.action in ("create", "hold_create") and self.dry_run else None
 
     def _validated_post(self, request: Request) -> dict[str, Any]:
         """The post's fields, or a 400; refusals here are counted like the service's."""
@@ -370,6 +401,131 @@ class LedgerViewSet(viewsets.GenericViewSet):
         page = self.paginate_queryset(queryset)
         return self.get_paginated_response(EntrySerializer(page, many=True).data)
 
+    @extend_schema(
+        summary="Reserve a debit's credits (a hold), or try it (?dry_run=true)",
+        description=(
+            "The credits stay in the balance but leave `available` until the hold is "
+            "captured (one entry), voided or expires (`expires_in` seconds, default 900). "
+            "Idempotent by nonce; hold nonces are their own namespace per owner."
+        ),
+        parameters=[
+            OpenApiParameter(
+                "dry_run",
+                OpenApiTypes.BOOL,
+                description="true: answer 200 {dry_run: true, hold} or the error the hold "
+                "would get; nothing is stored and it counts against the read rate limit",
+            )
+        ],
+        responses={
+            201: HoldSerializer,
+            200: OpenApiResponse(
+                PolymorphicProxySerializer(
+                    component_name="HoldReplayOrDryRun",
+                    serializers=[HoldSerializer, HoldDryRunSerializer],
+                    resource_type_field_name=None,
+                ),
+                description="a replay (header `Idempotent-Replayed: true`) or a dry run",
+            ),
+            **WRITE_ERRORS,
+        },
+    )
+    @action(detail=False, methods=["post"], url_path="holds")
+    def hold_create(self, request: Request) -> Response:
+        """Place a hold: reserve a debit's credits until capture, void or expiry."""
+        serializer = self.get_serializer(data=request.data)
+        if not serializer.is_valid():
+            raw = request.data.get("operation") if isinstance(request.data, dict) else None
+            metrics.entry_rejected(app=self.app_label, operation=raw, reason="invalid")
+            raise ValidationError(serializer.errors)
+        data = serializer.validated_data
+        result = hold_place(
+            owner_id=data["owner_id"],
+            operation=data["operation"],
+            nonce=data["nonce"],
+            app=self.app_label,
+            actor=request_actor(request),
+            amount=data.get("amount"),
+            expires_in=data.get("expires_in"),
+            dry_run=self.dry_run,
+        )
+        if self.dry_run:
+            return Response(HoldDryRunSerializer({"dry_run": True, "hold": result.hold}).data)
+        return replay_response(HoldSerializer(result.hold).data, replayed=result.replayed)
+
+    @extend_schema(
+        summary="A hold of this app",
+        responses={200: HoldSerializer, 404: NOT_FOUND, **READ_ERRORS},
+    )
+    def hold_detail(self, request: Request, hold_id: int) -> Response:
+        """One hold, with its status as of now."""
+        hold = hold_get(hold_id=hold_id, app=self.app_label)
+        if hold is None:
+            raise HoldNotFound()
+        self._readable_owner(request, hold.owner_id)
+        return Response(HoldSerializer(hold).data)
+
+    @extend_schema(
+        summary="Capture a hold: post its entry (all or part), release the rest",
+        request=HoldCaptureSerializer,
+        responses={
+            201: CaptureResultSerializer,
+            200: OpenApiResponse(
+                CaptureResultSerializer,
+                description="captured before with the same amount (`Idempotent-Replayed: true`)",
+            ),
+            404: NOT_FOUND,
+            **WRITE_ERRORS,
+        },
+    )
+    def hold_capture(self, request: Request, hold_id: int) -> Response:
+        """Capture a pending hold: one entry of its operation, at most once."""
+        serializer = HoldCaptureSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        result = hold_capture(
+            hold_id=hold_id,
+            app=self.app_label,
+            actor=request_actor(request),
+            amount=serializer.validated_data.get("amount"),
+        )
+        body = CaptureResultSerializer({"entry": result.entry, "hold": result.hold}).data
+        return replay_response(body, replayed=result.replayed)
+
+    @extend_schema(
+        summary="Void a hold: its credits are available again",
+        request=HoldVoidSerializer,
+        responses={200: HoldSerializer, 404: NOT_FOUND, **WRITE_ERRORS},
+    )
+    def hold_void(self, request: Request, hold_id: int) -> Response:
+        """Void a pending hold (voiding a voided or expired one answers it as it is)."""
+        serializer = HoldVoidSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        result = hold_void(
+            hold_id=hold_id,
+            app=self.app_label,
+            actor=request_actor(request),
+            reason=serializer.validated_data.get("reason", ""),
+        )
+        return Response(HoldSerializer(result.hold).data)
+
+    @extend_schema(
+        summary="An owner's holds, newest first",
+        parameters=[
+            OWNER_PARAMETER,
+            HoldFilterSerializer,
+            OpenApiParameter("cursor", OpenApiTypes.STR, description="from next/previous"),
+            OpenApiParameter("page_size", OpenApiTypes.INT, description="1-200, default 50"),
+        ],
+        responses={200: HoldPageSerializer, **READ_ERRORS},
+    )
+    @action(detail=True, methods=["get"], url_path="holds")
+    def owner_holds(self, request: Request, owner_id: str) -> Response:
+        """The owner's holds (of every app), newest first, cursor-paginated."""
+        owner_id = self._readable_owner(request, owner_id)
+        filters = HoldFilterSerializer(data=request.query_params)
+        filters.is_valid(raise_exception=True)
+        page = self.paginate_queryset(hold_list(owner_id=owner_id, **filters.validated_data))
+        return self.get_paginated_response(HoldSerializer(page, many=True).data)
+
 
 def _item_error(index: int, errors: dict) -> InvalidEntry:
     first = next(iter(errors.items()), ("entry", ["Invalid."]))
@@ -390,4 +546,16 @@ def ledger_urls(
         viewset.as_view({"post": "reverse"}),
         name=f"{basename}-reverse",
     )
-    return [reverse_entry, *router.urls]
+    holds = [
+        path(
+            f"ledger/holds/<int:hold_id>/{suffix}",
+            viewset.as_view({method: name}),
+            name=f"{basename}-{url_name}",
+        )
+        for suffix, method, name, url_name in (
+            ("", "get", "hold_detail", "hold-detail"),
+            ("capture/", "post", "hold_capture", "hold-capture"),
+            ("void/", "post", "hold_void", "hold-void"),
+        )
+    ]
+    return [reverse_entry, *holds, *router.urls]

@@ -1,11 +1,21 @@
 """Writes to the ledger: the one import surface of its services.
 
 Every credit movement goes through these: ``entry_post`` (posting),
-``entry_post_batch`` (batches) and ``entry_reverse`` (reversals). Each module
+``entry_post_batch`` (batches), ``entry_reverse`` (reversals) and the holds
+(``hold_place``, ``hold_capture``, ``hold_void``, ``due_holds_sweep``). Each module
 says its own design decision; views, the admin and commands import from here.
 """
 
 from .batches import BatchItemResult, EntryRequest, entry_post_batch
+from .expiry import due_holds_sweep
+from .holds import (
+    CaptureResult,
+    HoldResult,
+    hold_capture,
+    hold_place,
+    hold_void,
+    holdable_operations,
+)
 from .posting import (
     PostResult,
     PreparedEntry,
@@ -20,6 +30,13 @@ from .reversals import entry_reverse
 
 __all__ = [
     "BatchItemResult",
+    "CaptureResult",
+    "HoldResult",
+    "due_holds_sweep",
+    "hold_capture",
+    "hold_place",
+    "hold_void",
+    "holdable_operations",
     "EntryRequest",
     "PostResult",
     "PreparedEntry",

@@ -29,6 +29,7 @@ from ..exceptions import (
 )
 from ..models import LedgerEntry
 from ..signals import entry_posted
+from .expiry import due_holds_release_locked
 from .posting import (
     _BALANCE_TABLE,
     PreparedEntry,
@@ -90,12 +91,23 @@ def _batch_lock_balances(
         for start in range(0, len(owners), _LOCK_CHUNK):
             chunk = owners[start : start + _LOCK_CHUNK]
             cursor.execute(
-                f"SELECT owner_id, balance, version FROM {_BALANCE_TABLE} "  # noqa: S608
+                f"SELECT owner_id, balance, version, held FROM {_BALANCE_TABLE} "  # noqa: S608
                 "WHERE owner_id = ANY(%s::text[]) ORDER BY owner_id FOR UPDATE",
                 [chunk],
             )
-            for owner_id, balance, version in cursor.fetchall():
-                state[owner_id] = [balance, version]
+            for owner_id, balance, version, held in cursor.fetchall():
+                state[owner_id] = [balance, version, held]
+    holding = [owner for owner, (_, _, held) in state.items() if held]
+    if holding and due_holds_release_locked(holding):
+        # Expired holds no longer reserve credits: read what the others hold.
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"SELECT owner_id, held FROM {_BALANCE_TABLE} "  # noqa: S608
+                "WHERE owner_id = ANY(%s::text[])",
+                [holding],
+            )
+            for owner_id, held in cursor.fetchall():
+                state[owner_id][2] = held
     return state
 
 
@@ -289,18 +301,20 @@ def entry_post_batch(
                 if p.limit_key and (p.owner_id, p.limit_key) in used_limits:
                     refuse(i, _limit_refusal(p.policy, p.operation, now))
                     continue
-                balance, version = state.get(p.owner_id, [0, 0])
-                if balance + p.amount < 0:
+                balance, version, held = state.get(p.owner_id, [0, 0, 0])
+                if balance + p.amount < held:
                     refuse(
                         i,
                         InsufficientBalance(
-                            f"Balance {balance} does not cover {-p.amount}.",
+                            f"Available {balance - held} (balance {balance}, held {held}) "
+                            f"does not cover {-p.amount}.",
                             balance=balance,
+                            available=balance - held,
                             required=-p.amount,
                         ),
                     )
                     continue
-                state[p.owner_id] = [balance + p.amount, version + 1]
+                state[p.owner_id] = [balance + p.amount, version + 1, held]
                 touched.add(p.owner_id)
                 if p.limit_key:
                     used_limits.add((p.owner_id, p.limit_key))

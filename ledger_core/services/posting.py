@@ -48,6 +48,7 @@ from ..models import ENTRY_FIELDS, Balance, LedgerEntry
 from ..operations import OperationPolicy, Role, registry
 from ..signals import entry_posted
 from ..validation import metadata_validate, nonce_validate, owner_id_validate
+from .expiry import due_holds_release
 
 logger = logging.getLogger("ledger_core.services")
 # One line per ledger decision (posted, replayed, refused) with owner, app,
@@ -70,10 +71,15 @@ ON CONFLICT (owner_id) DO UPDATE SET
 RETURNING balance, version, updated_at
 """  # noqa: S608 (table name is a model constant, values are parameters)
 
+# A debit must leave the credits reserved by holds (``held``) in place; a
+# hold's capture releases its reservation (``release``) in the same change.
+# Both are columns of the row being updated, so the condition is re-checked
+# on the newest row version when the UPDATE waited for the row lock.
 _DEBIT_SQL = f"""
 UPDATE {_BALANCE_TABLE}
-SET balance = balance + %(amount)s, version = version + 1, updated_at = clock_timestamp()
-WHERE owner_id = %(owner)s AND balance + %(amount)s >= 0
+SET balance = balance + %(amount)s, held = held - %(release)s, version = version + 1,
+    updated_at = clock_timestamp()
+WHERE owner_id = %(owner)s AND balance + %(amount)s >= held - %(release)s
 RETURNING balance, version, updated_at
 """  # noqa: S608
 
@@ -83,10 +89,10 @@ RETURNING balance, version, updated_at
 _ENTRY_TABLE = LedgerEntry._meta.db_table
 _ENTRY_INSERT = f"""
 INSERT INTO {_ENTRY_TABLE} (owner_id, app, operation, amount, balance_after, nonce,
-    fingerprint, limit_key, metadata, created_at, created_by, seq, reverses)
+    fingerprint, limit_key, metadata, created_at, created_by, seq, reverses, hold)
 SELECT %(owner)s, %(app)s, %(operation)s, %(amount)s, b.balance, %(nonce)s,
     %(fingerprint)s, %(limit_key)s, %(metadata)s::jsonb, b.updated_at, %(actor)s, b.version,
-    %(reverses)s
+    %(reverses)s, %(hold)s
 FROM b
 RETURNING id, balance_after, created_at, seq
 """  # noqa: S608
@@ -223,6 +229,9 @@ class PreparedEntry:
     fingerprint: str
     actor_name: str
     reverses: int | None = None
+    #: A hold's capture: the hold's id, and the credits it releases from ``held``.
+    hold: int | None = None
+    release: int = 0
 
     def entry(
         self, *, balance_after: int, created_at: datetime, seq: int, pk: int | None = None
@@ -233,6 +242,7 @@ class PreparedEntry:
             amount=self.amount, balance_after=balance_after, nonce=self.nonce,
             fingerprint=self.fingerprint, limit_key=self.limit_key, metadata=self.metadata,
             created_at=created_at, created_by=self.actor_name, seq=seq, reverses=self.reverses,
+            hold=self.hold,
         )  # fmt: skip
 
 
@@ -287,6 +297,8 @@ def _pg_post(p: PreparedEntry, now: datetime) -> LedgerEntry:
         "metadata": None if p.metadata is None else json.dumps(p.metadata),
         "actor": p.actor_name,
         "reverses": p.reverses,
+        "hold": p.hold,
+        "release": p.release,
     }
     with connection.cursor() as cursor:
         cursor.execute(_PG_CREDIT_POST if p.amount >= 0 else _PG_DEBIT_POST, params)
@@ -442,7 +454,14 @@ def _settled_elsewhere(prepared: PreparedEntry) -> PostResult | None:
     return None
 
 
-def _post(prepared: PreparedEntry, *, actor: Actor, now: datetime, started: float) -> PostResult:
+def _post(
+    prepared: PreparedEntry,
+    *,
+    actor: Actor,
+    now: datetime,
+    started: float,
+    retry_after_expiry: bool = True,
+) -> PostResult:
     """Apply a prepared post: balance change and entry, or a replay/refusal."""
     owner_id, resolved = prepared.owner_id, prepared.amount
 
@@ -461,12 +480,17 @@ def _post(prepared: PreparedEntry, *, actor: Actor, now: datetime, started: floa
         settled = _settled_elsewhere(prepared)
         if settled is not None:
             return settled
-        current = (
-            Balance.objects.filter(owner_id=owner_id).values_list("balance", flat=True).first()
-        )
+        if retry_after_expiry and due_holds_release(owner_id):
+            # Holds past their expiry still counted in ``held``; released now.
+            return _post(prepared, actor=actor, now=now, started=started, retry_after_expiry=False)
+        balance, held = Balance.objects.filter(owner_id=owner_id).values_list(
+            "balance", "held"
+        ).first() or (0, 0)
         raise InsufficientBalance(
-            f"Balance {current or 0} does not cover {-resolved}.",
-            balance=current or 0,
+            f"Available {balance - held} (balance {balance}, held {held}) "
+            f"does not cover {-resolved}.",
+            balance=balance,
+            available=balance - held,
             required=-resolved,
         ) from None
     except IntegrityError:

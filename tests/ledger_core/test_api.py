@@ -43,7 +43,10 @@ def test_balance_of_own_ledger(alice_client):
 
 def test_balance_of_unknown_owner_is_zero(manager_client):
     data = manager_client.get(f"{REWARDS}nobody/").json()
-    assert data == {"owner_id": "nobody", "balance": 0, "version": 0, "updated_at": None}
+    assert data == {
+        "owner_id": "nobody", "balance": 0, "held": 0, "available": 0, "version": 0,
+        "updated_at": None,
+    }  # fmt: skip
 
 
 def test_cannot_read_other_owner(alice_client, other_user):

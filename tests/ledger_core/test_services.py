@@ -73,7 +73,7 @@ def test_spend_beyond_balance_is_refused_and_stores_nothing():
     fund("alice", 3)
     with pytest.raises(InsufficientBalance) as info:
         post(operation="CONTENT_CREATION", nonce="c1")
-    assert info.value.extra == {"balance": 3, "required": 5}
+    assert info.value.extra == {"balance": 3, "available": 3, "required": 5}
     assert LedgerEntry.objects.filter(owner_id="alice").count() == 1
     assert Balance.objects.get(owner_id="alice").balance == 3
 
@@ -81,7 +81,7 @@ def test_spend_beyond_balance_is_refused_and_stores_nothing():
 def test_debit_on_unknown_owner_is_insufficient_and_creates_no_balance():
     with pytest.raises(InsufficientBalance) as info:
         post(operation="CREDIT_SPEND", nonce="s1")
-    assert info.value.extra == {"balance": 0, "required": 1}
+    assert info.value.extra == {"balance": 0, "available": 0, "required": 1}
     assert not Balance.objects.filter(owner_id="alice").exists()
 
 

@@ -12,13 +12,14 @@ from django.urls import URLPattern, URLResolver, get_resolver
 from content_app.services import item_create
 from ledger_core.actors import Actor
 from ledger_core.operations import registry
+from ledger_core.services import hold_place
 from tests.conftest import fund
 
 pytestmark = pytest.mark.django_db
 
 # Values for the URL parameters of API routes; a route with any other
 # parameter fails the test until it is given one here.
-PARAMETERS = {"owner_id": "alice", "pk": None, "format": None}
+PARAMETERS = {"owner_id": "alice", "pk": None, "format": None, "hold_id": None}
 
 
 def _routes(patterns, prefix=""):
@@ -48,13 +49,13 @@ def api_get_routes() -> list[str]:
     return routes
 
 
-def concrete(route: str, item_pk: int) -> str:
+def concrete(route: str, item_pk: int, hold_id: int) -> str:
     path = route.replace("^", "").replace("$", "").replace("\\.", ".")
 
     def value(match: re.Match) -> str:
         name = match.group(1) or match.group(2)
         assert name in PARAMETERS, f"no test value for URL parameter {name!r} in {route}"
-        return str(item_pk) if name == "pk" else PARAMETERS[name]
+        return {"pk": str(item_pk), "hold_id": str(hold_id)}.get(name) or PARAMETERS[name]
 
     path = re.sub(r"\(\?P<(\w+)>[^)]*\)|<(?:\w+:)?(\w+)>", value, path)
     return "/" + path
@@ -73,10 +74,15 @@ def test_every_api_get_route_renders_as_html(browser, user):
     item = item_create(
         owner=user, title="t", body="b", nonce="item-1", actor=Actor.for_user(user)
     ).item
+    holds = {
+        app: hold_place(owner_id="alice", operation="CREDIT_SPEND", nonce=f"h-{app}", app=app,
+                        actor=Actor.system()).hold.pk
+        for app in ("content", "rewards")
+    }  # fmt: skip
     routes = api_get_routes()
     assert len(routes) >= 8, routes
     for route in routes:
-        url = concrete(route, item.pk)
+        url = concrete(route, item.pk, holds["rewards" if "rewards" in route else "content"])
         if url == "/api/content/items/" + str(item.pk) + "/":
             continue  # another user's item is a 404 by design; rendered below as its owner
         response = browser.get(url, HTTP_ACCEPT="text/html")
