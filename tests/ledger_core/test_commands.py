@@ -167,7 +167,8 @@ def test_csv_runtime_refusal_grants_nothing(tmp_path):
         tmp_path,
         "owner_id,amount,nonce,operation\nalice,10,g1,CREDIT_ADD\nbob,-5,s1,CREDIT_SPEND\n",
     )
-    with pytest.raises(CommandError, match=r"line 3: Available 0 \(balance 0, held 0\) does not cover 5"):
+    refusal = r"line 3: Available 0 \(balance 0, held 0\) does not cover 5"
+    with pytest.raises(CommandError, match=refusal):
         run("grant_credits", "--csv", path)
     assert not LedgerEntry.objects.exists()
 
