@@ -54,8 +54,10 @@ def due_holds_release_locked(owner_ids: Sequence[str]) -> int:
     return len(released)
 
 
-def due_holds_release(owner_id: str) -> int:
-    """Release ``owner_id``'s holds past their expiry (0 when there are none)."""
+def due_holds_release(owner_id: str) -> bool:
+    """Release ``owner_id``'s holds past their expiry. True when the owner has
+    holds (``held`` was not 0): a debit refused before may fit now, whether
+    this call or a concurrent one released them."""
     with transaction.atomic():
         with connection.cursor() as cursor:
             cursor.execute(
@@ -64,8 +66,9 @@ def due_holds_release(owner_id: str) -> int:
             )
             row = cursor.fetchone()
         if row is None or row[0] == 0:
-            return 0
-        return due_holds_release_locked([owner_id])
+            return False
+        due_holds_release_locked([owner_id])
+        return True
 
 
 def due_holds_sweep(*, limit: int = 500) -> int:

@@ -481,7 +481,8 @@ def _post(
         if settled is not None:
             return settled
         if retry_after_expiry and due_holds_release(owner_id):
-            # Holds past their expiry still counted in ``held``; released now.
+            # The owner has holds: those past their expiry counted in ``held``
+            # until released (now, or by a concurrent sweep); try once more.
             return _post(prepared, actor=actor, now=now, started=started, retry_after_expiry=False)
         balance, held = Balance.objects.filter(owner_id=owner_id).values_list(
             "balance", "held"
