@@ -31,15 +31,16 @@ from django.http import (
 )
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
+from django.utils import timezone
 from django.utils.functional import cached_property
 from django.utils.html import format_html
 from django.utils.http import urlencode
 
 from .actors import POST_ANY_PERMISSION, Actor
 from .exceptions import LedgerError
-from .models import ENTRY_FIELDS, REVERSAL, Balance, LedgerEntry
+from .models import ENTRY_FIELDS, REVERSAL, Balance, HoldStatus, LedgerEntry, LedgerHold
 from .operations import all_operation_values, registry
-from .services import entry_post, entry_reverse
+from .services import entry_post, entry_reverse, hold_capture, hold_void
 
 
 class LargeTablePaginator(Paginator):
@@ -284,27 +285,186 @@ class LedgerEntryAdmin(ReadOnlyAdmin):
     def _form_page(
         self, request: HttpRequest, form: forms.Form, title: str, submit_label: str
     ) -> TemplateResponse:
-        """The page of a form that posts through a ledger service."""
-        context = {
-            **self.admin_site.each_context(request),
-            "title": title,
-            "form": form,
-            "opts": self.model._meta,
-            "submit_label": submit_label,
-        }
-        return TemplateResponse(request, "admin/ledger_core/ledgerentry/post.html", context)
+        return form_page(self, request, form, title, submit_label)
+
+
+def form_page(
+    model_admin: admin.ModelAdmin,
+    request: HttpRequest,
+    form: forms.Form,
+    title: str,
+    submit_label: str,
+    intro: str = "",
+) -> TemplateResponse:
+    """The page of a form that changes the ledger through a ledger service."""
+    context = {
+        **model_admin.admin_site.each_context(request),
+        "title": title,
+        "form": form,
+        "opts": model_admin.model._meta,
+        "submit_label": submit_label,
+        "intro": intro,
+    }
+    return TemplateResponse(request, "admin/ledger_core/ledgerentry/post.html", context)
+
+
+class CaptureForm(forms.Form):
+    amount = forms.IntegerField(
+        required=False, max_value=-1, help_text="leave empty to capture all of it"
+    )
+
+
+class VoidForm(forms.Form):
+    reason = forms.CharField(
+        max_length=500, required=False, widget=forms.Textarea(attrs={"rows": 3})
+    )
+
+
+@admin.register(LedgerHold)
+class LedgerHoldAdmin(ReadOnlyAdmin):
+    """Holds, read-only; a manager captures or voids a pending one through the
+    same services as the API."""
+
+    list_display = [
+        "id", "owner_id", "app", "operation", "amount", "current_status", "expires_at",
+        "created_at", "created_by", "resolved_at", "entry_link",
+    ]  # fmt: skip
+    list_filter = ["status", AppFilter]
+    search_fields = ["owner_id"]
+    search_help_text = "Exact owner id."
+    ordering = ["-id"]
+    show_full_result_count = False
+    paginator = LargeTablePaginator
+    list_per_page = 100
+    readonly_fields = [
+        *(f.name for f in LedgerHold._meta.fields), "current_status", "entry_link", "resolve",
+    ]  # fmt: skip
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet, search_term: str
+    ) -> tuple[QuerySet, bool]:
+        term = search_term.strip()
+        return (queryset.filter(owner_id=term) if term else queryset), False
+
+    def lookup_allowed(self, lookup: str, value: str, request: HttpRequest | None = None) -> bool:
+        # The balance page links here with ?owner_id=...
+        return lookup == "owner_id" or super().lookup_allowed(lookup, value, request)
+
+    @admin.display(description="status")
+    def current_status(self, hold: LedgerHold) -> str:
+        """The status as of now: a pending hold past its expiry is expired."""
+        if hold.status == HoldStatus.PENDING and hold.expires_at <= timezone.now():
+            return f"{HoldStatus.EXPIRED} (not yet released)"
+        return hold.status
+
+    @admin.display(description="entry")
+    def entry_link(self, hold: LedgerHold) -> str:
+        if hold.entry is None:
+            return "-"
+        url = reverse("admin:ledger_core_ledgerentry_change", args=[hold.entry])
+        return format_html('<a href="{}">#{}</a>', url, hold.entry)
+
+    @admin.display(description="Resolve")
+    def resolve(self, hold: LedgerHold) -> str:
+        """Capture and Void buttons for a pending hold."""
+        if hold.status != HoldStatus.PENDING or hold.expires_at <= timezone.now():
+            return "resolved"
+        capture = reverse("admin:ledger_core_ledgerhold_capture", args=[hold.pk])
+        void = reverse("admin:ledger_core_ledgerhold_void", args=[hold.pk])
+        return format_html(
+            '<a class="button" href="{}">Capture</a> <a class="button" href="{}">Void</a>',
+            capture,
+            void,
+        )
+
+    def get_urls(self) -> list:
+        return [
+            path(
+                "<int:hold_id>/capture/",
+                self.admin_site.admin_view(self.capture_view),
+                name="ledger_core_ledgerhold_capture",
+            ),
+            path(
+                "<int:hold_id>/void/",
+                self.admin_site.admin_view(self.void_view),
+                name="ledger_core_ledgerhold_void",
+            ),
+            *super().get_urls(),
+        ]
+
+    def _hold(self, request: HttpRequest, hold_id: int) -> LedgerHold:
+        if not request.user.has_perm(POST_ANY_PERMISSION):
+            raise PermissionDenied
+        hold = LedgerHold.objects.filter(pk=hold_id).first()
+        if hold is None:
+            raise Http404
+        return hold
+
+    def capture_view(self, request: HttpRequest, hold_id: int) -> HttpResponse:
+        """Capture a hold through ``hold_capture``."""
+        hold = self._hold(request, hold_id)
+        form = CaptureForm(request.POST if request.method == "POST" else None)
+        if request.method == "POST" and form.is_valid():
+            try:
+                result = hold_capture(
+                    hold_id=hold.pk,
+                    app=hold.app,
+                    actor=Actor.for_user(request.user),
+                    amount=form.cleaned_data["amount"],
+                )
+            except LedgerError as exc:
+                form.add_error(None, f"{exc.code}: {exc.detail}")
+            else:
+                entry = result.entry
+                self.message_user(
+                    request,
+                    f"Hold #{hold.pk} captured by entry #{entry.pk} ({entry.amount:+d}), "
+                    f"balance now {entry.balance_after}.",
+                    messages.SUCCESS,
+                )
+                return HttpResponseRedirect(
+                    reverse("admin:ledger_core_ledgerhold_change", args=[hold.pk])
+                )
+        title = f"Capture hold #{hold.pk}: {hold.operation} {hold.amount:+d} for {hold.owner_id}"
+        intro = "A capture posts one entry of the hold's operation; the rest is released."
+        return form_page(self, request, form, title, "Capture hold", intro)
+
+    def void_view(self, request: HttpRequest, hold_id: int) -> HttpResponse:
+        """Void a hold through ``hold_void``."""
+        hold = self._hold(request, hold_id)
+        form = VoidForm(request.POST if request.method == "POST" else None)
+        if request.method == "POST" and form.is_valid():
+            try:
+                result = hold_void(
+                    hold_id=hold.pk,
+                    app=hold.app,
+                    actor=Actor.for_user(request.user),
+                    reason=form.cleaned_data["reason"],
+                )
+            except LedgerError as exc:
+                form.add_error(None, f"{exc.code}: {exc.detail}")
+            else:
+                self.message_user(
+                    request, f"Hold #{hold.pk} is {result.hold.status}.", messages.SUCCESS
+                )
+                return HttpResponseRedirect(
+                    reverse("admin:ledger_core_ledgerhold_change", args=[hold.pk])
+                )
+        title = f"Void hold #{hold.pk}: {hold.operation} {hold.amount:+d} for {hold.owner_id}"
+        intro = "A void releases the hold's credits; nothing is posted."
+        return form_page(self, request, form, title, "Void hold", intro)
 
 
 @admin.register(Balance)
 class BalanceAdmin(ReadOnlyAdmin):
-    list_display = ["owner_id", "balance", "version", "updated_at", "entries"]
+    list_display = ["owner_id", "balance", "held", "version", "updated_at", "entries", "holds"]
     search_fields = ["owner_id"]
     search_help_text = "Exact owner id."
     ordering = ["owner_id"]
     show_full_result_count = False
     paginator = LargeTablePaginator
     list_per_page = 100
-    readonly_fields = ["owner_id", "balance", "version", "updated_at", "entries"]
+    readonly_fields = ["owner_id", "balance", "held", "version", "updated_at", "entries", "holds"]
 
     def get_search_results(
         self, request: HttpRequest, queryset: QuerySet, search_term: str
@@ -320,3 +480,12 @@ class BalanceAdmin(ReadOnlyAdmin):
             + urlencode({"owner_id": obj.owner_id})
         )
         return format_html('<a href="{}">{} entries</a>', url, obj.version)
+
+    @admin.display(description="holds")
+    def holds(self, obj: Balance) -> str:
+        url = (
+            reverse("admin:ledger_core_ledgerhold_changelist")
+            + "?"
+            + urlencode({"owner_id": obj.owner_id})
+        )
+        return format_html('<a href="{}">holds</a>', url)

@@ -269,3 +269,68 @@ def test_staff_without_manager_permission_cannot_reverse(client, entries):
     assert client.get(url).status_code == 403
     assert client.post(url, {"nonce": "x", "reason": "y"}).status_code == 403
     assert not LedgerEntry.objects.filter(operation="REVERSAL").exists()
+
+
+HOLDS = "/admin/ledger_core/ledgerhold/"
+
+
+def _hold(nonce: str, amount: int = -3):
+    from ledger_core.actors import Actor
+    from ledger_core.services import hold_place
+
+    return hold_place(owner_id="alice", operation="CREDIT_SPEND", nonce=nonce, app="content",
+                      actor=Actor.system(), amount=amount).hold  # fmt: skip
+
+
+def test_holds_list_and_balance_page_show_what_is_held(admin_client, entries):
+    hold = _hold("h1")
+    page = admin_client.get(HOLDS).content.decode()
+    assert f"{HOLDS}{hold.pk}/change/" in page and "pending" in page
+    assert (
+        admin_client.get(f"{HOLDS}?status__exact=captured")
+        .content.decode()
+        .count(f"{HOLDS}{hold.pk}/change/")
+        == 0
+    )
+    balances = admin_client.get(BALANCES).content.decode()
+    assert f"{HOLDS}?owner_id=alice" in balances
+    owner_holds = admin_client.get(f"{HOLDS}?owner_id=alice").content.decode()
+    assert f"{HOLDS}{hold.pk}/change/" in owner_holds
+    assert admin_client.post(f"{HOLDS}{hold.pk}/change/", {"status": "voided"}).status_code == 403
+
+
+def test_capture_and_void_from_the_hold_page_go_through_the_services(admin_client, entries):
+    from ledger_core.models import LedgerHold
+
+    first, second = _hold("h1"), _hold("h2", amount=-2)
+    page = admin_client.get(f"{HOLDS}{first.pk}/change/").content.decode()
+    assert f'href="{HOLDS}{first.pk}/capture/"' in page and ">Capture<" in page
+    assert f'href="{HOLDS}{first.pk}/void/"' in page
+    form = admin_client.get(f"{HOLDS}{first.pk}/capture/")
+    assert form.status_code == 200 and 'name="amount"' in form.content.decode()
+    too_much = admin_client.post(f"{HOLDS}{first.pk}/capture/", {"amount": "-4"})
+    assert "invalid" in too_much.content.decode()
+    response = admin_client.post(f"{HOLDS}{first.pk}/capture/", {"amount": "-1"})
+    assert response.status_code == 302
+    entry = LedgerEntry.objects.get(hold=first.pk)
+    assert (entry.amount, entry.balance_after) == (-1, 6)
+    assert (
+        f"Hold #{first.pk} captured by entry #{entry.pk}"
+        in admin_client.get(response["Location"]).content.decode()
+    )
+    response = admin_client.post(f"{HOLDS}{second.pk}/void/", {"reason": "job failed"})
+    assert response.status_code == 302
+    assert LedgerHold.objects.get(pk=second.pk).status == "voided"
+    again = admin_client.post(f"{HOLDS}{first.pk}/void/", {}).content.decode()
+    assert "hold_not_pending" in again
+    assert Balance.objects.get(owner_id="alice").held == 0
+
+
+def test_staff_without_manager_permission_cannot_resolve_holds(client, entries):
+    hold = _hold("h1")
+    staff = UserFactory(username="clerk", is_staff=True, perms=["ledger_core.view_ledgerhold"])
+    client.force_login(staff)
+    assert client.get(f"{HOLDS}{hold.pk}/change/").status_code == 200
+    assert client.post(f"{HOLDS}{hold.pk}/capture/", {}).status_code == 403
+    assert client.post(f"{HOLDS}{hold.pk}/void/", {}).status_code == 403
+    assert Balance.objects.get(owner_id="alice").held == 3

@@ -123,3 +123,19 @@ def test_html_form_post_with_blank_metadata(browser):
     )  # fmt: skip
     assert response.status_code == 201, response.content
     assert response.json()["metadata"] is None
+
+
+def test_hold_forms_offer_holdable_operations_and_capture_amount(browser):
+    for app in ("content", "rewards"):
+        page = browser.get(f"/api/{app}/ledger/holds/", HTTP_ACCEPT="text/html").content.decode()
+        form = page[page.index('name="operation"') - 200 :]
+        offered = re.findall(r'<option value="([A-Z_]+)"', form[: form.index("</select>")])
+        expected = ["CREDIT_SPEND", "CONTENT_CREATION"] if app == "content" else ["CREDIT_SPEND"]
+        assert offered == expected, (app, offered)
+        assert 'name="expires_in"' in page
+    hold = hold_place(owner_id="alice", operation="CREDIT_SPEND", nonce="form", app="content",
+                      actor=Actor.system()).hold  # fmt: skip
+    page = browser.get(f"/api/content/ledger/holds/{hold.pk}/capture/", HTTP_ACCEPT="text/html")
+    assert 'name="amount"' in page.content.decode()
+    page = browser.get(f"/api/content/ledger/holds/{hold.pk}/void/", HTTP_ACCEPT="text/html")
+    assert 'name="reason"' in page.content.decode()
