@@ -11,7 +11,7 @@ from django.db import connection, transaction
 
 from bench.common import service_account_password
 from ledger_core.models import Balance, LedgerEntry
-from tests.conftest import fund
+from tests.conftest import SYSTEM, fund
 
 pytestmark = pytest.mark.django_db
 
@@ -241,6 +241,21 @@ def test_verify_reports_negative_running_balance():
     with pytest.raises(SystemExit):
         call_command("verify_ledger", "--no-progress", stdout=out, stderr=io.StringIO())
     assert "running balance -5 < 0" in out.getvalue()
+
+
+def test_verify_checks_held_against_pending_holds():
+    from ledger_core.services import hold_place
+
+    fund("alice", 5)
+    hold_place(owner_id="alice", operation="CREDIT_SPEND", nonce="h", app="content",
+               actor=SYSTEM, amount=-2)  # fmt: skip
+    out, _ = run("verify_ledger", "--no-progress")
+    assert "ledger consistent" in out
+    corrupt("UPDATE ledger_core_ledgerhold SET status = 'voided' WHERE nonce = %s", ["h"])
+    out = io.StringIO()
+    with pytest.raises(SystemExit):
+        call_command("verify_ledger", "--no-progress", stdout=out, stderr=io.StringIO())
+    assert "owner=alice: held 2 but pending holds reserve 0" in out.getvalue()
 
 
 # --- create_service_account --------------------------------------------------------------

@@ -1,7 +1,8 @@
 """Reconcile the ledger: recompute every owner's balance from the entries.
 
 Checks, per owner: the sum of entry amounts equals ``Balance.balance``; the
-number of entries equals ``Balance.version``; every entry's ``balance_after``
+number of entries equals ``Balance.version``; ``Balance.held`` equals what
+the owner's pending holds reserve and is at most the balance; every entry's ``balance_after``
 continues the previous one (the chain); no running balance is negative; no
 entries without a balance row and no non-zero balance without entries.
 Streams entries and balances in owner order through server-side cursors (a
@@ -17,12 +18,25 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connection, transaction
+from django.db.models import OuterRef, Subquery, Sum
+from django.db.models.functions import Coalesce
 
-from ledger_core.models import Balance, LedgerEntry
+from ledger_core.models import Balance, HoldStatus, LedgerEntry, LedgerHold
 from ledger_core.selectors import owners_unknown
 from ledger_core.validation import owner_id_validate
 
 CHUNK = 5000
+# What the owner's pending holds reserve (expired ones included until
+# released): what Balance.held must say.
+_PENDING_HOLDS = Coalesce(
+    Subquery(
+        LedgerHold.objects.filter(owner_id=OuterRef("owner_id"), status=HoldStatus.PENDING)
+        .values("owner_id")
+        .annotate(total=-Sum("amount"))
+        .values("total")
+    ),
+    0,
+)
 _END = object()
 
 
@@ -65,7 +79,9 @@ class Command(BaseCommand):
                 entries.values_list("owner_id", "id", "amount", "balance_after").iterator(
                     chunk_size=CHUNK
                 ),
-                balances.values_list("owner_id", "balance", "version").iterator(chunk_size=CHUNK),
+                balances.annotate(reserved=_PENDING_HOLDS)
+                .values_list("owner_id", "balance", "version", "held", "reserved")
+                .iterator(chunk_size=CHUNK),
             )
         elapsed = time.perf_counter() - started
         if self.progress:
@@ -113,7 +129,11 @@ class Command(BaseCommand):
                 next_entry = next(entries, _END)
             entry_count += count
             if next_balance is not _END and next_balance[0] == owner_id:
-                _, balance, version = next_balance
+                _, balance, version, held, reserved = next_balance
+                if held != reserved:
+                    self.report(owner_id, f"held {held} but pending holds reserve {reserved}")
+                if held > balance:
+                    self.report(owner_id, f"held {held} > balance {balance}")
                 if balance != total:
                     self.report(owner_id, f"balance {balance} but entries add up to {total}")
                 if version != count:
