@@ -343,6 +343,10 @@ def _traffic(stack, rounds: int = 4) -> None:
         call("POST", post_url, spend, token)  # posted once, then replayed
         poor = {"owner_id": "prom-user", "operation": "CONTENT_CREATION", "nonce": f"poor{r}"}
         call("POST", post_url, poor, token)  # insufficient balance
+        hold = {"owner_id": "prom-user", "operation": "CREDIT_SPEND", "nonce": f"h{r}"}
+        status, placed, _ = call("POST", f"{stack.base}/api/content/ledger/holds/", hold, token)
+        assert status == 201, placed
+        call("POST", f"{stack.base}/api/content/ledger/holds/{placed['id']}/void/", {}, token)
         call(
             "POST", f"{stack.base}/api/auth/register/", {"username": f"p{r}", "password": PASSWORD}
         )
