@@ -12,7 +12,7 @@ from typing import Any
 from django.core.checks import Error, Tags, Warning, register
 
 from .conf import ledger_settings
-from .operations import _POLICY_FIELDS, OPERATION_MAX_LENGTH, registry
+from .operations import _POLICY_FIELDS, OPERATION_MAX_LENGTH, parse_lifetime, registry
 
 VALID_ROLES = {"owner", "manager"}
 VALID_LIMITS = {None, "daily", "once"}
@@ -36,6 +36,11 @@ def _override_problem(value: Any) -> str | None:
         return f"posters must be a list drawn from {sorted(VALID_ROLES)}"
     if value.get("limit") not in VALID_LIMITS:
         return "limit must be null, 'daily' or 'once'"
+    if value.get("expires_after") is not None:
+        try:
+            parse_lifetime(value["expires_after"])
+        except ValueError as exc:
+            return f"expires_after: {exc}"
     return None
 
 

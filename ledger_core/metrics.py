@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Histogram
 
-from .models import REVERSAL
+from .models import LEDGER_OPERATIONS
 from .operations import registry
 
 ENTRIES = Counter("ledger_entries", "Ledger entries stored (after commit).", ["app", "operation"])
@@ -35,6 +35,11 @@ HOLDS = Counter(
     "Holds placed and resolved (after commit), by outcome: placed, captured, voided, expired.",
     ["app", "outcome"],
 )
+CREDITS_EXPIRED = Counter(
+    "ledger_credits_expired",
+    "Credits that expired unconsumed (CREDIT_EXPIRY entries, after commit).",
+    ["app"],
+)
 POST_SECONDS = Histogram(
     "ledger_post_seconds",
     "Time from the start of a post to its commit.",
@@ -45,7 +50,7 @@ POST_SECONDS = Histogram(
 
 def operation_label(app: str, operation: object) -> str:
     if isinstance(operation, str) and (
-        operation == REVERSAL or registry.is_operation_of(app, operation)
+        operation in LEDGER_OPERATIONS or registry.is_operation_of(app, operation)
     ):
         return operation
     return "other"
@@ -90,3 +95,11 @@ def entry_replayed(*, app: str, operation: str) -> None:
 def hold_resolved(*, app: str, outcome: str) -> None:
     """A committed hold change: ``placed``, ``captured``, ``voided`` or ``expired``."""
     HOLDS.labels(app_label(app), outcome).inc()
+
+
+def credits_expired(*, app: str, amount: int) -> None:
+    """A committed ``CREDIT_EXPIRY`` entry of ``amount`` credits (positive)."""
+    app = app_label(app)
+    ENTRIES.labels(app, "CREDIT_EXPIRY").inc()
+    CREDITS.labels(app, "CREDIT_EXPIRY", "debit").inc(amount)
+    CREDITS_EXPIRED.labels(app).inc(amount)

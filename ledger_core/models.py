@@ -18,7 +18,10 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+from .operations import CREDIT_EXPIRY as CREDIT_EXPIRY  # the ledger's own operations
+from .operations import LEDGER_OPERATIONS as LEDGER_OPERATIONS
 from .operations import OPERATION_MAX_LENGTH
+from .operations import REVERSAL as REVERSAL
 
 OWNER_ID_MAX_LENGTH = 128
 NONCE_MAX_LENGTH = 128
@@ -29,11 +32,8 @@ LIMIT_KEY_MAX_LENGTH = 100
 #: and the admin's CSV export writes, in this order (the export adds created_by).
 ENTRY_FIELDS = (
     "id", "owner_id", "app", "operation", "amount", "balance_after", "nonce", "metadata",
-    "created_at", "reverses", "hold",
+    "created_at", "reverses", "hold", "expires_at", "consumed",
 )  # fmt: skip
-
-#: The ledger's own operation for undoing an entry; no app declares it.
-REVERSAL = "REVERSAL"
 
 
 class LedgerEntry(models.Model):
@@ -64,6 +64,10 @@ class LedgerEntry(models.Model):
     reverses = models.BigIntegerField(null=True, blank=True, help_text="id of the reversed entry")
     # The entry that captured a hold names it (at most one entry per hold).
     hold = models.BigIntegerField(null=True, blank=True, help_text="id of the captured hold")
+    # A credit with an expiry is a lot (``CreditLot``); a debit names the lots
+    # it consumed: [{"entry": <lot's entry id>, "amount": n}, ...].
+    expires_at = models.DateTimeField(null=True, blank=True)
+    consumed = models.JSONField(null=True, blank=True)
 
     class Meta:
         verbose_name = "ledger entry"
@@ -119,6 +123,12 @@ class Balance(models.Model):
     held = models.BigIntegerField(
         default=0, db_default=0, help_text="credits reserved by pending holds"
     )
+    # The credits of the owner's lots not yet consumed or expired (reserved by
+    # holds or not). 0: every credit is non-expiring, and a debit is the one
+    # conditional UPDATE; otherwise debits consume lots (``services.lots``).
+    lot_credits = models.BigIntegerField(
+        default=0, db_default=0, help_text="credits of unexpired, unconsumed lots"
+    )
 
     class Meta:
         constraints = [
@@ -126,6 +136,10 @@ class Balance(models.Model):
             models.CheckConstraint(condition=Q(held__gte=0), name="ledger_balance_held_gte_0"),
             models.CheckConstraint(
                 condition=Q(held__lte=models.F("balance")), name="ledger_balance_held_lte_balance"
+            ),
+            models.CheckConstraint(
+                condition=Q(lot_credits__gte=0) & Q(lot_credits__lte=models.F("balance")),
+                name="ledger_balance_lot_credits_range",
             ),
             models.CheckConstraint(
                 condition=Q(version__gte=0), name="ledger_balance_version_gte_0"
@@ -168,6 +182,10 @@ class LedgerHold(models.Model):
     resolved_by = models.CharField(max_length=200, blank=True, default="")
     # The capturing entry (a plain id, like ``reverses``).
     entry = models.BigIntegerField(null=True, blank=True, help_text="id of the capturing entry")
+    # What the hold reserves from credit lots, in consumption order:
+    # [{"entry": <lot's entry id>, "amount": n}, ...]; the rest of it is
+    # reserved from non-expiring credits.
+    reserved = models.JSONField(default=list, blank=True)
 
     class Meta:
         verbose_name = "ledger hold"
@@ -193,3 +211,47 @@ class LedgerHold(models.Model):
 
     def __str__(self) -> str:
         return f"{self.owner_id} {self.operation} {self.amount:+d} hold #{self.pk} ({self.status})"
+
+
+class CreditLot(models.Model):
+    """A credit that expires: what is left of it, and what became of the rest.
+
+    ``amount`` = ``remaining`` + reserved by pending holds + ``consumed`` +
+    ``expired`` (``verify_ledger`` checks it). Debits consume ``remaining``
+    soonest expiry first, oldest entry first on ties; from ``expires_at`` on,
+    ``remaining`` is gone and leaves the balance through ``CREDIT_EXPIRY``
+    entries (``services.lots``).
+    """
+
+    entry = models.BigIntegerField(primary_key=True, help_text="id of the credit entry")
+    owner_id = models.CharField(max_length=OWNER_ID_MAX_LENGTH)
+    app = models.CharField(max_length=APP_LABEL_MAX_LENGTH)
+    expires_at = models.DateTimeField()
+    amount = models.BigIntegerField()
+    remaining = models.BigIntegerField(help_text="neither consumed, reserved nor expired")
+    consumed = models.BigIntegerField(default=0)
+    expired = models.BigIntegerField(default=0)
+    expiries = models.IntegerField(default=0, help_text="CREDIT_EXPIRY entries posted")
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(remaining__gte=0) & Q(consumed__gte=0) & Q(expired__gte=0),
+                name="ledger_lot_parts_gte_0",
+            ),
+        ]
+        indexes = [
+            # The owner's open lots in consumption order.
+            models.Index(
+                fields=["owner_id", "expires_at", "entry"],
+                condition=Q(remaining__gt=0),
+                name="ledger_lot_open_idx",
+            ),
+            # The sweeper's scan.
+            models.Index(
+                fields=["expires_at"], condition=Q(remaining__gt=0), name="ledger_lot_due_idx"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"lot #{self.entry} of {self.owner_id}: {self.remaining}/{self.amount}"

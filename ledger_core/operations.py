@@ -16,6 +16,7 @@ import dataclasses
 import functools
 import threading
 from collections.abc import Iterable, Mapping
+from datetime import timedelta
 from typing import Literal
 
 from django.core.exceptions import ImproperlyConfigured
@@ -66,6 +67,14 @@ class LedgerOperation(models.TextChoices):
             )
 
 
+#: The ledger's own operation for undoing an entry; no app declares it.
+REVERSAL = "REVERSAL"
+#: The ledger's own operation for the unconsumed rest of an expired credit lot.
+CREDIT_EXPIRY = "CREDIT_EXPIRY"
+#: Operations of the ledger itself: no app declares them, no client posts them.
+LEDGER_OPERATIONS = (REVERSAL, CREDIT_EXPIRY)
+
+
 @dataclasses.dataclass(frozen=True)
 class OperationPolicy:
     """How an operation may be posted.
@@ -77,12 +86,42 @@ class OperationPolicy:
     owner) or None. Limits are enforced by a unique key in the database.
     ``direct``: whether the generic ledger endpoint accepts it; False for
     operations an app posts only through its own domain endpoint.
+    ``expires_after``: for a credit, the lifetime its credits get when the
+    request gives no ``expires_at`` (``timedelta``, seconds, or text such as
+    ``"30d"``, ``"12h"``, ``"90m"``, ``"45s"``); None: they never expire.
     """
 
     amount: int | None
     posters: frozenset[Role] = OWNER_OR_MANAGER
     limit: Limit | None = None
     direct: bool = True
+    expires_after: timedelta | None = None
+
+
+#: The longest lifetime a credit may get (about 10 years).
+MAX_LIFETIME = timedelta(days=3653)
+_LIFETIME_UNITS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
+
+
+def parse_lifetime(value: object) -> timedelta:
+    """A credit lifetime from a ``timedelta``, whole seconds, or ``"<n><d|h|m|s>"``;
+    ``ValueError`` unless it is positive and at most ``MAX_LIFETIME``."""
+    if isinstance(value, timedelta):
+        lifetime = value
+    elif isinstance(value, int) and not isinstance(value, bool):
+        lifetime = timedelta(seconds=value)
+    elif (
+        isinstance(value, str)
+        and len(value) > 1
+        and value[-1] in _LIFETIME_UNITS
+        and value[:-1].isdigit()
+    ):
+        lifetime = timedelta(seconds=int(value[:-1]) * _LIFETIME_UNITS[value[-1]])
+    else:
+        raise ValueError('expected a duration such as "30d", "12h", "90m", "45s" or seconds')
+    if not timedelta(0) < lifetime <= MAX_LIFETIME:
+        raise ValueError("a lifetime must be positive and at most 10 years")
+    return lifetime
 
 
 SHARED_POLICIES: dict[str, OperationPolicy] = {
@@ -219,6 +258,11 @@ def _apply_override(policy: OperationPolicy, override: object) -> OperationPolic
         fields = {k: v for k, v in override.items() if k in _POLICY_FIELDS}
         if "posters" in fields:
             fields["posters"] = frozenset(fields["posters"])
+        if fields.get("expires_after") is not None:
+            try:
+                fields["expires_after"] = parse_lifetime(fields["expires_after"])
+            except ValueError:  # reported by the system checks (ledger_core.E004)
+                return dataclasses.replace(policy, amount=None)
         return dataclasses.replace(policy, **fields)
     # Malformed overrides are reported by the system checks (ledger_core.E005);
     # until fixed, the operation has no usable amount.
@@ -238,7 +282,8 @@ def register(
 
 
 def all_operation_values() -> Iterable[str]:
-    seen: dict[str, None] = {}
+    """Every operation an entry may carry: the apps' and the ledger's own."""
+    seen: dict[str, None] = dict.fromkeys(LEDGER_OPERATIONS)
     for app in registry.apps():
         for value in app.values:
             seen.setdefault(value)

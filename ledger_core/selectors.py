@@ -11,11 +11,12 @@ as the first.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from datetime import datetime
 
+from django.db import connection
 from django.db.models import (
-    BigIntegerField,
     Case,
     CharField,
     DateTimeField,
@@ -24,14 +25,17 @@ from django.db.models import (
     OuterRef,
     QuerySet,
     Subquery,
-    Sum,
     Value,
     When,
 )
-from django.db.models.functions import Coalesce
+from django.utils.dateparse import parse_datetime
 
-from .models import Balance, HoldStatus, LedgerEntry, LedgerHold
-from .types import BalanceAt, BalanceView
+from .models import Balance, CreditLot, HoldStatus, LedgerEntry, LedgerHold
+from .types import BalanceAt, BalanceView, ExpiringCredits
+
+_BALANCE_TABLE = Balance._meta.db_table
+_HOLD_TABLE = LedgerHold._meta.db_table
+_LOT_TABLE = CreditLot._meta.db_table
 
 __all__ = [
     "BalanceAt",
@@ -70,36 +74,66 @@ def owners_unknown(*, owner_ids: Iterable[str]) -> list[str]:
     return [owner for owner in wanted if owner not in known]
 
 
+_BALANCE_SQL = f"""
+SELECT b.balance, b.version, b.updated_at,
+    CASE WHEN b.held = 0 THEN 0 ELSE (
+        SELECT coalesce(-sum(h.amount), 0) FROM {_HOLD_TABLE} AS h
+        WHERE h.owner_id = b.owner_id AND h.status = 'pending' AND h.expires_at > t.now
+    ) END AS held,
+    CASE WHEN b.lot_credits = 0 THEN 0 ELSE (
+        SELECT coalesce(sum(l.remaining), 0) FROM {_LOT_TABLE} AS l
+        WHERE l.owner_id = b.owner_id AND l.remaining > 0 AND l.expires_at <= t.now
+    ) + (
+        SELECT coalesce(sum((part->>'amount')::bigint), 0)
+        FROM {_HOLD_TABLE} AS h, jsonb_array_elements(h.reserved) AS part, {_LOT_TABLE} AS l
+        WHERE h.owner_id = b.owner_id AND h.status = 'pending' AND h.expires_at <= t.now
+            AND l.entry = (part->>'entry')::bigint AND l.expires_at <= t.now
+    ) END AS gone,
+    CASE WHEN b.lot_credits = 0 THEN NULL ELSE (
+        SELECT json_agg(json_build_object('amount', s.remaining, 'expires_at', s.expires_at))
+        FROM (
+            SELECT l.remaining, l.expires_at FROM {_LOT_TABLE} AS l
+            WHERE l.owner_id = b.owner_id AND l.remaining > 0 AND l.expires_at > t.now
+            ORDER BY l.expires_at, l.entry LIMIT %(expiring)s
+        ) AS s
+    ) END AS expiring
+FROM {_BALANCE_TABLE} AS b, (SELECT statement_timestamp() AS now) AS t
+WHERE b.owner_id = %(owner)s
+"""  # noqa: S608 (table names are model constants, values are parameters)
+
+#: How many of the soonest-expiring lots a balance shows.
+EXPIRING_SHOWN = 5
+
+
 def balance_get(*, owner_id: str) -> BalanceView:
     """The current balance of ``owner_id`` (0 for an unknown owner), read from
     PostgreSQL: a read after an acknowledged post always sees it (inside a
-    transaction, the transaction's own posts too)."""
-    # One statement (one snapshot): the balance and what its unexpired holds
-    # reserve; ``held`` still counts expired holds until they are released.
-    pending = LedgerHold.objects.filter(
-        owner_id=OuterRef("owner_id"), status=HoldStatus.PENDING, expires_at__gt=ClockTimestamp()
-    )
-    row = (
-        Balance.objects.filter(owner_id=owner_id)
-        .annotate(
-            unexpired=Case(
-                When(held=0, then=Value(0)),
-                default=Coalesce(
-                    Subquery(
-                        pending.values("owner_id").annotate(total=Sum("amount")).values("total")
-                    ),
-                    0,
-                ),
-                output_field=BigIntegerField(),
-            )
-        )
-        .values_list("balance", "version", "updated_at", "unexpired")
-        .first()
-    )
+    transaction, the transaction's own posts too).
+
+    One statement, so one snapshot. Time counts without any job having run:
+    ``held`` leaves out holds past their expiry, and ``balance`` leaves out
+    what lots past their expiry still hold (their unconsumed rest, and what
+    expired holds reserved from them), which the owner's next write or the
+    sweeper posts as ``CREDIT_EXPIRY`` entries. An owner without holds or lots
+    (``held`` and ``lot_credits`` 0) costs the primary-key look-up alone."""
+    with connection.cursor() as cursor:
+        cursor.execute(_BALANCE_SQL, {"owner": owner_id, "expiring": EXPIRING_SHOWN})
+        row = cursor.fetchone()
     if row is None:
         return BalanceView(owner_id=owner_id, balance=0, version=0, updated_at=None)
+    balance, version, updated_at, held, gone, expiring = row
+    if isinstance(expiring, str):
+        expiring = json.loads(expiring)
     return BalanceView(
-        owner_id=owner_id, balance=row[0], version=row[1], updated_at=row[2], held=-row[3]
+        owner_id=owner_id,
+        balance=balance - gone,
+        version=version,
+        updated_at=updated_at,
+        held=held,
+        expiring=tuple(
+            ExpiringCredits(amount=item["amount"], expires_at=parse_datetime(item["expires_at"]))
+            for item in expiring or ()
+        ),
     )
 
 

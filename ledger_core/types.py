@@ -7,6 +7,14 @@ from datetime import datetime
 
 
 @dataclasses.dataclass(frozen=True)
+class ExpiringCredits:
+    """Credits of one lot that expire at ``expires_at`` unless spent first."""
+
+    amount: int
+    expires_at: datetime
+
+
+@dataclasses.dataclass(frozen=True)
 class BalanceView:
     """An owner's balance; an owner without entries has balance 0, version 0."""
 
@@ -16,6 +24,8 @@ class BalanceView:
     updated_at: datetime | None
     #: Credits reserved by pending, unexpired holds; ``available`` is the rest.
     held: int = 0
+    #: The soonest-expiring lots (up to 5), soonest first.
+    expiring: tuple[ExpiringCredits, ...] = ()
 
     @property
     def available(self) -> int:

@@ -156,6 +156,13 @@ class EntryPostSerializer(serializers.Serializer):
         "LEDGER_MAX_ENTRY_AMOUNT in absolute value.",
     )
     metadata = MetadataField(required=False, allow_null=True, help_text="A small JSON object.")
+    expires_at = serializers.DateTimeField(
+        required=False,
+        allow_null=True,
+        help_text="Optional, managers only, credits only: an ISO 8601 instant, in the future "
+        "and at most 10 years ahead, when the credit's unspent rest expires. Omitted: the "
+        "operation's expires_after, if it has one.",
+    )
 
     def validate_amount(self, value: int) -> int:
         return amount_within_cap(value)
@@ -171,6 +178,11 @@ def entry_post_serializer_for(label: str, operations: tuple[str, ...]) -> type[E
         (EntryPostSerializer,),
         {"operation": OperationField(choices=list(operations))},
     )
+
+
+class ConsumedSerializer(serializers.Serializer):
+    entry = serializers.IntegerField(help_text="the lot's credit entry")
+    amount = serializers.IntegerField()
 
 
 class EntrySerializer(serializers.Serializer):
@@ -194,6 +206,14 @@ class EntrySerializer(serializers.Serializer):
     hold = serializers.IntegerField(
         read_only=True, allow_null=True, help_text="for a capture: the id of the captured hold"
     )
+    expires_at = serializers.DateTimeField(
+        read_only=True, allow_null=True, help_text="for a credit that expires (a lot): when"
+    )
+    consumed = ConsumedSerializer(
+        many=True, read_only=True, allow_null=True,
+        help_text="for a debit: the lots it took credits from, in order (the rest came from "
+        "credits that do not expire)",
+    )  # fmt: skip
     reversed_by = serializers.IntegerField(
         read_only=True, allow_null=True, default=None,
         help_text="the id of the REVERSAL entry that undid this one, if any",
@@ -222,11 +242,19 @@ class EntryPageSerializer(serializers.Serializer):
     results = EntrySerializer(many=True)
 
 
+class ExpiringSerializer(serializers.Serializer):
+    amount = serializers.IntegerField()
+    expires_at = serializers.DateTimeField()
+
+
 class BalanceSerializer(serializers.Serializer):
     owner_id = serializers.CharField()
     balance = serializers.IntegerField(help_text="the sum of the owner's entries")
     held = serializers.IntegerField(help_text="credits reserved by pending, unexpired holds")
     available = serializers.IntegerField(help_text="balance - held: what debits may spend")
+    expiring = ExpiringSerializer(
+        many=True, help_text="up to the 5 soonest-expiring lots' unspent credits"
+    )
     version = serializers.IntegerField()
     updated_at = serializers.DateTimeField(allow_null=True)
 

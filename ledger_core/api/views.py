@@ -265,6 +265,7 @@ class LedgerViewSet(viewsets.GenericViewSet):
             "actor": request_actor(request),
             "amount": data.get("amount"),
             "metadata": data.get("metadata"),
+            "expires_at": data.get("expires_at"),
             "direct": True,
         }
         if self.dry_run:
@@ -339,6 +340,7 @@ class LedgerViewSet(viewsets.GenericViewSet):
                     nonce=data["nonce"],
                     amount=data.get("amount"),
                     metadata=data.get("metadata"),
+                    expires_at=data.get("expires_at"),
                 )
             )
             positions.append(index)

@@ -29,12 +29,13 @@ from ..exceptions import (
 )
 from ..models import LedgerEntry
 from ..signals import entry_posted
-from .expiry import due_holds_release_locked
+from .expiry import settle_locked
 from .posting import (
     _BALANCE_TABLE,
     PreparedEntry,
     _limit_refusal,
     _log_entry,
+    _post,
     _record_refusal,
     decision_log,
     entry_prepare,
@@ -51,6 +52,7 @@ class EntryRequest:
     nonce: str
     amount: int | None = None
     metadata: dict[str, Any] | None = None
+    expires_at: datetime | None = None
 
 
 @dataclasses.dataclass
@@ -91,23 +93,24 @@ def _batch_lock_balances(
         for start in range(0, len(owners), _LOCK_CHUNK):
             chunk = owners[start : start + _LOCK_CHUNK]
             cursor.execute(
-                f"SELECT owner_id, balance, version, held FROM {_BALANCE_TABLE} "  # noqa: S608
+                f"SELECT owner_id, balance, version, held, lot_credits "  # noqa: S608
+                f"FROM {_BALANCE_TABLE} "
                 "WHERE owner_id = ANY(%s::text[]) ORDER BY owner_id FOR UPDATE",
                 [chunk],
             )
-            for owner_id, balance, version, held in cursor.fetchall():
-                state[owner_id] = [balance, version, held]
-    holding = [owner for owner, (_, _, held) in state.items() if held]
-    if holding and due_holds_release_locked(holding):
-        # Expired holds no longer reserve credits: read what the others hold.
+            for owner_id, balance, version, held, lot_credits in cursor.fetchall():
+                state[owner_id] = [balance, version, held, lot_credits]
+    unsettled = sorted(owner for owner, row in state.items() if row[2] or row[3])
+    if unsettled and settle_locked(unsettled):
+        # Due holds were released and due lots expired: read the rows again.
         with connection.cursor() as cursor:
             cursor.execute(
-                f"SELECT owner_id, held FROM {_BALANCE_TABLE} "  # noqa: S608
-                "WHERE owner_id = ANY(%s::text[])",
-                [holding],
+                f"SELECT owner_id, balance, version, held, lot_credits "  # noqa: S608
+                f"FROM {_BALANCE_TABLE} WHERE owner_id = ANY(%s::text[])",
+                [unsettled],
             )
-            for owner_id, held in cursor.fetchall():
-                state[owner_id][2] = held
+            for owner_id, *row in cursor.fetchall():
+                state[owner_id] = row
     return state
 
 
@@ -250,6 +253,7 @@ def entry_post_batch(
                 metadata=request.metadata,
                 now=now,
                 direct=direct,
+                expires_at=request.expires_at,
             )
         except LedgerError as exc:
             refuse(i, exc)
@@ -289,6 +293,12 @@ def entry_post_batch(
                 cursor.execute("SELECT clock_timestamp()")
                 applied_at = cursor.fetchone()[0]
             existing, used_limits = _batch_existing([prepared[i] for i in primaries])
+            # Owners with credit lots (or getting one) post item by item as
+            # single posts do, under the locks taken above: their debits
+            # consume lots in order.
+            with_lots = {owner for owner, row in state.items() if row[3]} | {
+                prepared[i].owner_id for i in primaries if prepared[i].expires_at is not None
+            }
             for i in sorted(primaries):
                 p = prepared[i]
                 stored = existing.get((p.owner_id, p.nonce))
@@ -301,7 +311,17 @@ def entry_post_batch(
                 if p.limit_key and (p.owner_id, p.limit_key) in used_limits:
                     refuse(i, _limit_refusal(p.policy, p.operation, now))
                     continue
-                balance, version, held = state.get(p.owner_id, [0, 0, 0])
+                if p.owner_id in with_lots:
+                    try:
+                        single = _post(p, actor=actor, now=now, started=started)
+                    except LedgerError as exc:
+                        refuse(i, exc)
+                        continue
+                    results[i].entry, results[i].replayed = single.entry, single.replayed
+                    if p.limit_key:
+                        used_limits.add((p.owner_id, p.limit_key))
+                    continue
+                balance, version, held, lot_credits = state.get(p.owner_id, [0, 0, 0, 0])
                 if balance + p.amount < held:
                     refuse(
                         i,
@@ -314,7 +334,7 @@ def entry_post_batch(
                         ),
                     )
                     continue
-                state[p.owner_id] = [balance + p.amount, version + 1, held]
+                state[p.owner_id] = [balance + p.amount, version + 1, held, lot_credits]
                 touched.add(p.owner_id)
                 if p.limit_key:
                     used_limits.add((p.owner_id, p.limit_key))

@@ -1,87 +1,169 @@
-"""Releasing holds past their expiry: giving their credits back to ``available``.
+"""Settling what time has ended: holds past their expiry and credit lots past
+theirs.
 
-Design decision: an expired hold stops counting the moment ``expires_at``
-passes, without any job: reads subtract only unexpired holds, and captures
-compare with the database clock. ``Balance.held`` still counts it until it is
-released here, which only makes a debit's one-statement check stricter; a
-debit (or a hold) that this refuses releases the owner's due holds and tries
-once more. ``manage.py expire_holds`` releases them for all owners. Every
-release first holds the owners' balance rows (in owner order, as every writer
-does), then marks the holds and lowers ``held`` in one statement, so a hold is
-released at most once however many run at once.
+Design decision: nothing waits for a job. From ``expires_at`` on, reads leave
+out expired holds and the unconsumed rest of expired lots, and captures answer
+``hold_expired``. The rows catch up when the owner next writes or a sweeper
+runs (``manage.py expire_holds`` / ``expire_credits``): ``settle_locked``
+releases due holds (their credits go back to ``available``, and what they
+reserved from lots back to those lots) and then posts one ``CREDIT_EXPIRY``
+entry per due lot for its rest. Every caller first holds the owners' balance
+rows (in owner order, as every writer does), and each step changes only rows
+still pending or still holding credits, so however many run at once, a hold
+is released once and a lot's rest leaves the balance once.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Sequence
+from datetime import datetime
 
 from django.db import connection, transaction
 
 from .. import metrics
-from ..models import Balance, HoldStatus, LedgerHold
+from ..models import CREDIT_EXPIRY, Balance, CreditLot, HoldStatus, LedgerEntry, LedgerHold
+from ..signals import entry_posted
 
 decision_log = logging.getLogger("ledger_core.decisions")
+logger = logging.getLogger("ledger_core.services")
 
 _BALANCE_TABLE = Balance._meta.db_table
 _HOLD_TABLE = LedgerHold._meta.db_table
+_LOT_TABLE = CreditLot._meta.db_table
+_ENTRY_TABLE = LedgerEntry._meta.db_table
 
+# Due holds: expired, their reservation leaves ``held``, and what they
+# reserved from lots goes back to the lots.
 _RELEASE_SQL = f"""
 WITH due AS (
-    UPDATE {_HOLD_TABLE} SET status = '{HoldStatus.EXPIRED}', resolved_at = clock_timestamp(),
+    UPDATE {_HOLD_TABLE} SET status = '{HoldStatus.EXPIRED}', resolved_at = %(now)s,
         resolved_by = 'system'
     WHERE owner_id = ANY(%(owners)s::text[]) AND status = '{HoldStatus.PENDING}'
-        AND expires_at <= clock_timestamp()
-    RETURNING id, owner_id, app, operation, amount
+        AND expires_at <= %(now)s
+    RETURNING id, owner_id, app, operation, amount, reserved
 ), released AS (
     UPDATE {_BALANCE_TABLE} AS b SET held = b.held + t.total
     FROM (SELECT owner_id, sum(amount) AS total FROM due GROUP BY owner_id) AS t
     WHERE b.owner_id = t.owner_id
+), back AS (
+    UPDATE {_LOT_TABLE} AS l SET remaining = l.remaining + r.amount
+    FROM (
+        SELECT (part->>'entry')::bigint AS lot, sum((part->>'amount')::bigint) AS amount
+        FROM due, jsonb_array_elements(due.reserved) AS part GROUP BY 1
+    ) AS r
+    WHERE l.entry = r.lot
 )
 SELECT id, owner_id, app, operation, amount FROM due
 """  # noqa: S608 (table names are model constants, values are parameters)
 
+# Due lots: one CREDIT_EXPIRY entry per lot for its rest, numbered and
+# balanced in consumption order after the owner's newest entry.
+_EXPIRE_SQL = f"""
+WITH due AS (
+    SELECT l.entry, l.owner_id, l.app, l.remaining, l.expiries,
+        row_number() OVER w AS n, sum(l.remaining) OVER w AS cum
+    FROM {_LOT_TABLE} AS l
+    WHERE l.owner_id = ANY(%(owners)s::text[]) AND l.remaining > 0 AND l.expires_at <= %(now)s
+    WINDOW w AS (PARTITION BY l.owner_id ORDER BY l.expires_at, l.entry)
+), lots AS (
+    UPDATE {_LOT_TABLE} AS l
+    SET remaining = 0, expired = l.expired + due.remaining, expiries = l.expiries + 1
+    FROM due WHERE l.entry = due.entry
+), entries AS (
+    INSERT INTO {_ENTRY_TABLE} (owner_id, app, operation, amount, balance_after, nonce,
+        fingerprint, limit_key, metadata, created_at, created_by, seq, reverses, hold,
+        expires_at, consumed)
+    SELECT due.owner_id, due.app, '{CREDIT_EXPIRY}', -due.remaining, b.balance - due.cum,
+        'expiry ' || due.entry || ' ' || (due.expiries + 1),
+        encode(sha256(convert_to(
+            due.app || chr(31) || '{CREDIT_EXPIRY}' || chr(31) || (-due.remaining)::text,
+            'UTF8')), 'hex'),
+        NULL, jsonb_build_object('lot', due.entry), clock_timestamp(), 'system',
+        b.version + due.n, NULL, NULL, NULL, NULL
+    FROM due JOIN {_BALANCE_TABLE} AS b ON b.owner_id = due.owner_id
+    RETURNING id, owner_id, app, amount, balance_after, nonce, metadata, created_at, seq
+), balances AS (
+    UPDATE {_BALANCE_TABLE} AS b
+    SET balance = b.balance - t.total, lot_credits = b.lot_credits - t.total,
+        version = b.version + t.n, updated_at = clock_timestamp()
+    FROM (SELECT owner_id, sum(remaining) AS total, count(*) AS n FROM due GROUP BY owner_id) AS t
+    WHERE b.owner_id = t.owner_id
+)
+SELECT id, owner_id, app, amount, balance_after, nonce, metadata, created_at, seq FROM entries
+ORDER BY id
+"""  # noqa: S608
 
-def due_holds_release_locked(owner_ids: Sequence[str]) -> int:
-    """Release the due holds of ``owner_ids``, whose balance rows the caller's
-    transaction holds. Returns how many were released; their log lines and
-    counts follow the commit."""
+
+@dataclasses.dataclass(frozen=True)
+class BalanceState:
+    """An owner's balance row as locked, and the database clock then."""
+
+    balance: int
+    held: int
+    lot_credits: int
+    version: int
+    now: datetime
+
+
+def lock_balance(owner_id: str) -> BalanceState | None:
+    """Lock ``owner_id``'s balance row (None when there is none)."""
     with connection.cursor() as cursor:
-        cursor.execute(_RELEASE_SQL, {"owners": list(owner_ids)})
+        cursor.execute(
+            f"SELECT balance, held, lot_credits, version, clock_timestamp() "  # noqa: S608
+            f"FROM {_BALANCE_TABLE} WHERE owner_id = %s FOR UPDATE",
+            [owner_id],
+        )
+        row = cursor.fetchone()
+    return BalanceState(*row) if row is not None else None
+
+
+def settle_locked(owner_ids: Sequence[str], now: datetime | None = None) -> int:
+    """Release the due holds and expire the due lots of ``owner_ids``, whose
+    balance rows the caller's transaction holds; ``now`` (the database clock
+    by default) is the instant compared with. Returns how many holds and lots
+    it settled; log lines, counts and ``entry_posted`` follow the commit."""
+    owners = list(owner_ids)
+    with connection.cursor() as cursor:
+        if now is None:
+            cursor.execute("SELECT clock_timestamp()")
+            now = cursor.fetchone()[0]
+        cursor.execute(_RELEASE_SQL, {"owners": owners, "now": now})
         released = cursor.fetchall()
-    if released:
-        transaction.on_commit(lambda: _released(released), robust=True)
-    return len(released)
-
-
-def due_holds_release(owner_id: str) -> bool:
-    """Release ``owner_id``'s holds past their expiry. True when the owner has
-    holds (``held`` was not 0): a debit refused before may fit now, whether
-    this call or a concurrent one released them."""
-    with transaction.atomic():
-        with connection.cursor() as cursor:
-            cursor.execute(
-                f"SELECT held FROM {_BALANCE_TABLE} WHERE owner_id = %s FOR UPDATE",  # noqa: S608
-                [owner_id],
-            )
-            row = cursor.fetchone()
-        if row is None or row[0] == 0:
-            return False
-        due_holds_release_locked([owner_id])
-        return True
+        cursor.execute(_EXPIRE_SQL, {"owners": owners, "now": now})
+        expired = cursor.fetchall()
+    if released or expired:
+        transaction.on_commit(lambda: _settled(released, expired), robust=True)
+    return len(released) + len(expired)
 
 
 def due_holds_sweep(*, limit: int = 500) -> int:
     """Release due holds of up to ``limit`` owners (the oldest due first).
-    Returns how many holds were released; 0 when none is left."""
+    Returns how many holds and lots were settled; 0 when none was due."""
+    return _sweep(
+        f"SELECT DISTINCT owner_id FROM (SELECT owner_id FROM {_HOLD_TABLE} "  # noqa: S608
+        f"WHERE status = '{HoldStatus.PENDING}' AND expires_at <= clock_timestamp() "
+        "ORDER BY expires_at LIMIT %s) AS due",
+        limit,
+    )
+
+
+def due_lots_sweep(*, limit: int = 2000) -> int:
+    """Expire due lots of the owners of up to ``limit`` of them (the oldest
+    due first). Returns how many holds and lots were settled; 0 when none."""
+    return _sweep(
+        f"SELECT DISTINCT owner_id FROM (SELECT owner_id FROM {_LOT_TABLE} "  # noqa: S608
+        "WHERE remaining > 0 AND expires_at <= clock_timestamp() "
+        "ORDER BY expires_at LIMIT %s) AS due",
+        limit,
+    )
+
+
+def _sweep(owners_sql: str, limit: int) -> int:
     with transaction.atomic():
         with connection.cursor() as cursor:
-            cursor.execute(
-                f"SELECT DISTINCT owner_id FROM (SELECT owner_id FROM {_HOLD_TABLE} "  # noqa: S608
-                f"WHERE status = '{HoldStatus.PENDING}' AND expires_at <= clock_timestamp() "
-                "ORDER BY expires_at LIMIT %s) AS due",
-                [limit],
-            )
+            cursor.execute(owners_sql, [limit])
             owners = sorted(row[0] for row in cursor.fetchall())
             if not owners:
                 return 0
@@ -90,21 +172,38 @@ def due_holds_sweep(*, limit: int = 500) -> int:
                 "ORDER BY owner_id FOR UPDATE",
                 [owners],
             )
-        return due_holds_release_locked(owners)
+        return settle_locked(owners)
 
 
-def _released(rows: list[tuple]) -> None:
-    for hold_id, owner_id, app, operation, amount in rows:
+def _settled(released: list[tuple], expired: list[tuple]) -> None:
+    for hold_id, owner_id, app, operation, amount in released:
         metrics.hold_resolved(app=app, outcome=HoldStatus.EXPIRED)
         decision_log.info(
             "hold.expired",
             extra={
-                "outcome": "hold_expired",
-                "hold_id": hold_id,
-                "owner_id": owner_id,
-                "app": app,
-                "operation": operation,
-                "amount": amount,
+                "outcome": "hold_expired", "hold_id": hold_id, "owner_id": owner_id, "app": app,
+                "operation": operation, "amount": amount, "actor": "system",
+            },
+        )  # fmt: skip
+    for pk, owner_id, app, amount, balance_after, nonce, metadata, created_at, seq in expired:
+        entry = LedgerEntry(
+            id=pk, owner_id=owner_id, app=app, operation=CREDIT_EXPIRY, amount=amount,
+            balance_after=balance_after, nonce=nonce, metadata=metadata, created_at=created_at,
+            created_by="system", seq=seq,
+        )  # fmt: skip
+        entry._state.adding = False
+        metrics.credits_expired(app=app, amount=-amount)
+        decision_log.info(
+            "ledger.posted",
+            extra={
+                "outcome": "posted", "entry_id": pk, "owner_id": owner_id, "app": app,
+                "operation": CREDIT_EXPIRY, "amount": amount, "balance_after": balance_after,
+                "nonce": nonce, "lot": metadata.get("lot"), "created_at": created_at.isoformat(),
                 "actor": "system",
             },
-        )
+        )  # fmt: skip
+        for receiver, error in entry_posted.send_robust(sender=LedgerEntry, entry=entry):
+            if isinstance(error, Exception):
+                logger.error(
+                    "entry_posted receiver %r failed", receiver, exc_info=(type(error), error, None)
+                )

@@ -14,15 +14,13 @@ balance and side effects are those of any post. Expiry needs no job: see
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db import InterfaceError, OperationalError, connection, transaction
+from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -37,13 +35,13 @@ from ..exceptions import (
     InvalidEntry,
     LedgerError,
     NonceConflict,
-    OutcomeUnknown,
     UnknownOperation,
 )
 from ..models import Balance, HoldStatus, LedgerEntry, LedgerHold
 from ..operations import MANAGER, OperationPolicy, registry
 from ..validation import nonce_validate, owner_id_validate
-from .expiry import due_holds_release_locked
+from .expiry import lock_balance, settle_locked
+from .lots import lots_move, lots_plan, parts_json, parts_of
 from .posting import (
     PreparedEntry,
     _amount_resolve,
@@ -52,6 +50,7 @@ from .posting import (
     _role_for,
     entry_fingerprint,
     operation_policy_get,
+    write_transaction,
 )
 
 decision_log = logging.getLogger("ledger_core.decisions")
@@ -127,33 +126,6 @@ def _expires_in_resolve(expires_in: object) -> int:
     return expires_in
 
 
-@contextlib.contextmanager
-def _write_transaction() -> Iterator[None]:
-    """``transaction.atomic()``; a connection lost while the outermost block
-    commits answers ``OutcomeUnknown`` (the change may have been stored)."""
-    outermost = not connection.in_atomic_block
-    committing = False
-    try:
-        with transaction.atomic():
-            yield
-            committing = outermost
-    except (OperationalError, InterfaceError) as exc:
-        if committing:
-            raise OutcomeUnknown() from exc
-        raise
-
-
-def _lock_balance(owner_id: str) -> tuple[int, int, datetime] | None:
-    """Lock ``owner_id``'s balance row: ``(balance, held, database clock)``."""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT balance, held, clock_timestamp() FROM {_BALANCE_TABLE} "  # noqa: S608
-            "WHERE owner_id = %s FOR UPDATE",
-            [owner_id],
-        )
-        return cursor.fetchone()
-
-
 def _current(hold: LedgerHold, now: datetime) -> LedgerHold:
     """``hold`` with the status it has at ``now`` (expired once past ``expires_at``)."""
     if hold.status == HoldStatus.PENDING and hold.expires_at <= now:
@@ -224,7 +196,7 @@ def hold_place(
                 if not done.result.replayed:
                     done.result.hold.pk = None
                 return done.result
-        with _write_transaction():
+        with write_transaction():
             result = _place(hold, seconds, actor)
     except LedgerError as exc:
         if not dry_run:
@@ -241,8 +213,8 @@ def hold_place(
 def _place(hold: LedgerHold, seconds: int, actor: Actor) -> HoldResult:
     """Inside a transaction: the replay, a refusal, or the new hold."""
     owner_id = hold.owner_id
-    row = _lock_balance(owner_id)
-    balance, held, now = row if row is not None else (0, 0, timezone.now())
+    state = lock_balance(owner_id)
+    now = state.now if state is not None else timezone.now()
     existing = LedgerHold.objects.filter(owner_id=owner_id, nonce=hold.nonce).first()
     if existing is not None:
         if existing.fingerprint != hold.fingerprint:
@@ -250,8 +222,9 @@ def _place(hold: LedgerHold, seconds: int, actor: Actor) -> HoldResult:
                 "This nonce was already used for a different hold.", hold_id=existing.pk
             )
         return HoldResult(hold=_current(existing, now), replayed=True)
-    if held and balance - held < -hold.amount and due_holds_release_locked([owner_id]):
-        balance, held, now = _lock_balance(owner_id)
+    if state is not None and (state.held or state.lot_credits) and settle_locked([owner_id], now):
+        state = lock_balance(owner_id)
+    balance, held = (state.balance, state.held) if state is not None else (0, 0)
     if balance - held < -hold.amount:
         raise InsufficientBalance(
             f"Available {balance - held} (balance {balance}, held {held}) "
@@ -260,9 +233,14 @@ def _place(hold: LedgerHold, seconds: int, actor: Actor) -> HoldResult:
             available=balance - held,
             required=-hold.amount,
         )
+    # Reserved from lots in consumption order, then from non-expiring credits.
+    plan = lots_plan(owner_id, -hold.amount, now=now) if state.lot_credits else ()
+    hold.reserved = parts_json(plan)
     hold.created_at = now
     hold.expires_at = now + timedelta(seconds=seconds)
     hold.save(force_insert=True)
+    if plan:
+        lots_move(owner_id, [(lot, -part, 0) for lot, part in plan])
     Balance.objects.filter(owner_id=owner_id).update(held=F("held") - hold.amount)
     transaction.on_commit(lambda: _log_hold("placed", hold, actor), robust=True)
     return HoldResult(hold=hold)
@@ -286,9 +264,9 @@ def _hold_for_change(hold_id: int, app: str, actor: Actor) -> tuple[LedgerHold, 
 
 def _locked(hold: LedgerHold) -> tuple[LedgerHold, datetime]:
     """Lock the hold's owner's balance row, then the hold: its current state."""
-    row = _lock_balance(hold.owner_id)
+    state = lock_balance(hold.owner_id)
     locked = LedgerHold.objects.select_for_update().get(pk=hold.pk)
-    return _current(locked, row[2]), row[2]
+    return _current(locked, state.now), state.now
 
 
 def hold_capture(
@@ -316,7 +294,7 @@ def hold_capture(
             raise InvalidEntry(
                 f"amount must be a negative integer from {hold.amount} to -1.", field="amount"
             )
-        with _write_transaction():
+        with write_transaction():
             hold, now = _locked(hold)
             if hold.status == HoldStatus.CAPTURED:
                 entry = LedgerEntry.objects.get(owner_id=hold.owner_id, hold=hold.pk)
@@ -330,6 +308,16 @@ def hold_capture(
             elif hold.status != HoldStatus.PENDING:
                 raise HoldNotPending(status=hold.status)
             else:
+                # The reservation's lots, in order: consumed up to the amount,
+                # the rest goes back (and expires at once if its lot has).
+                consumed, returned, left = [], [], -amount
+                for lot, part in parts_of(hold.reserved):
+                    take = min(part, left)
+                    left -= take
+                    if take:
+                        consumed.append((lot, take))
+                    if part - take:
+                        returned.append((lot, part - take))
                 prepared = PreparedEntry(
                     owner_id=hold.owner_id, operation=hold.operation,
                     # Client nonces have no spaces: this one is the hold's alone.
@@ -338,6 +326,10 @@ def hold_capture(
                     fingerprint=entry_fingerprint(app=app, operation=hold.operation,
                                                   amount=amount),
                     actor_name=actor.name, hold=hold.pk, release=-hold.amount,
+                    consumed=tuple(consumed), lot_delta=-sum(take for _, take in consumed),
+                    lot_moves=tuple((lot, 0, take) for lot, take in consumed)
+                    + tuple((lot, part, 0) for lot, part in returned),
+                    lots_checked=True,
                 )  # fmt: skip
                 entry = _post(prepared, actor=actor, now=now, started=started).entry
                 hold.status, hold.entry = HoldStatus.CAPTURED, entry.pk
@@ -362,7 +354,7 @@ def hold_void(*, hold_id: int, app: str, actor: Actor, reason: str = "") -> Hold
     """
     try:
         hold, _ = _hold_for_change(hold_id, app, actor)
-        with _write_transaction():
+        with write_transaction():
             hold, now = _locked(hold)
             if hold.status == HoldStatus.CAPTURED:
                 raise HoldNotPending(status=hold.status)
@@ -371,6 +363,10 @@ def hold_void(*, hold_id: int, app: str, actor: Actor, reason: str = "") -> Hold
             hold.status, hold.resolved_at, hold.resolved_by = HoldStatus.VOIDED, now, actor.name
             hold.save(update_fields=["status", "resolved_at", "resolved_by"])
             Balance.objects.filter(owner_id=hold.owner_id).update(held=F("held") + hold.amount)
+            if hold.reserved:
+                # Back to their lots; those that have expired expire at once.
+                lots_move(hold.owner_id, [(lot, part, 0) for lot, part in parts_of(hold.reserved)])
+                settle_locked([hold.owner_id], now)
             voided = hold
             transaction.on_commit(
                 lambda: _log_hold("voided", voided, actor, reason=reason), robust=True

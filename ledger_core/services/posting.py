@@ -44,11 +44,12 @@ from ..exceptions import (
     OutcomeUnknown,
     UnknownOperation,
 )
-from ..models import ENTRY_FIELDS, Balance, LedgerEntry
-from ..operations import OperationPolicy, Role, registry
+from ..models import ENTRY_FIELDS, Balance, CreditLot, LedgerEntry
+from ..operations import MAX_LIFETIME, OperationPolicy, Role, registry
 from ..signals import entry_posted
 from ..validation import metadata_validate, nonce_validate, owner_id_validate
-from .expiry import due_holds_release
+from .expiry import lock_balance, settle_locked
+from .lots import lots_move, lots_plan, parts_json
 
 logger = logging.getLogger("ledger_core.services")
 # One line per ledger decision (posted, replayed, refused) with owner, app,
@@ -62,11 +63,12 @@ _BALANCE_TABLE = Balance._meta.db_table
 # database clock's once the row is held, so an owner's entries are in time
 # order in the order they were applied (what a point-in-time balance needs).
 _CREDIT_SQL = f"""
-INSERT INTO {_BALANCE_TABLE} (owner_id, balance, version, updated_at)
-VALUES (%(owner)s, %(amount)s, 1, clock_timestamp())
+INSERT INTO {_BALANCE_TABLE} (owner_id, balance, version, updated_at, lot_credits)
+VALUES (%(owner)s, %(amount)s, 1, clock_timestamp(), %(lot_delta)s)
 ON CONFLICT (owner_id) DO UPDATE SET
     balance = {_BALANCE_TABLE}.balance + EXCLUDED.balance,
     version = {_BALANCE_TABLE}.version + 1,
+    lot_credits = {_BALANCE_TABLE}.lot_credits + EXCLUDED.lot_credits,
     updated_at = clock_timestamp()
 RETURNING balance, version, updated_at
 """  # noqa: S608 (table name is a model constant, values are parameters)
@@ -74,27 +76,41 @@ RETURNING balance, version, updated_at
 # A debit must leave the credits reserved by holds (``held``) in place; a
 # hold's capture releases its reservation (``release``) in the same change.
 # Both are columns of the row being updated, so the condition is re-checked
-# on the newest row version when the UPDATE waited for the row lock.
+# on the newest row version when the UPDATE waited for the row lock. An owner
+# with credit lots (``lot_credits > 0``) is refused here unless the lots were
+# planned under the row's lock (``lots_checked``): see ``_post_settled``.
 _DEBIT_SQL = f"""
 UPDATE {_BALANCE_TABLE}
-SET balance = balance + %(amount)s, held = held - %(release)s, version = version + 1,
+SET balance = balance + %(amount)s, held = held - %(release)s,
+    lot_credits = lot_credits + %(lot_delta)s, version = version + 1,
     updated_at = clock_timestamp()
 WHERE owner_id = %(owner)s AND balance + %(amount)s >= held - %(release)s
+    AND (%(lots_checked)s OR lot_credits = 0)
 RETURNING balance, version, updated_at
 """  # noqa: S608
 
-# PostgreSQL: the balance change and the entry in one statement (a
-# data-modifying CTE): a unique violation on the entry undoes the balance
-# change with it.
+# PostgreSQL: the balance change, the entry and (for a credit with an expiry)
+# its lot in one statement (a data-modifying CTE): a unique violation on the
+# entry undoes the balance change with it.
 _ENTRY_TABLE = LedgerEntry._meta.db_table
+_LOT_TABLE = CreditLot._meta.db_table
 _ENTRY_INSERT = f"""
+, e AS (
 INSERT INTO {_ENTRY_TABLE} (owner_id, app, operation, amount, balance_after, nonce,
-    fingerprint, limit_key, metadata, created_at, created_by, seq, reverses, hold)
+    fingerprint, limit_key, metadata, created_at, created_by, seq, reverses, hold,
+    expires_at, consumed)
 SELECT %(owner)s, %(app)s, %(operation)s, %(amount)s, b.balance, %(nonce)s,
     %(fingerprint)s, %(limit_key)s, %(metadata)s::jsonb, b.updated_at, %(actor)s, b.version,
-    %(reverses)s, %(hold)s
+    %(reverses)s, %(hold)s, %(expires_at)s, %(consumed)s::jsonb
 FROM b
-RETURNING id, balance_after, created_at, seq
+RETURNING id, balance_after, created_at, seq, owner_id, app, expires_at, amount
+), lot AS (
+INSERT INTO {_LOT_TABLE} (entry, owner_id, app, expires_at, amount, remaining, consumed,
+    expired, expiries)
+SELECT id, owner_id, app, expires_at, amount, amount, 0, 0, 0 FROM e
+WHERE expires_at IS NOT NULL
+)
+SELECT id, balance_after, created_at, seq FROM e
 """  # noqa: S608
 _PG_CREDIT_POST = f"WITH b AS ({_CREDIT_SQL}){_ENTRY_INSERT}"
 _PG_DEBIT_POST = f"WITH b AS ({_DEBIT_SQL}){_ENTRY_INSERT}"
@@ -232,6 +248,18 @@ class PreparedEntry:
     #: A hold's capture: the hold's id, and the credits it releases from ``held``.
     hold: int | None = None
     release: int = 0
+    #: A credit that expires (it becomes a lot).
+    expires_at: datetime | None = None
+    #: Credit lots: what a debit consumed ((lot, amount), shown on the entry),
+    #: the change of ``Balance.lot_credits``, and the lots' rows to change
+    #: ((lot, remaining delta, consumed delta), applied with the entry).
+    consumed: tuple[tuple[int, int], ...] = ()
+    lot_delta: int = 0
+    lot_moves: tuple[tuple[int, int, int], ...] = ()
+    #: Set once the lots were planned under the owner's row lock.
+    lots_checked: bool = False
+    #: Consume this lot first (reversing the lot's own grant).
+    first_lot: int | None = None
 
     def entry(
         self, *, balance_after: int, created_at: datetime, seq: int, pk: int | None = None
@@ -242,8 +270,12 @@ class PreparedEntry:
             amount=self.amount, balance_after=balance_after, nonce=self.nonce,
             fingerprint=self.fingerprint, limit_key=self.limit_key, metadata=self.metadata,
             created_at=created_at, created_by=self.actor_name, seq=seq, reverses=self.reverses,
-            hold=self.hold,
+            hold=self.hold, expires_at=self.expires_at, consumed=self.consumed_json(),
         )  # fmt: skip
+
+    def consumed_json(self) -> list[dict[str, int]] | None:
+        """``consumed`` as the entry stores it (None for no lot)."""
+        return parts_json(self.consumed) if self.consumed else None
 
 
 def entry_prepare(
@@ -257,6 +289,7 @@ def entry_prepare(
     metadata: dict[str, Any] | None = None,
     now: datetime | None = None,
     direct: bool = False,
+    expires_at: datetime | None = None,
 ) -> PreparedEntry:
     """Check a post without touching the database: input, operation, permission, amount.
 
@@ -271,6 +304,13 @@ def entry_prepare(
     role = _role_for(actor, owner_id, policy)
     resolved = _amount_resolve(policy, amount, role)
     now = now or timezone.now()
+    operation_key = operation
+    if expires_at is not None:
+        _expires_at_validate(expires_at, resolved, role, now)
+        # The nonce is bound to the expiry the request asked for.
+        operation_key = f"{operation}@{expires_at.astimezone(UTC).isoformat()}"
+    elif resolved > 0 and policy.expires_after is not None:
+        expires_at = now + policy.expires_after
     return PreparedEntry(
         owner_id=owner_id,
         operation=operation,
@@ -280,9 +320,25 @@ def entry_prepare(
         metadata=metadata,
         policy=policy,
         limit_key=_limit_key(policy, operation, now),
-        fingerprint=entry_fingerprint(app=app, operation=operation, amount=resolved),
+        fingerprint=entry_fingerprint(app=app, operation=operation_key, amount=resolved),
         actor_name=actor.name,
+        expires_at=expires_at,
+        lot_delta=resolved if expires_at is not None else 0,
     )
+
+
+def _expires_at_validate(expires_at: object, amount: int, role: Role, now: datetime) -> None:
+    if not isinstance(expires_at, datetime) or expires_at.tzinfo is None:
+        raise InvalidEntry("expires_at must be an ISO 8601 instant with a time zone.",
+                           field="expires_at")  # fmt: skip
+    if amount <= 0:
+        raise InvalidEntry("expires_at is only for credits (a positive amount).",
+                           field="expires_at")  # fmt: skip
+    if role == "owner":
+        raise InvalidEntry("Only managers may set expires_at.", field="expires_at")
+    if not now < expires_at <= now + MAX_LIFETIME:
+        raise InvalidEntry("expires_at must be in the future and at most 10 years ahead.",
+                           field="expires_at")  # fmt: skip
 
 
 def _pg_post(p: PreparedEntry, now: datetime) -> LedgerEntry:
@@ -299,15 +355,40 @@ def _pg_post(p: PreparedEntry, now: datetime) -> LedgerEntry:
         "reverses": p.reverses,
         "hold": p.hold,
         "release": p.release,
+        "expires_at": p.expires_at,
+        "consumed": None if not p.consumed else json.dumps(p.consumed_json()),
+        "lot_delta": p.lot_delta,
+        "lots_checked": p.lots_checked,
     }
     with connection.cursor() as cursor:
         cursor.execute(_PG_CREDIT_POST if p.amount >= 0 else _PG_DEBIT_POST, params)
         row = cursor.fetchone()
     if row is None:
         raise _Refused
+    if p.lot_moves:
+        lots_move(p.owner_id, p.lot_moves)
+        if any(remaining > 0 for _, remaining, _ in p.lot_moves):
+            # Credits back in lots that have expired expire again at once.
+            settle_locked([p.owner_id])
     entry = p.entry(balance_after=row[1], created_at=row[2], seq=row[3], pk=row[0])
     entry._state.adding = False
     return entry
+
+
+@contextlib.contextmanager
+def write_transaction() -> Iterator[None]:
+    """``transaction.atomic()``; a connection lost while the outermost block
+    commits answers ``OutcomeUnknown`` (the change may have been stored)."""
+    outermost = not connection.in_atomic_block
+    committing = False
+    try:
+        with transaction.atomic():
+            yield
+            committing = outermost
+    except (OperationalError, InterfaceError) as exc:
+        if committing:
+            raise OutcomeUnknown() from exc
+        raise
 
 
 @contextlib.contextmanager
@@ -334,6 +415,7 @@ def entry_post(
     metadata: dict[str, Any] | None = None,
     direct: bool = False,
     dry_run: bool = False,
+    expires_at: datetime | None = None,
 ) -> PostResult:
     """Post ``operation`` to ``owner_id``'s ledger as ``actor``, at most once per nonce.
 
@@ -345,6 +427,11 @@ def entry_post(
     caller's ``transaction.atomic()``: the entry then commits with it.
     ``direct=True`` refuses operations that the app posts only through its own
     endpoints (as the generic ledger API, the admin and the commands do).
+
+    ``expires_at`` (managers and the system; credits only, at most 10 years
+    ahead) makes the credit a lot that expires then; without it a credit gets
+    its operation's ``expires_after``, if any. Debits consume lots soonest
+    expiry first (``services.lots``).
 
     ``dry_run=True``: answer what the post would, storing nothing. The post
     runs for real inside a transaction that is then rolled back, so every check
@@ -366,6 +453,7 @@ def entry_post(
             metadata=metadata,
             now=now,
             direct=direct,
+            expires_at=expires_at,
         )
         if dry_run:
             return _post_rolled_back(prepared, actor=actor, now=now, started=started)
@@ -454,22 +542,16 @@ def _settled_elsewhere(prepared: PreparedEntry) -> PostResult | None:
     return None
 
 
-def _post(
-    prepared: PreparedEntry,
-    *,
-    actor: Actor,
-    now: datetime,
-    started: float,
-    retry_after_expiry: bool = True,
-) -> PostResult:
+def _post(prepared: PreparedEntry, *, actor: Actor, now: datetime, started: float) -> PostResult:
     """Apply a prepared post: balance change and entry, or a replay/refusal."""
-    owner_id, resolved = prepared.owner_id, prepared.amount
+    owner_id = prepared.owner_id
 
     try:
-        if connection.in_atomic_block:
+        if connection.in_atomic_block or prepared.lot_moves:
             # Inside the caller's transaction: a savepoint keeps it usable
-            # when the statement fails (the caller's commit decides).
-            with transaction.atomic():
+            # when the statement fails (the caller's commit decides). Changes
+            # to lots go with the entry in one transaction.
+            with write_transaction():
                 entry = _pg_post(prepared, now)
         else:
             # One statement that commits on its own: a connection lost while it
@@ -480,20 +562,12 @@ def _post(
         settled = _settled_elsewhere(prepared)
         if settled is not None:
             return settled
-        if retry_after_expiry and due_holds_release(owner_id):
-            # The owner has holds: those past their expiry counted in ``held``
-            # until released (now, or by a concurrent sweep); try once more.
-            return _post(prepared, actor=actor, now=now, started=started, retry_after_expiry=False)
-        balance, held = Balance.objects.filter(owner_id=owner_id).values_list(
-            "balance", "held"
-        ).first() or (0, 0)
-        raise InsufficientBalance(
-            f"Available {balance - held} (balance {balance}, held {held}) "
-            f"does not cover {-resolved}.",
-            balance=balance,
-            available=balance - held,
-            required=-resolved,
-        ) from None
+        if not prepared.lots_checked:
+            # The owner may have holds past their expiry (still counted in
+            # ``held`` until released) or credit lots to consume: settle them
+            # under the row lock and try once more.
+            return _post_settled(prepared, actor=actor, now=now, started=started)
+        raise _insufficient(owner_id, prepared.amount) from None
     except IntegrityError:
         settled = _settled_elsewhere(prepared)
         if settled is not None:
@@ -510,6 +584,47 @@ def _post(
 
     transaction.on_commit(lambda: _after_commit(entry, actor, started), robust=True)
     return PostResult(entry=entry)
+
+
+def _insufficient(owner_id: str, amount: int) -> InsufficientBalance:
+    balance, held = Balance.objects.filter(owner_id=owner_id).values_list(
+        "balance", "held"
+    ).first() or (0, 0)
+    return InsufficientBalance(
+        f"Available {balance - held} (balance {balance}, held {held}) does not cover {-amount}.",
+        balance=balance,
+        available=balance - held,
+        required=-amount,
+    )
+
+
+def _post_settled(
+    prepared: PreparedEntry, *, actor: Actor, now: datetime, started: float
+) -> PostResult:
+    """A debit the one-statement path refused, for an owner with holds or
+    lots: under the owner's row lock, release due holds and expire due lots
+    (``settle_locked``), plan what the debit consumes from lots, then post."""
+    owner_id = prepared.owner_id
+    with write_transaction():
+        state = lock_balance(owner_id)
+        if state is None or (state.held == 0 and state.lot_credits == 0):
+            raise _insufficient(owner_id, prepared.amount)
+        now_db = state.now
+        if settle_locked([owner_id], now_db):
+            state = lock_balance(owner_id)
+        if state.balance + prepared.amount < state.held - prepared.release:
+            raise _insufficient(owner_id, prepared.amount)
+        plan: tuple[tuple[int, int], ...] = ()
+        if state.lot_credits and prepared.amount < 0:
+            plan = lots_plan(owner_id, -prepared.amount, first=prepared.first_lot, now=now_db)
+        ready = dataclasses.replace(
+            prepared,
+            consumed=plan,
+            lot_delta=prepared.lot_delta - sum(amount for _, amount in plan),
+            lot_moves=tuple((lot, -amount, amount) for lot, amount in plan),
+            lots_checked=True,
+        )
+        return _post(ready, actor=actor, now=now, started=started)
 
 
 def _after_commit(entry: LedgerEntry, actor: Actor, started: float) -> None:

@@ -21,9 +21,10 @@ from ..exceptions import (
     LedgerError,
     NotReversible,
 )
-from ..models import REVERSAL, LedgerEntry
+from ..models import LEDGER_OPERATIONS, REVERSAL, LedgerEntry
 from ..operations import MANAGER, OperationPolicy
 from ..validation import nonce_validate
+from .lots import parts_of
 from .posting import (
     PostResult,
     PreparedEntry,
@@ -40,7 +41,7 @@ def entry_reverse(*, entry_id: int, app: str, actor: Actor, nonce: str, reason: 
 
     Idempotent by nonce like any post (a retry answers the same reversal).
     Raises ``EntryNotFound`` (no such entry in this app), ``Forbidden``,
-    ``NotReversible`` (a reversal, or an entry of amount 0),
+    ``NotReversible`` (a reversal, a credit expiry, or an entry of amount 0),
     ``AlreadyReversed`` (with ``reversal_id``), ``InsufficientBalance`` (the
     owner no longer has the credits a reversed credit gave: a reversal never
     overdraws) and ``InvalidEntry``. The reversed entry still counts for its
@@ -54,9 +55,9 @@ def entry_reverse(*, entry_id: int, app: str, actor: Actor, nonce: str, reason: 
             raise EntryNotFound()
         if not (actor.can_post_any or actor.is_system):
             raise Forbidden("Only managers may reverse entries.")
-        if entry.operation == REVERSAL or entry.amount == 0:
+        if entry.operation in LEDGER_OPERATIONS or entry.amount == 0:
             raise NotReversible(
-                "A reversal cannot be reversed." if entry.operation == REVERSAL
+                f"A {entry.operation} entry cannot be reversed." if entry.amount
                 else "An entry of amount 0 moved no credits."
             )  # fmt: skip
         nonce_validate(nonce)
@@ -64,6 +65,7 @@ def entry_reverse(*, entry_id: int, app: str, actor: Actor, nonce: str, reason: 
         if not reason or len(reason) > 500:
             raise InvalidEntry("reason is required (at most 500 characters).", field="reason")
         amount = -entry.amount
+        returned = parts_of(entry.consumed)
         prepared = PreparedEntry(
             owner_id=entry.owner_id, operation=REVERSAL, nonce=nonce, app=app, amount=amount,
             metadata={"reason": reason}, policy=OperationPolicy(amount=amount, posters=MANAGER),
@@ -71,6 +73,12 @@ def entry_reverse(*, entry_id: int, app: str, actor: Actor, nonce: str, reason: 
             fingerprint=entry_fingerprint(app=app, operation=f"{REVERSAL}:{entry.pk}",
                                           amount=amount),
             actor_name=actor.name, reverses=entry.pk,
+            # A reversed grant gives up its own lot first; a reversed debit
+            # gives its credits back to the lots it consumed (those expired
+            # since expire again at once).
+            first_lot=entry.pk if entry.expires_at is not None else None,
+            lot_moves=tuple((lot, part, -part) for lot, part in returned),
+            lot_delta=sum(part for _, part in returned),
         )  # fmt: skip
         # A second reversal is refused by the (owner_id, reverses) key or the
         # balance check, and _post names the reversal that exists.

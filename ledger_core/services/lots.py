@@ -1,0 +1,104 @@
+"""Credit lots: which credits a debit (or a hold) takes, and keeping the lots' rows.
+
+Design decision: only credits that expire are tracked, one ``CreditLot`` row
+per such credit; everything else in a balance is one pool of non-expiring
+credits, consumed last. A debit takes from the lots with the soonest expiry
+first (the oldest entry first on ties), then from the pool, so the credits
+that would be lost soonest are used first. Plans are made under the owner's
+balance-row lock, after due lots were expired at the same instant, so no plan
+takes an expired credit and no two plans take the same one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from django.db import connection
+
+from ..models import CreditLot
+
+_LOT_TABLE = CreditLot._meta.db_table
+_PAGE = 200
+
+
+def lots_plan(
+    owner_id: str, need: int, *, first: int | None = None, now: datetime | None = None
+) -> tuple[tuple[int, int], ...]:
+    """What ``need`` credits take from ``owner_id``'s lots, in consumption
+    order: ``((lot, amount), ...)``, at most ``need`` in all (the rest comes
+    from non-expiring credits). ``first`` is taken before any other lot.
+    Lots expiring at or before ``now`` are left out. The caller holds the
+    owner's balance row."""
+    plan: list[tuple[int, int]] = []
+    clock = "%(now)s" if now is not None else "clock_timestamp()"
+    with connection.cursor() as cursor:
+        if first is not None:
+            cursor.execute(
+                f"SELECT remaining FROM {_LOT_TABLE} WHERE entry = %(first)s "  # noqa: S608
+                f"AND owner_id = %(owner)s AND remaining > 0 AND expires_at > {clock}",
+                {"first": first, "owner": owner_id, "now": now},
+            )
+            row = cursor.fetchone()
+            if row is not None:
+                plan.append((first, min(row[0], need)))
+                need -= plan[-1][1]
+        after: tuple = ()
+        while need > 0:
+            keyset = "AND (expires_at, entry) > (%(after_at)s, %(after_entry)s)" if after else ""
+            cursor.execute(
+                f"SELECT entry, remaining, expires_at FROM {_LOT_TABLE} "  # noqa: S608
+                f"WHERE owner_id = %(owner)s AND remaining > 0 AND expires_at > {clock} "
+                f"AND entry IS DISTINCT FROM %(first)s {keyset} "
+                "ORDER BY expires_at, entry LIMIT %(page)s",
+                {
+                    "owner": owner_id, "first": first, "now": now, "page": _PAGE,
+                    "after_at": after[0] if after else None,
+                    "after_entry": after[1] if after else None,
+                },
+            )  # fmt: skip
+            rows = cursor.fetchall()
+            for lot, remaining, expires_at in rows:
+                take = min(remaining, need)
+                plan.append((lot, take))
+                need -= take
+                after = (expires_at, lot)
+                if need == 0:
+                    break
+            if len(rows) < _PAGE:
+                break
+    return tuple(plan)
+
+
+def lots_move(owner_id: str, moves: Sequence[tuple[int, int, int]]) -> None:
+    """Apply ``(lot, remaining delta, consumed delta)`` to ``owner_id``'s lots."""
+    total: dict[int, list[int]] = {}
+    for lot, remaining, consumed in moves:
+        sums = total.setdefault(lot, [0, 0])
+        sums[0] += remaining
+        sums[1] += consumed
+    moves = [(lot, remaining, consumed) for lot, (remaining, consumed) in sorted(total.items())]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {_LOT_TABLE} AS l SET remaining = l.remaining + m.remaining, "  # noqa: S608
+            "consumed = l.consumed + m.consumed "
+            "FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[]) "
+            "AS m(entry, remaining, consumed) "
+            "WHERE l.entry = m.entry AND l.owner_id = %s",
+            [
+                [lot for lot, _, _ in moves],
+                [remaining for _, remaining, _ in moves],
+                [consumed for _, _, consumed in moves],
+                owner_id,
+            ],
+        )
+
+
+def parts_json(parts: Sequence[tuple[int, int]]) -> list[dict[str, int]]:
+    """``((lot, amount), ...)`` as entries and holds store it."""
+    return [{"entry": lot, "amount": amount} for lot, amount in parts]
+
+
+def parts_of(stored: list[dict[str, int]] | None) -> tuple[tuple[int, int], ...]:
+    """What ``parts_json`` stored, back as ``((lot, amount), ...)``."""
+    return tuple((part["entry"], part["amount"]) for part in stored or ())
