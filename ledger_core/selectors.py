@@ -77,14 +77,14 @@ def owners_unknown(*, owner_ids: Iterable[str]) -> list[str]:
 _BALANCE_SQL = f"""
 SELECT b.balance, b.version, b.updated_at,
     CASE WHEN b.held = 0 THEN 0 ELSE (
-        SELECT coalesce(-sum(h.amount), 0) FROM {_HOLD_TABLE} AS h
+        SELECT coalesce(-sum(h.amount), 0)::bigint FROM {_HOLD_TABLE} AS h
         WHERE h.owner_id = b.owner_id AND h.status = 'pending' AND h.expires_at > t.now
     ) END AS held,
     CASE WHEN b.lot_credits = 0 THEN 0 ELSE (
-        SELECT coalesce(sum(l.remaining), 0) FROM {_LOT_TABLE} AS l
+        SELECT coalesce(sum(l.remaining), 0)::bigint FROM {_LOT_TABLE} AS l
         WHERE l.owner_id = b.owner_id AND l.remaining > 0 AND l.expires_at <= t.now
     ) + (
-        SELECT coalesce(sum((part->>'amount')::bigint), 0)
+        SELECT coalesce(sum((part->>'amount')::bigint), 0)::bigint
         FROM {_HOLD_TABLE} AS h, jsonb_array_elements(h.reserved) AS part, {_LOT_TABLE} AS l
         WHERE h.owner_id = b.owner_id AND h.status = 'pending' AND h.expires_at <= t.now
             AND l.entry = (part->>'entry')::bigint AND l.expires_at <= t.now

@@ -16,6 +16,7 @@ is released once and a lot's rest leaves the balance once.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 from collections.abc import Sequence
 from datetime import datetime
@@ -80,14 +81,14 @@ WITH due AS (
         encode(sha256(convert_to(
             due.app || chr(31) || '{CREDIT_EXPIRY}' || chr(31) || (-due.remaining)::text,
             'UTF8')), 'hex'),
-        NULL, jsonb_build_object('lot', due.entry), clock_timestamp(), 'system',
+        NULL, jsonb_build_object('lot', due.entry), %(now)s, 'system',
         b.version + due.n, NULL, NULL, NULL, NULL
     FROM due JOIN {_BALANCE_TABLE} AS b ON b.owner_id = due.owner_id
     RETURNING id, owner_id, app, amount, balance_after, nonce, metadata, created_at, seq
 ), balances AS (
     UPDATE {_BALANCE_TABLE} AS b
     SET balance = b.balance - t.total, lot_credits = b.lot_credits - t.total,
-        version = b.version + t.n, updated_at = clock_timestamp()
+        version = b.version + t.n, updated_at = %(now)s
     FROM (SELECT owner_id, sum(remaining) AS total, count(*) AS n FROM due GROUP BY owner_id) AS t
     WHERE b.owner_id = t.owner_id
 )
@@ -185,7 +186,8 @@ def _settled(released: list[tuple], expired: list[tuple]) -> None:
                 "operation": operation, "amount": amount, "actor": "system",
             },
         )  # fmt: skip
-    for pk, owner_id, app, amount, balance_after, nonce, metadata, created_at, seq in expired:
+    for pk, owner_id, app, amount, balance_after, nonce, raw, created_at, seq in expired:
+        metadata = json.loads(raw) if isinstance(raw, str) else raw
         entry = LedgerEntry(
             id=pk, owner_id=owner_id, app=app, operation=CREDIT_EXPIRY, amount=amount,
             balance_after=balance_after, nonce=nonce, metadata=metadata, created_at=created_at,

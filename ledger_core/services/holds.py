@@ -329,7 +329,7 @@ def hold_capture(
                     consumed=tuple(consumed), lot_delta=-sum(take for _, take in consumed),
                     lot_moves=tuple((lot, 0, take) for lot, take in consumed)
                     + tuple((lot, part, 0) for lot, part in returned),
-                    lots_checked=True,
+                    lots_checked=True, at=now,
                 )  # fmt: skip
                 entry = _post(prepared, actor=actor, now=now, started=started).entry
                 hold.status, hold.entry = HoldStatus.CAPTURED, entry.pk

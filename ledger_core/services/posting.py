@@ -60,16 +60,17 @@ _BALANCE_TABLE = Balance._meta.db_table
 
 # The balance change of a post; both return the new (balance, version) and the
 # time of the change, or no row when a debit is not covered. The time is the
-# database clock's once the row is held, so an owner's entries are in time
-# order in the order they were applied (what a point-in-time balance needs).
+# database clock's once the row is held (``at``: read after taking the lock,
+# for a post decided under it), so an owner's entries are in time order in
+# the order they were applied (what a point-in-time balance needs).
 _CREDIT_SQL = f"""
 INSERT INTO {_BALANCE_TABLE} (owner_id, balance, version, updated_at, lot_credits)
-VALUES (%(owner)s, %(amount)s, 1, clock_timestamp(), %(lot_delta)s)
+VALUES (%(owner)s, %(amount)s, 1, coalesce(%(at)s::timestamptz, clock_timestamp()), %(lot_delta)s)
 ON CONFLICT (owner_id) DO UPDATE SET
     balance = {_BALANCE_TABLE}.balance + EXCLUDED.balance,
     version = {_BALANCE_TABLE}.version + 1,
     lot_credits = {_BALANCE_TABLE}.lot_credits + EXCLUDED.lot_credits,
-    updated_at = clock_timestamp()
+    updated_at = coalesce(%(at)s::timestamptz, clock_timestamp())
 RETURNING balance, version, updated_at
 """  # noqa: S608 (table name is a model constant, values are parameters)
 
@@ -83,7 +84,7 @@ _DEBIT_SQL = f"""
 UPDATE {_BALANCE_TABLE}
 SET balance = balance + %(amount)s, held = held - %(release)s,
     lot_credits = lot_credits + %(lot_delta)s, version = version + 1,
-    updated_at = clock_timestamp()
+    updated_at = coalesce(%(at)s::timestamptz, clock_timestamp())
 WHERE owner_id = %(owner)s AND balance + %(amount)s >= held - %(release)s
     AND (%(lots_checked)s OR lot_credits = 0)
 RETURNING balance, version, updated_at
@@ -260,6 +261,9 @@ class PreparedEntry:
     lots_checked: bool = False
     #: Consume this lot first (reversing the lot's own grant).
     first_lot: int | None = None
+    #: The entry's time when decided under the row lock (else the clock's at
+    #: the change): the instant its lots and holds were judged at.
+    at: datetime | None = None
 
     def entry(
         self, *, balance_after: int, created_at: datetime, seq: int, pk: int | None = None
@@ -359,6 +363,7 @@ def _pg_post(p: PreparedEntry, now: datetime) -> LedgerEntry:
         "consumed": None if not p.consumed else json.dumps(p.consumed_json()),
         "lot_delta": p.lot_delta,
         "lots_checked": p.lots_checked,
+        "at": p.at,
     }
     with connection.cursor() as cursor:
         cursor.execute(_PG_CREDIT_POST if p.amount >= 0 else _PG_DEBIT_POST, params)
@@ -607,7 +612,7 @@ def _post_settled(
     owner_id = prepared.owner_id
     with write_transaction():
         state = lock_balance(owner_id)
-        if state is None or (state.held == 0 and state.lot_credits == 0):
+        if state is None:
             raise _insufficient(owner_id, prepared.amount)
         now_db = state.now
         if settle_locked([owner_id], now_db):
@@ -623,6 +628,7 @@ def _post_settled(
             lot_delta=prepared.lot_delta - sum(amount for _, amount in plan),
             lot_moves=tuple((lot, -amount, amount) for lot, amount in plan),
             lots_checked=True,
+            at=now_db,
         )
         return _post(ready, actor=actor, now=now, started=started)
 
