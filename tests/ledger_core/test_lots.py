@@ -370,3 +370,31 @@ def test_api_grants_expiring_credits_and_shows_lots(manager_client, alice_client
     bad = manager_client.post("/api/content/ledger/", {**body, "nonce": "x", "expires_at": "soon"},
                               format="json")  # fmt: skip
     assert bad.status_code == 400 and bad.json()["code"] == "invalid"
+
+
+def test_verify_ledger_checks_every_lot():
+    from django.db import connection
+
+    fund("alice", 1)
+    lot = grant(4, days=1)
+    spend(2)
+    grant(1, soon=True)
+    out = io.StringIO()
+    call_command("verify_ledger", "--no-progress", stdout=out)
+    assert "ledger consistent" in out.getvalue()
+    wait_for_expiry()
+    out = io.StringIO()
+    call_command("verify_ledger", "--no-progress", stdout=out)
+    assert "note: 1 credit lot(s) past their expiry" in out.getvalue()
+    with pytest.raises(SystemExit):
+        call_command("verify_ledger", "--no-progress", "--swept", stdout=io.StringIO())
+    call_command("expire_credits", "--no-progress", stdout=io.StringIO())
+    call_command("verify_ledger", "--no-progress", "--swept", stdout=io.StringIO())
+    with connection.cursor() as cursor:
+        cursor.execute("UPDATE ledger_core_creditlot SET remaining = 9 WHERE entry = %s", [lot.pk])
+    out = io.StringIO()
+    with pytest.raises(SystemExit):
+        call_command("verify_ledger", "--no-progress", stdout=out)
+    report = out.getvalue()
+    assert f"lot {lot.pk}: amount 4 but rest 9 + held 0 + consumed 2 + expired 0" in report
+    assert "owner=alice: lot_credits 2 but the lots hold 9" in report

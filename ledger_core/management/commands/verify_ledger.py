@@ -2,7 +2,9 @@
 
 Checks, per owner: the sum of entry amounts equals ``Balance.balance``; the
 number of entries equals ``Balance.version``; ``Balance.held`` equals what
-the owner's pending holds reserve and is at most the balance; every entry's ``balance_after``
+the owner's pending holds reserve and is at most the balance; every credit lot
+adds up (amount = rest + held + consumed + expired, its CREDIT_EXPIRY entries
+= expired) and ``lot_credits`` is what the owner's lots hold; every entry's ``balance_after``
 continues the previous one (the chain); no running balance is negative; no
 entries without a balance row and no non-zero balance without entries.
 Streams entries and balances in owner order through server-side cursors (a
@@ -21,7 +23,7 @@ from django.db import connection, transaction
 from django.db.models import OuterRef, Subquery, Sum
 from django.db.models.functions import Coalesce
 
-from ledger_core.models import Balance, HoldStatus, LedgerEntry, LedgerHold
+from ledger_core.models import Balance, CreditLot, HoldStatus, LedgerEntry, LedgerHold
 from ledger_core.selectors import owners_unknown
 from ledger_core.validation import owner_id_validate
 
@@ -40,12 +42,50 @@ _PENDING_HOLDS = Coalesce(
 _END = object()
 
 
+_RESERVED = f"""
+SELECT (part->>'entry')::bigint AS lot, sum((part->>'amount')::bigint) AS amount
+FROM {LedgerHold._meta.db_table} AS h, jsonb_array_elements(h.reserved) AS part
+WHERE h.status = 'pending' GROUP BY 1
+"""  # noqa: S608
+_LOTS_SQL = f"""
+WITH reserved AS ({_RESERVED}), expiries AS (
+    SELECT (metadata->>'lot')::bigint AS lot, -sum(amount) AS amount
+    FROM {LedgerEntry._meta.db_table} WHERE operation = 'CREDIT_EXPIRY' GROUP BY 1
+)
+SELECT l.owner_id, l.entry, l.amount, l.remaining, coalesce(r.amount, 0), l.consumed, l.expired,
+    coalesce(x.amount, 0)
+FROM {CreditLot._meta.db_table} AS l
+LEFT JOIN reserved AS r ON r.lot = l.entry LEFT JOIN expiries AS x ON x.lot = l.entry
+{{where}} ORDER BY l.owner_id, l.entry
+"""  # noqa: S608
+_LOT_CREDITS_SQL = f"""
+WITH reserved AS ({_RESERVED}), held AS (
+    SELECT l.owner_id, sum(l.remaining + coalesce(r.amount, 0)) AS total
+    FROM {CreditLot._meta.db_table} AS l LEFT JOIN reserved AS r ON r.lot = l.entry
+    GROUP BY l.owner_id
+)
+SELECT b.owner_id, b.lot_credits, coalesce(held.total, 0)
+FROM {Balance._meta.db_table} AS b LEFT JOIN held ON held.owner_id = b.owner_id
+{{where}} {{conjunction}} b.lot_credits <> coalesce(held.total, 0) ORDER BY b.owner_id
+"""  # noqa: S608
+_UNSWEPT_SQL = f"""
+SELECT count(*) FROM {CreditLot._meta.db_table} AS l
+WHERE l.remaining > 0 AND l.expires_at <= clock_timestamp() {{where}}
+"""  # noqa: S608
+
+
 class Command(BaseCommand):
     help = "Recompute balances from entries and report every discrepancy (exit 1 if any)."
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--owner", help="check this owner only")
         parser.add_argument("--no-progress", action="store_true")
+        parser.add_argument(
+            "--swept",
+            action="store_true",
+            help="expire_credits has just run: a lot past its expiry still holding credits "
+            "is a discrepancy (else a note)",
+        )
         parser.add_argument(
             "--max-report", type=int, default=1000, help="discrepancies printed at most"
         )
@@ -83,6 +123,7 @@ class Command(BaseCommand):
                 .values_list("owner_id", "balance", "version", "held", "reserved")
                 .iterator(chunk_size=CHUNK),
             )
+            unswept = self._lots(owner)
         elapsed = time.perf_counter() - started
         if self.progress:
             self.stderr.write("", style_func=str)
@@ -90,12 +131,51 @@ class Command(BaseCommand):
             f"checked {owners} owner(s), {entry_count} entr{'y' if entry_count == 1 else 'ies'} "
             f"in {elapsed:.2f}s: "
         )
+        if unswept:
+            message = f"{unswept} credit lot(s) past their expiry still hold credits"
+            if options["swept"]:
+                self.report("*", message + " after a sweep")
+            else:
+                self.stdout.write(f"note: {message} (expire_credits has not swept them yet)")
         if self.problems:
             self.stdout.write(
                 summary + f"{self.problems} discrepanc{'y' if self.problems == 1 else 'ies'}"
             )
             sys.exit(1)
         self.stdout.write(summary + "ledger consistent")
+
+    def _lots(self, owner: str | None) -> int:
+        """Check every credit lot: amount = rest + held by pending holds +
+        consumed + expired, its CREDIT_EXPIRY entries add up to ``expired``,
+        and each owner's ``lot_credits`` is the lots' rest + held. Returns how
+        many lots past their expiry still hold credits."""
+        where = "WHERE l.owner_id = %(owner)s" if owner is not None else ""
+        with connection.cursor() as cursor:
+            cursor.execute(_LOTS_SQL.format(where=where), {"owner": owner})
+            for owner_id, lot, amount, remaining, reserved, consumed, expired, entries in cursor:
+                if amount != remaining + reserved + consumed + expired:
+                    self.report(
+                        owner_id,
+                        f"lot {lot}: amount {amount} but rest {remaining} + held {reserved} + "
+                        f"consumed {consumed} + expired {expired}",
+                    )
+                if entries != expired:
+                    self.report(
+                        owner_id,
+                        f"lot {lot}: expired {expired} but its expiry entries say {entries}",
+                    )
+            cursor.execute(
+                _LOT_CREDITS_SQL.format(
+                    where=where.replace("l.", "b."), conjunction="AND" if where else "WHERE"
+                ),
+                {"owner": owner},
+            )
+            for owner_id, lot_credits, total in cursor:
+                self.report(owner_id, f"lot_credits {lot_credits} but the lots hold {total}")
+            cursor.execute(
+                _UNSWEPT_SQL.format(where=where.replace("WHERE", "AND")), {"owner": owner}
+            )
+            return cursor.fetchone()[0]
 
     def report(self, owner_id: str, message: str) -> None:
         self.problems += 1
