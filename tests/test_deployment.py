@@ -42,6 +42,9 @@ def test_compose_file_is_valid(tmp_path):
     services = config["services"]
     assert set(services) >= {"web", "db", "redis", "prometheus", "grafana"}
     assert services["db"]["image"].startswith("postgres:16")
+    sweeper = services["credit-sweeper"]
+    assert sweeper["command"][:4] == ["python", "manage.py", "expire_credits", "--loop"]
+    assert sweeper["environment"]["MIGRATE_ON_START"] == "0"
     assert any("pgdata" in v for v in services["db"]["volumes"])
     for name in ("db", "redis", "web"):
         assert services[name]["healthcheck"]["test"], name

@@ -7,7 +7,7 @@ says its own design decision; views, the admin and commands import from here.
 """
 
 from .batches import BatchItemResult, EntryRequest, entry_post_batch
-from .expiry import due_holds_sweep, due_lots_sweep
+from .expiry import due_holds_sweep, due_lots_sweep, sweep_lag_seconds
 from .holds import (
     CaptureResult,
     HoldResult,
@@ -34,6 +34,7 @@ __all__ = [
     "HoldResult",
     "due_holds_sweep",
     "due_lots_sweep",
+    "sweep_lag_seconds",
     "hold_capture",
     "hold_place",
     "hold_void",

@@ -120,11 +120,22 @@ def lock_balance(owner_id: str) -> BalanceState | None:
     return BalanceState(*row) if row is not None else None
 
 
-def settle_locked(owner_ids: Sequence[str], now: datetime | None = None) -> int:
+@dataclasses.dataclass(frozen=True)
+class Settled:
+    """What ``settle_locked`` did: holds released, lots expired (false if nothing)."""
+
+    holds: int = 0
+    lots: int = 0
+
+    def __bool__(self) -> bool:
+        return bool(self.holds or self.lots)
+
+
+def settle_locked(owner_ids: Sequence[str], now: datetime | None = None) -> Settled:
     """Release the due holds and expire the due lots of ``owner_ids``, whose
     balance rows the caller's transaction holds; ``now`` (the database clock
-    by default) is the instant compared with. Returns how many holds and lots
-    it settled; log lines, counts and ``entry_posted`` follow the commit."""
+    by default) is the instant compared with. Log lines, counts and
+    ``entry_posted`` follow the commit."""
     owners = list(owner_ids)
     with connection.cursor() as cursor:
         if now is None:
@@ -136,38 +147,38 @@ def settle_locked(owner_ids: Sequence[str], now: datetime | None = None) -> int:
         expired = cursor.fetchall()
     if released or expired:
         transaction.on_commit(lambda: _settled(released, expired), robust=True)
-    return len(released) + len(expired)
+    return Settled(holds=len(released), lots=len(expired))
 
 
 def due_holds_sweep(*, limit: int = 500) -> int:
     """Release due holds of up to ``limit`` owners (the oldest due first).
-    Returns how many holds and lots were settled; 0 when none was due."""
+    Returns how many were released; 0 when none was due."""
     return _sweep(
         f"SELECT DISTINCT owner_id FROM (SELECT owner_id FROM {_HOLD_TABLE} "  # noqa: S608
         f"WHERE status = '{HoldStatus.PENDING}' AND expires_at <= clock_timestamp() "
         "ORDER BY expires_at LIMIT %s) AS due",
         limit,
-    )
+    ).holds
 
 
 def due_lots_sweep(*, limit: int = 2000) -> int:
     """Expire due lots of the owners of up to ``limit`` of them (the oldest
-    due first). Returns how many holds and lots were settled; 0 when none."""
+    due first). Returns how many lots expired; 0 when none was due."""
     return _sweep(
         f"SELECT DISTINCT owner_id FROM (SELECT owner_id FROM {_LOT_TABLE} "  # noqa: S608
         "WHERE remaining > 0 AND expires_at <= clock_timestamp() "
         "ORDER BY expires_at LIMIT %s) AS due",
         limit,
-    )
+    ).lots
 
 
-def _sweep(owners_sql: str, limit: int) -> int:
+def _sweep(owners_sql: str, limit: int) -> Settled:
     with transaction.atomic():
         with connection.cursor() as cursor:
             cursor.execute(owners_sql, [limit])
             owners = sorted(row[0] for row in cursor.fetchall())
             if not owners:
-                return 0
+                return Settled()
             cursor.execute(
                 f"SELECT owner_id FROM {_BALANCE_TABLE} WHERE owner_id = ANY(%s::text[]) "  # noqa: S608
                 "ORDER BY owner_id FOR UPDATE",
@@ -209,3 +220,14 @@ def _settled(released: list[tuple], expired: list[tuple]) -> None:
                 logger.error(
                     "entry_posted receiver %r failed", receiver, exc_info=(type(error), error, None)
                 )
+
+
+def sweep_lag_seconds() -> float:
+    """How long the oldest lot past its expiry has waited for its expiry
+    entry (0 when none is waiting)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT coalesce(extract(epoch FROM clock_timestamp() - min(expires_at)), 0) "  # noqa: S608
+            f"FROM {_LOT_TABLE} WHERE remaining > 0 AND expires_at <= clock_timestamp()"
+        )
+        return float(cursor.fetchone()[0])

@@ -11,6 +11,7 @@ import json
 import re
 import shutil
 import subprocess
+import sys
 import time
 import urllib.parse
 import urllib.request
@@ -43,8 +44,9 @@ ALERTS = MONITORING / "alerts.yml"
 
 
 class Stack:
-    def __init__(self, base: str, log_path: Path, port: int) -> None:
+    def __init__(self, base: str, log_path: Path, port: int, sweeper_port: int = 0) -> None:
         self.base, self.log_path, self.port = base, log_path, port
+        self.sweeper_port = sweeper_port
         self.tokens: dict[str, str] = {}
 
     def register(self, username: str) -> str:
@@ -94,8 +96,18 @@ def stack(tmp_path_factory):
         port = free_port()
         base = f"http://127.0.0.1:{port}"
         log_path = tmp / "gunicorn.log"
-        with running_server(gunicorn_cmd(port, 3), env, f"{base}/healthz", log_path):
-            yield Stack(base, log_path, port)
+        # The credit sweeper as compose runs it, with its own metrics port.
+        sweeper_port = free_port()
+        sweeper = [
+            sys.executable, "manage.py", "expire_credits", "--loop", "1", "--no-progress",
+            "--metrics-port", str(sweeper_port),
+        ]  # fmt: skip
+        sweeper_env = {k: v for k, v in env.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+        with (
+            running_server(gunicorn_cmd(port, 3), env, f"{base}/healthz", log_path),
+            running_server(sweeper, sweeper_env, f"http://127.0.0.1:{sweeper_port}/metrics"),
+        ):
+            yield Stack(base, log_path, port, sweeper_port)
 
 
 @pytest.mark.slow
@@ -371,7 +383,12 @@ def test_prometheus_has_data_for_every_dashboard_and_alert_expression(stack, tmp
                 "job_name": "ledger",
                 "metrics_path": "/metrics",
                 "static_configs": [{"targets": [f"127.0.0.1:{stack.port}"]}],
-            }
+            },
+            {
+                "job_name": "ledger-sweeper",
+                "metrics_path": "/metrics",
+                "static_configs": [{"targets": [f"127.0.0.1:{stack.sweeper_port}"]}],
+            },
         ],
     }
     config_path = tmp_path / "prometheus.yml"
