@@ -33,12 +33,20 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.functional import cached_property
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 from django.utils.http import urlencode
 
 from .actors import POST_ANY_PERMISSION, Actor
 from .exceptions import LedgerError
-from .models import ENTRY_FIELDS, REVERSAL, Balance, HoldStatus, LedgerEntry, LedgerHold
+from .models import (
+    ENTRY_FIELDS,
+    REVERSAL,
+    Balance,
+    CreditLot,
+    HoldStatus,
+    LedgerEntry,
+    LedgerHold,
+)
 from .operations import all_operation_values, registry
 from .services import entry_post, entry_reverse, hold_capture, hold_void
 
@@ -455,16 +463,53 @@ class LedgerHoldAdmin(ReadOnlyAdmin):
         return form_page(self, request, form, title, "Void hold", intro)
 
 
+@admin.register(CreditLot)
+class CreditLotAdmin(ReadOnlyAdmin):
+    """Credits that expire, one row per granting entry: what is left of each."""
+
+    list_display = [
+        "entry_link", "owner_id", "app", "amount", "remaining", "consumed", "expired",
+        "expires_at",
+    ]  # fmt: skip
+    list_filter = [AppFilter]
+    search_fields = ["owner_id"]
+    search_help_text = "Exact owner id."
+    ordering = ["owner_id", "expires_at", "entry"]
+    show_full_result_count = False
+    paginator = LargeTablePaginator
+    list_per_page = 100
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet, search_term: str
+    ) -> tuple[QuerySet, bool]:
+        term = search_term.strip()
+        return (queryset.filter(owner_id=term) if term else queryset), False
+
+    def lookup_allowed(self, lookup: str, value: str, request: HttpRequest | None = None) -> bool:
+        # The balance page links here with ?owner_id=...
+        return lookup == "owner_id" or super().lookup_allowed(lookup, value, request)
+
+    @admin.display(description="entry", ordering="entry")
+    def entry_link(self, lot: CreditLot) -> str:
+        url = reverse("admin:ledger_core_ledgerentry_change", args=[lot.entry])
+        return format_html('<a href="{}">#{}</a>', url, lot.entry)
+
+
 @admin.register(Balance)
 class BalanceAdmin(ReadOnlyAdmin):
-    list_display = ["owner_id", "balance", "held", "version", "updated_at", "entries", "holds"]
+    list_display = [
+        "owner_id", "balance", "held", "lot_credits", "version", "updated_at", "entries", "holds",
+    ]  # fmt: skip
     search_fields = ["owner_id"]
     search_help_text = "Exact owner id."
     ordering = ["owner_id"]
     show_full_result_count = False
     paginator = LargeTablePaginator
     list_per_page = 100
-    readonly_fields = ["owner_id", "balance", "held", "version", "updated_at", "entries", "holds"]
+    readonly_fields = [
+        "owner_id", "balance", "held", "lot_credits", "version", "updated_at", "entries", "holds",
+        "lots",
+    ]  # fmt: skip
 
     def get_search_results(
         self, request: HttpRequest, queryset: QuerySet, search_term: str
@@ -489,3 +534,26 @@ class BalanceAdmin(ReadOnlyAdmin):
             + urlencode({"owner_id": obj.owner_id})
         )
         return format_html('<a href="{}">holds</a>', url)
+
+    @admin.display(description="credit lots (soonest expiry first)")
+    def lots(self, obj: Balance) -> str:
+        """The owner's open lots: what is left of each and when it expires."""
+        open_lots = CreditLot.objects.filter(owner_id=obj.owner_id, remaining__gt=0).order_by(
+            "expires_at", "entry"
+        )[:20]
+        rows = format_html_join(
+            "",
+            "<tr><td>#{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            ((lot.entry, lot.remaining, lot.amount, lot.expires_at) for lot in open_lots),
+        )
+        url = (
+            reverse("admin:ledger_core_creditlot_changelist")
+            + "?"
+            + urlencode({"owner_id": obj.owner_id})
+        )
+        return format_html(
+            "<table><tr><th>entry</th><th>remaining</th><th>granted</th><th>expires at</th></tr>"
+            '{}</table><a href="{}">all lots</a>',
+            rows,
+            url,
+        )

@@ -334,3 +334,32 @@ def test_staff_without_manager_permission_cannot_resolve_holds(client, entries):
     assert client.post(f"{HOLDS}{hold.pk}/capture/", {}).status_code == 403
     assert client.post(f"{HOLDS}{hold.pk}/void/", {}).status_code == 403
     assert Balance.objects.get(owner_id="alice").held == 3
+
+
+def test_balance_page_shows_lots_and_the_entry_list_filters_expiries(admin_client, entries):
+    import time
+    from datetime import timedelta
+
+    from django.core.management import call_command
+    from django.utils import timezone
+
+    from ledger_core.actors import Actor
+    from ledger_core.services import entry_post
+
+    def grant(nonce, amount, expires_at):
+        return entry_post(owner_id="alice", operation="CREDIT_ADD", nonce=nonce, app="content",
+                          actor=Actor.system(), amount=amount, expires_at=expires_at).entry  # fmt: skip
+
+    lot = grant("lot-1", 4, timezone.now() + timedelta(days=3))
+    grant("lot-2", 2, timezone.now() + timedelta(seconds=0.5))
+    time.sleep(0.6)
+    call_command("expire_credits", "--no-progress", stdout=io.StringIO())
+    page = admin_client.get(f"{BALANCES}alice/change/").content.decode()
+    assert f"<td>#{lot.pk}</td><td>4</td><td>4</td>" in page
+    assert "/admin/ledger_core/creditlot/?owner_id=alice" in page
+    lots_page = admin_client.get("/admin/ledger_core/creditlot/?owner_id=alice").content.decode()
+    assert f"/admin/ledger_core/ledgerentry/{lot.pk}/change/" in lots_page
+    expiries = admin_client.get(f"{ENTRIES}?operation=CREDIT_EXPIRY").content.decode()
+    expiry = LedgerEntry.objects.get(operation="CREDIT_EXPIRY")
+    assert f"{ENTRIES}{expiry.pk}/change/" in expiries
+    assert f"{ENTRIES}{lot.pk}/change/" not in expiries
