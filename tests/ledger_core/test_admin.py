@@ -347,8 +347,10 @@ def test_balance_page_shows_lots_and_the_entry_list_filters_expiries(admin_clien
     from ledger_core.services import entry_post
 
     def grant(nonce, amount, expires_at):
-        return entry_post(owner_id="alice", operation="CREDIT_ADD", nonce=nonce, app="content",
-                          actor=Actor.system(), amount=amount, expires_at=expires_at).entry  # fmt: skip
+        return entry_post(
+            owner_id="alice", operation="CREDIT_ADD", nonce=nonce, app="content",
+            actor=Actor.system(), amount=amount, expires_at=expires_at,
+        ).entry  # fmt: skip
 
     lot = grant("lot-1", 4, timezone.now() + timedelta(days=3))
     grant("lot-2", 2, timezone.now() + timedelta(seconds=0.5))
