@@ -22,7 +22,7 @@ pytestmark = pytest.mark.slow
 # The blocks of these sections are run; the others show `make` targets and the
 # Docker deployment, which the suite checks elsewhere.
 SECTIONS = ("A tour with curl", "Batch posting", "Dry runs, reversals and past balances",
-            "Holds", "The content app", "The rewards app",
+            "Holds", "Expiring credits", "The content app", "The rewards app",
             "Operating from the command line and the admin")  # fmt: skip
 
 
