@@ -10,6 +10,8 @@ In one run on this machine:
    nonces over many owners, balance reads, batch posts.
 3. History growth: read and post latency for an owner with 1,000,000 entries
    against one with 10 (entries inserted with SQL).
+4. Expiring credits: spend latency for an owner with 1,000 open lots against
+   one without lots, and the sweeper's rate on 20,000 expired lots.
 Prints a table and writes bench/results/bench.json; every throughput is also
 given as a ratio to the pgbench ceiling of the same run.
 """
@@ -150,6 +152,106 @@ def insert_history(dsn: str, owner: str, count: int, ends_at: datetime) -> None:
             [owner, count, count],
         )
         conn.execute("ANALYZE ledger_core_ledgerentry")
+
+
+def insert_lots(dsn: str, owner: str, count: int, *, amount: int) -> None:
+    """``count`` credit lots of ``amount`` for ``owner`` (entries, lots and the
+    balance row, consistent), expiring in 30 days."""
+    with psycopg.connect(dsn) as conn:
+        conn.execute(
+            "INSERT INTO ledger_core_ledgerentry (owner_id, app, operation, amount, balance_after, "
+            "nonce, fingerprint, created_at, created_by, seq, expires_at) "
+            "SELECT %(owner)s, 'content', 'CREDIT_ADD', %(amount)s, i * %(amount)s, 'lot-' || i, "
+            "'f', now() - (%(count)s - i) * interval '1 ms', 'bench', i, "
+            "now() + interval '30 days' + i * interval '1 second' "
+            "FROM generate_series(1, %(count)s) AS i",
+            {"owner": owner, "amount": amount, "count": count},
+        )
+        conn.execute(
+            "INSERT INTO ledger_core_creditlot (entry, owner_id, app, expires_at, amount, "
+            "remaining, consumed, expired, expiries) SELECT id, owner_id, app, expires_at, amount, "
+            "amount, 0, 0, 0 FROM ledger_core_ledgerentry WHERE owner_id = %s",
+            [owner],
+        )
+        conn.execute(
+            "INSERT INTO ledger_core_balance (owner_id, balance, version, updated_at, lot_credits) "
+            "VALUES (%s, %s, %s, now(), %s)",
+            [owner, count * amount, count, count * amount],
+        )
+
+
+def entry_post_sql(dsn: str, owner: str, amount: int) -> None:
+    """One non-expiring credit of ``amount`` for a new ``owner``."""
+    with psycopg.connect(dsn) as conn:
+        conn.execute(
+            "INSERT INTO ledger_core_ledgerentry (owner_id, app, operation, amount, balance_after, "
+            "nonce, fingerprint, created_at, created_by, seq) "
+            "VALUES (%s, 'content', 'CREDIT_ADD', %s, %s, 'grant', 'f', now(), 'bench', 1)",
+            [owner, amount, amount],
+        )
+        conn.execute(
+            "INSERT INTO ledger_core_balance (owner_id, balance, version, updated_at) "
+            "VALUES (%s, %s, 1, now())",
+            [owner, amount],
+        )
+
+
+def insert_expired_lots(dsn: str, owners: int, per_owner: int) -> None:
+    """Lots already past their expiry for the sweeper: ``per_owner`` for each of ``owners``."""
+    with psycopg.connect(dsn) as conn:
+        conn.execute(
+            "INSERT INTO ledger_core_ledgerentry (owner_id, app, operation, amount, balance_after, "
+            "nonce, fingerprint, created_at, created_by, seq, expires_at) "
+            "SELECT 'sweep-' || o, 'content', 'CREDIT_ADD', 1, i, 'lot-' || i, 'f', "
+            "now() - interval '2 hours', 'bench', i, "
+            "now() - interval '1 hour' - i * interval '1 s' "
+            "FROM generate_series(1, %(owners)s) AS o, generate_series(1, %(per)s) AS i",
+            {"owners": owners, "per": per_owner},
+        )
+        conn.execute(
+            "INSERT INTO ledger_core_creditlot (entry, owner_id, app, expires_at, amount, "
+            "remaining, consumed, expired, expiries) SELECT id, owner_id, app, expires_at, amount, "
+            "amount, 0, 0, 0 FROM ledger_core_ledgerentry WHERE owner_id LIKE 'sweep-%%'"
+        )
+        conn.execute(
+            "INSERT INTO ledger_core_balance (owner_id, balance, version, updated_at, lot_credits) "
+            "SELECT 'sweep-' || o, %(per)s, %(per)s, now(), %(per)s "
+            "FROM generate_series(1, %(owners)s) AS o",
+            {"owners": owners, "per": per_owner},
+        )
+        conn.execute("ANALYZE ledger_core_creditlot")
+
+
+def measure_lots(base: str, token: str, run_id: str, pairs: int = 500) -> dict:
+    """p50 latency of single spends for an owner with 1,000 open lots and one
+    without lots, alternating request by request (as ``measure_history``)."""
+    from urllib.parse import urlsplit
+
+    target = urlsplit(base)
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    owners = ("lots-none", "lots-big")
+    samples: dict = {owner: [] for owner in owners}
+    statuses: dict = {owner: set() for owner in owners}
+    for n in range(pairs):
+        for owner in owners if n % 2 == 0 else owners[::-1]:
+            body = json.dumps({"owner_id": owner, "operation": "CREDIT_SPEND", "amount": -1,
+                               "nonce": f"{run_id}-l-{n}"})  # fmt: skip
+            conn = http.client.HTTPConnection(target.hostname, target.port, timeout=30)
+            started = time.perf_counter()
+            conn.request("POST", "/api/content/ledger/", body=body, headers=headers)
+            response = conn.getresponse()
+            response.read()
+            samples[owner].append((time.perf_counter() - started) * 1000)
+            statuses[owner].add(response.status)
+            conn.close()
+    return {
+        owner: {
+            "p50_ms": statistics.median(values),
+            "requests": len(values),
+            "statuses": sorted(statuses[owner]),
+        }
+        for owner, values in samples.items()
+    }
 
 
 HISTORY_PAIRS = 1000
@@ -375,6 +477,18 @@ def main() -> None:  # noqa: PLR0915
             report["history"] = measure_history(
                 base, token, run_id, at=history_end - timedelta(seconds=5)
             )
+
+            print("lots: spends from an owner with 1,000 open lots vs none ...", flush=True)
+            insert_lots(dsn, "lots-big", 1000, amount=1000)
+            entry_post_sql(dsn, "lots-none", 1_000_000)  # credits that never expire
+            report["lots"] = measure_lots(base, token, run_id)
+            print("sweeper: expiring 20,000 lots of 2,000 owners ...", flush=True)
+            insert_expired_lots(dsn, owners=2000, per_owner=10)
+            out = manage(env, "expire_credits", "--no-progress").stdout
+            found = re.search(r"(\d+) lots expired, \d+ expired holds released in ([\d.]+)s", out)
+            lots_done, seconds = int(found.group(1)), float(found.group(2))
+            report["sweeper"] = {"lots": lots_done, "seconds": seconds,
+                                 "lots_per_s": lots_done / seconds}  # fmt: skip
         finally:
             for process in servers:
                 process.terminate()
@@ -395,6 +509,8 @@ def main() -> None:  # noqa: PLR0915
         / hist["history-small"]["post"]["p50_ms"],
         "history_at_p50_big_to_small": hist["history-big"]["at"]["p50_ms"]
         / hist["history-small"]["at"]["p50_ms"],
+        "lots_post_p50_1000_lots_to_none": report["lots"]["lots-big"]["p50_ms"]
+        / report["lots"]["lots-none"]["p50_ms"],
     }
     targets = {
         "posts_to_pgbench": 0.12,
@@ -440,6 +556,16 @@ def main() -> None:  # noqa: PLR0915
         big = hist["history-big"][kind]["p50_ms"]
         print(f"{kind} p50 with {args.history:,} entries vs 10: {big:.2f} ms vs {small:.2f} ms "
               f"= {big / small:.2f}x")  # fmt: skip
+    for owner, data in report["lots"].items():
+        if set(data["statuses"]) - {201}:
+            print(f"WARNING: {owner} spends: statuses {data['statuses']}")
+    lots = report["lots"]
+    print(f"spend p50 with 1,000 open lots vs none: {lots['lots-big']['p50_ms']:.2f} ms vs "
+          f"{lots['lots-none']['p50_ms']:.2f} ms = "
+          f"{report['ratios']['lots_post_p50_1000_lots_to_none']:.2f}x")  # fmt: skip
+    sweep = report["sweeper"]
+    print(f"sweeper: {sweep['lots']:,} lots in {sweep['seconds']:.2f}s = "
+          f"{sweep['lots_per_s']:,.0f} lots/s")  # fmt: skip
     print()
     for key, target in targets.items():
         value = report["ratios"][key]
@@ -448,6 +574,11 @@ def main() -> None:  # noqa: PLR0915
                 "history_post_p50_big_to_small"):  # fmt: skip
         value = report["ratios"][key]
         print(f"target {key} <= 1.2: {value:.2f} {'ok' if value <= 1.2 else 'MISSED'}")
+    value = report["ratios"]["lots_post_p50_1000_lots_to_none"]
+    print(f"target lots_post_p50_1000_lots_to_none <= 1.3: {value:.2f} "
+          f"{'ok' if value <= 1.3 else 'MISSED'}")  # fmt: skip
+    value = sweep["lots_per_s"]
+    print(f"target sweeper_lots_per_s >= 5000: {value:,.0f} {'ok' if value >= 5000 else 'MISSED'}")
     print(f"written to {(RESULTS / 'bench.json').relative_to(ROOT)}")
 
 

@@ -97,9 +97,9 @@ def hold_resolved(*, app: str, outcome: str) -> None:
     HOLDS.labels(app_label(app), outcome).inc()
 
 
-def credits_expired(*, app: str, amount: int) -> None:
-    """A committed ``CREDIT_EXPIRY`` entry of ``amount`` credits (positive)."""
+def credits_expired(*, app: str, entries: int, amount: int) -> None:
+    """Committed ``CREDIT_EXPIRY`` entries of ``amount`` credits in all (positive)."""
     app = app_label(app)
-    ENTRIES.labels(app, "CREDIT_EXPIRY").inc()
+    ENTRIES.labels(app, "CREDIT_EXPIRY").inc(entries)
     CREDITS.labels(app, "CREDIT_EXPIRY", "debit").inc(amount)
     CREDITS_EXPIRED.labels(app).inc(amount)

@@ -131,20 +131,30 @@ class Settled:
         return bool(self.holds or self.lots)
 
 
-def settle_locked(owner_ids: Sequence[str], now: datetime | None = None) -> Settled:
+def settle_locked(
+    owner_ids: Sequence[str],
+    now: datetime | None = None,
+    *,
+    holds: bool = True,
+    lots: bool = True,
+) -> Settled:
     """Release the due holds and expire the due lots of ``owner_ids``, whose
     balance rows the caller's transaction holds; ``now`` (the database clock
-    by default) is the instant compared with. Log lines, counts and
-    ``entry_posted`` follow the commit."""
+    by default) is the instant compared with; ``holds``/``lots`` False skip
+    that half. Log lines, counts and ``entry_posted`` follow the commit."""
     owners = list(owner_ids)
     with connection.cursor() as cursor:
         if now is None:
             cursor.execute("SELECT clock_timestamp()")
             now = cursor.fetchone()[0]
-        cursor.execute(_RELEASE_SQL, {"owners": owners, "now": now})
-        released = cursor.fetchall()
-        cursor.execute(_EXPIRE_SQL, {"owners": owners, "now": now})
-        expired = cursor.fetchall()
+        released: list[tuple] = []
+        expired: list[tuple] = []
+        if holds:
+            cursor.execute(_RELEASE_SQL, {"owners": owners, "now": now})
+            released = cursor.fetchall()
+        if lots:
+            cursor.execute(_EXPIRE_SQL, {"owners": owners, "now": now})
+            expired = cursor.fetchall()
     if released or expired:
         transaction.on_commit(lambda: _settled(released, expired), robust=True)
     return Settled(holds=len(released), lots=len(expired))
@@ -155,7 +165,7 @@ def due_holds_sweep(*, limit: int = 500) -> int:
     Returns how many were released; 0 when none was due."""
     return _sweep(
         f"SELECT DISTINCT owner_id FROM (SELECT owner_id FROM {_HOLD_TABLE} "  # noqa: S608
-        f"WHERE status = '{HoldStatus.PENDING}' AND expires_at <= clock_timestamp() "
+        f"WHERE status = '{HoldStatus.PENDING}' AND expires_at <= statement_timestamp() "
         "ORDER BY expires_at LIMIT %s) AS due",
         limit,
     ).holds
@@ -166,7 +176,7 @@ def due_lots_sweep(*, limit: int = 2000) -> int:
     due first). Returns how many lots expired; 0 when none was due."""
     return _sweep(
         f"SELECT DISTINCT owner_id FROM (SELECT owner_id FROM {_LOT_TABLE} "  # noqa: S608
-        "WHERE remaining > 0 AND expires_at <= clock_timestamp() "
+        "WHERE remaining > 0 AND expires_at <= statement_timestamp() "
         "ORDER BY expires_at LIMIT %s) AS due",
         limit,
     ).lots
@@ -197,29 +207,42 @@ def _settled(released: list[tuple], expired: list[tuple]) -> None:
                 "operation": operation, "amount": amount, "actor": "system",
             },
         )  # fmt: skip
+    # One decision line per owner and sweep (the entries are the record of
+    # each lot); counts and entry_posted per entry.
+    per_owner: dict[tuple[str, str], list[tuple[int, int, int]]] = {}
+    receivers = entry_posted.has_listeners(LedgerEntry)
     for pk, owner_id, app, amount, balance_after, nonce, raw, created_at, seq in expired:
         metadata = json.loads(raw) if isinstance(raw, str) else raw
+        per_owner.setdefault((owner_id, app), []).append((pk, metadata["lot"], amount))
+        if not receivers:
+            continue
         entry = LedgerEntry(
             id=pk, owner_id=owner_id, app=app, operation=CREDIT_EXPIRY, amount=amount,
             balance_after=balance_after, nonce=nonce, metadata=metadata, created_at=created_at,
             created_by="system", seq=seq,
         )  # fmt: skip
         entry._state.adding = False
-        metrics.credits_expired(app=app, amount=-amount)
-        decision_log.info(
-            "ledger.posted",
-            extra={
-                "outcome": "posted", "entry_id": pk, "owner_id": owner_id, "app": app,
-                "operation": CREDIT_EXPIRY, "amount": amount, "balance_after": balance_after,
-                "nonce": nonce, "lot": metadata.get("lot"), "created_at": created_at.isoformat(),
-                "actor": "system",
-            },
-        )  # fmt: skip
         for receiver, error in entry_posted.send_robust(sender=LedgerEntry, entry=entry):
             if isinstance(error, Exception):
                 logger.error(
                     "entry_posted receiver %r failed", receiver, exc_info=(type(error), error, None)
                 )
+    per_app: dict[str, list[int]] = {}
+    for (owner_id, app), parts in per_owner.items():
+        totals = per_app.setdefault(app, [0, 0])
+        totals[0] += len(parts)
+        totals[1] -= sum(amount for _, _, amount in parts)
+        decision_log.info(
+            "ledger.expired",
+            extra={
+                "outcome": "expired", "owner_id": owner_id, "app": app,
+                "operation": CREDIT_EXPIRY, "amount": sum(amount for _, _, amount in parts),
+                "entry_ids": [pk for pk, _, _ in parts], "lots": [lot for _, lot, _ in parts],
+                "actor": "system",
+            },
+        )  # fmt: skip
+    for app, (entries, credits) in per_app.items():
+        metrics.credits_expired(app=app, entries=entries, amount=credits)
 
 
 def sweep_lag_seconds() -> float:
@@ -228,6 +251,6 @@ def sweep_lag_seconds() -> float:
     with connection.cursor() as cursor:
         cursor.execute(
             f"SELECT coalesce(extract(epoch FROM clock_timestamp() - min(expires_at)), 0) "  # noqa: S608
-            f"FROM {_LOT_TABLE} WHERE remaining > 0 AND expires_at <= clock_timestamp()"
+            f"FROM {_LOT_TABLE} WHERE remaining > 0 AND expires_at <= statement_timestamp()"
         )
         return float(cursor.fetchone()[0])

@@ -234,7 +234,7 @@ def _place(hold: LedgerHold, seconds: int, actor: Actor) -> HoldResult:
             required=-hold.amount,
         )
     # Reserved from lots in consumption order, then from non-expiring credits.
-    plan = lots_plan(owner_id, -hold.amount, now=now) if state.lot_credits else ()
+    plan = lots_plan(owner_id, -hold.amount, now=now)[0] if state.lot_credits else ()
     hold.reserved = parts_json(plan)
     hold.created_at = now
     hold.expires_at = now + timedelta(seconds=seconds)

@@ -19,24 +19,26 @@ from django.db import connection
 from ..models import CreditLot
 
 _LOT_TABLE = CreditLot._meta.db_table
+_FIRST_PAGE = 8
 _PAGE = 200
 
 
 def lots_plan(
-    owner_id: str, need: int, *, first: int | None = None, now: datetime | None = None
-) -> tuple[tuple[int, int], ...]:
+    owner_id: str, need: int, *, now: datetime, first: int | None = None
+) -> tuple[tuple[tuple[int, int], ...], bool]:
     """What ``need`` credits take from ``owner_id``'s lots, in consumption
     order: ``((lot, amount), ...)``, at most ``need`` in all (the rest comes
-    from non-expiring credits). ``first`` is taken before any other lot.
-    Lots expiring at or before ``now`` are left out. The caller holds the
-    owner's balance row."""
+    from non-expiring credits); ``first`` is taken before any other lot. Lots
+    expiring at or before ``now`` are left out, and the second value says
+    whether there was one (it sorts first): the caller must settle it before
+    trusting the balance. The caller holds the owner's balance row."""
     plan: list[tuple[int, int]] = []
-    clock = "%(now)s" if now is not None else "clock_timestamp()"
+    due = False
     with connection.cursor() as cursor:
         if first is not None:
             cursor.execute(
                 f"SELECT remaining FROM {_LOT_TABLE} WHERE entry = %(first)s "  # noqa: S608
-                f"AND owner_id = %(owner)s AND remaining > 0 AND expires_at > {clock}",
+                "AND owner_id = %(owner)s AND remaining > 0 AND expires_at > %(now)s",
                 {"first": first, "owner": owner_id, "now": now},
             )
             row = cursor.fetchone()
@@ -44,40 +46,40 @@ def lots_plan(
                 plan.append((first, min(row[0], need)))
                 need -= plan[-1][1]
         after: tuple = ()
+        page = _FIRST_PAGE
         while need > 0:
             keyset = "AND (expires_at, entry) > (%(after_at)s, %(after_entry)s)" if after else ""
             cursor.execute(
                 f"SELECT entry, remaining, expires_at FROM {_LOT_TABLE} "  # noqa: S608
-                f"WHERE owner_id = %(owner)s AND remaining > 0 AND expires_at > {clock} "
+                f"WHERE owner_id = %(owner)s AND remaining > 0 "
                 f"AND entry IS DISTINCT FROM %(first)s {keyset} "
                 "ORDER BY expires_at, entry LIMIT %(page)s",
                 {
-                    "owner": owner_id, "first": first, "now": now, "page": _PAGE,
+                    "owner": owner_id, "first": first, "page": page,
                     "after_at": after[0] if after else None,
                     "after_entry": after[1] if after else None,
                 },
             )  # fmt: skip
             rows = cursor.fetchall()
             for lot, remaining, expires_at in rows:
+                after = (expires_at, lot)
+                if expires_at <= now:
+                    due = True
+                    continue
                 take = min(remaining, need)
                 plan.append((lot, take))
                 need -= take
-                after = (expires_at, lot)
                 if need == 0:
                     break
-            if len(rows) < _PAGE:
+            if len(rows) < page:
                 break
-    return tuple(plan)
+            page = _PAGE
+    return tuple(plan), due
 
 
 def lots_move(owner_id: str, moves: Sequence[tuple[int, int, int]]) -> None:
     """Apply ``(lot, remaining delta, consumed delta)`` to ``owner_id``'s lots."""
-    total: dict[int, list[int]] = {}
-    for lot, remaining, consumed in moves:
-        sums = total.setdefault(lot, [0, 0])
-        sums[0] += remaining
-        sums[1] += consumed
-    moves = [(lot, remaining, consumed) for lot, (remaining, consumed) in sorted(total.items())]
+    moves = moves_per_lot(moves)
     with connection.cursor() as cursor:
         cursor.execute(
             f"UPDATE {_LOT_TABLE} AS l SET remaining = l.remaining + m.remaining, "  # noqa: S608
@@ -92,6 +94,16 @@ def lots_move(owner_id: str, moves: Sequence[tuple[int, int, int]]) -> None:
                 owner_id,
             ],
         )
+
+
+def moves_per_lot(moves: Sequence[tuple[int, int, int]]) -> list[tuple[int, int, int]]:
+    """``moves`` summed per lot (one UPDATE row per lot), in lot order."""
+    total: dict[int, list[int]] = {}
+    for lot, remaining, consumed in moves:
+        sums = total.setdefault(lot, [0, 0])
+        sums[0] += remaining
+        sums[1] += consumed
+    return [(lot, remaining, consumed) for lot, (remaining, consumed) in sorted(total.items())]
 
 
 def parts_json(parts: Sequence[tuple[int, int]]) -> list[dict[str, int]]:

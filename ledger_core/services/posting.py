@@ -46,10 +46,11 @@ from ..exceptions import (
 )
 from ..models import ENTRY_FIELDS, Balance, CreditLot, LedgerEntry
 from ..operations import MAX_LIFETIME, OperationPolicy, Role, registry
+from ..selectors import balance_get
 from ..signals import entry_posted
 from ..validation import metadata_validate, nonce_validate, owner_id_validate
 from .expiry import lock_balance, settle_locked
-from .lots import lots_move, lots_plan, parts_json
+from .lots import lots_plan, moves_per_lot, parts_json
 
 logger = logging.getLogger("ledger_core.services")
 # One line per ledger decision (posted, replayed, refused) with owner, app,
@@ -111,10 +112,23 @@ INSERT INTO {_LOT_TABLE} (entry, owner_id, app, expires_at, amount, remaining, c
 SELECT id, owner_id, app, expires_at, amount, amount, 0, 0, 0 FROM e
 WHERE expires_at IS NOT NULL
 )
+{{moves}}
 SELECT id, balance_after, created_at, seq FROM e
 """  # noqa: S608
-_PG_CREDIT_POST = f"WITH b AS ({_CREDIT_SQL}){_ENTRY_INSERT}"
-_PG_DEBIT_POST = f"WITH b AS ({_DEBIT_SQL}){_ENTRY_INSERT}"
+# The lots a post consumes or gives back, changed in the same statement
+# (only if the entry is stored).
+_LOT_MOVES = f"""
+, moves AS (
+UPDATE {_LOT_TABLE} AS l SET remaining = l.remaining + m.remaining,
+    consumed = l.consumed + m.consumed
+FROM unnest(%(move_lots)s::bigint[], %(move_remaining)s::bigint[], %(move_consumed)s::bigint[])
+    AS m(entry, remaining, consumed)
+WHERE l.entry = m.entry AND l.owner_id = %(owner)s AND EXISTS (SELECT 1 FROM e)
+)"""  # noqa: S608
+_PG_CREDIT_POST = f"WITH b AS ({_CREDIT_SQL}){_ENTRY_INSERT.format(moves='')}"
+_PG_DEBIT_POST = f"WITH b AS ({_DEBIT_SQL}){_ENTRY_INSERT.format(moves='')}"
+_PG_CREDIT_POST_MOVES = f"WITH b AS ({_CREDIT_SQL}){_ENTRY_INSERT.format(moves=_LOT_MOVES)}"
+_PG_DEBIT_POST_MOVES = f"WITH b AS ({_DEBIT_SQL}){_ENTRY_INSERT.format(moves=_LOT_MOVES)}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -365,16 +379,22 @@ def _pg_post(p: PreparedEntry, now: datetime) -> LedgerEntry:
         "lots_checked": p.lots_checked,
         "at": p.at,
     }
+    if p.lot_moves:
+        moves = moves_per_lot(p.lot_moves)
+        params["move_lots"] = [lot for lot, _, _ in moves]
+        params["move_remaining"] = [remaining for _, remaining, _ in moves]
+        params["move_consumed"] = [consumed for _, _, consumed in moves]
+        sql = _PG_CREDIT_POST_MOVES if p.amount >= 0 else _PG_DEBIT_POST_MOVES
+    else:
+        sql = _PG_CREDIT_POST if p.amount >= 0 else _PG_DEBIT_POST
     with connection.cursor() as cursor:
-        cursor.execute(_PG_CREDIT_POST if p.amount >= 0 else _PG_DEBIT_POST, params)
+        cursor.execute(sql, params)
         row = cursor.fetchone()
     if row is None:
         raise _Refused
-    if p.lot_moves:
-        lots_move(p.owner_id, p.lot_moves)
-        if any(remaining > 0 for _, remaining, _ in p.lot_moves):
-            # Credits back in lots that have expired expire again at once.
-            settle_locked([p.owner_id])
+    if any(remaining > 0 for _, remaining, _ in p.lot_moves):
+        # Credits back in lots that have expired expire again at once.
+        settle_locked([p.owner_id], holds=False)
     entry = p.entry(balance_after=row[1], created_at=row[2], seq=row[3], pk=row[0])
     entry._state.adding = False
     return entry
@@ -564,41 +584,48 @@ def _post(prepared: PreparedEntry, *, actor: Actor, now: datetime, started: floa
             with _outcome_unknown_on_connection_loss():
                 entry = _pg_post(prepared, now)
     except _Refused:
-        settled = _settled_elsewhere(prepared)
-        if settled is not None:
-            return settled
         if not prepared.lots_checked:
             # The owner may have holds past their expiry (still counted in
             # ``held`` until released) or credit lots to consume: settle them
             # under the row lock and try once more.
             return _post_settled(prepared, actor=actor, now=now, started=started)
-        raise _insufficient(owner_id, prepared.amount) from None
-    except IntegrityError:
         settled = _settled_elsewhere(prepared)
         if settled is not None:
             return settled
-        limit_key = prepared.limit_key
-        if (
-            limit_key is not None
-            and LedgerEntry.objects.filter(owner_id=owner_id, limit_key=limit_key).exists()
-        ):
-            raise _limit_refusal(prepared.policy, prepared.operation, now) from None
-        # The conflicting post has not committed yet (or rolled back): the
-        # client may retry with the same nonce.
-        raise NonceInFlight() from None
+        raise _insufficient(owner_id, prepared.amount) from None
+    except IntegrityError:
+        return _after_integrity_error(prepared, now)
 
     transaction.on_commit(lambda: _after_commit(entry, actor, started), robust=True)
     return PostResult(entry=entry)
 
 
+def _after_integrity_error(prepared: PreparedEntry, now: datetime) -> PostResult:
+    """A unique key refused the entry: a replay or a conflict of its nonce, its
+    limit used up, or a post with the same nonce still in flight."""
+    settled = _settled_elsewhere(prepared)
+    if settled is not None:
+        return settled
+    limit_key = prepared.limit_key
+    if (
+        limit_key is not None
+        and LedgerEntry.objects.filter(owner_id=prepared.owner_id, limit_key=limit_key).exists()
+    ):
+        raise _limit_refusal(prepared.policy, prepared.operation, now) from None
+    # The conflicting post has not committed yet (or rolled back): the
+    # client may retry with the same nonce.
+    raise NonceInFlight() from None
+
+
 def _insufficient(owner_id: str, amount: int) -> InsufficientBalance:
-    balance, held = Balance.objects.filter(owner_id=owner_id).values_list(
-        "balance", "held"
-    ).first() or (0, 0)
+    """The refusal of a debit of ``amount``, with the balance as reads show it
+    (holds and lots past their expiry left out, whether settled yet or not)."""
+    view = balance_get(owner_id=owner_id)
     return InsufficientBalance(
-        f"Available {balance - held} (balance {balance}, held {held}) does not cover {-amount}.",
-        balance=balance,
-        available=balance - held,
+        f"Available {view.available} (balance {view.balance}, held {view.held}) "
+        f"does not cover {-amount}.",
+        balance=view.balance,
+        available=view.available,
         required=-amount,
     )
 
@@ -606,31 +633,45 @@ def _insufficient(owner_id: str, amount: int) -> InsufficientBalance:
 def _post_settled(
     prepared: PreparedEntry, *, actor: Actor, now: datetime, started: float
 ) -> PostResult:
-    """A debit the one-statement path refused, for an owner with holds or
-    lots: under the owner's row lock, release due holds and expire due lots
-    (``settle_locked``), plan what the debit consumes from lots, then post."""
+    """A post the one-statement path refused (a debit short of ``available``,
+    or of an owner with lots): under the owner's row lock, release due holds
+    and expire due lots (``settle_locked``) at the lock's instant, plan what
+    the debit consumes from lots, and post, or refuse."""
     owner_id = prepared.owner_id
-    with write_transaction():
-        state = lock_balance(owner_id)
-        if state is None:
-            raise _insufficient(owner_id, prepared.amount)
-        now_db = state.now
-        if settle_locked([owner_id], now_db):
+    try:
+        with write_transaction():
             state = lock_balance(owner_id)
-        if state.balance + prepared.amount < state.held - prepared.release:
-            raise _insufficient(owner_id, prepared.amount)
-        plan: tuple[tuple[int, int], ...] = ()
-        if state.lot_credits and prepared.amount < 0:
-            plan = lots_plan(owner_id, -prepared.amount, first=prepared.first_lot, now=now_db)
-        ready = dataclasses.replace(
-            prepared,
-            consumed=plan,
-            lot_delta=prepared.lot_delta - sum(amount for _, amount in plan),
-            lot_moves=tuple((lot, -amount, amount) for lot, amount in plan),
-            lots_checked=True,
-            at=now_db,
-        )
-        return _post(ready, actor=actor, now=now, started=started)
+            if state is None:
+                raise _Refused
+            at = state.now
+            if state.held and settle_locked([owner_id], at, lots=False):
+                state = lock_balance(owner_id)
+            plan: tuple[tuple[int, int], ...] = ()
+            if state.lot_credits and prepared.amount < 0:
+                need = -prepared.amount
+                plan, due = lots_plan(owner_id, need, first=prepared.first_lot, now=at)
+                if due and settle_locked([owner_id], at, holds=False):
+                    state = lock_balance(owner_id)
+            if state.balance + prepared.amount < state.held - prepared.release:
+                raise _Refused
+            ready = dataclasses.replace(
+                prepared,
+                consumed=plan,
+                lot_delta=prepared.lot_delta - sum(amount for _, amount in plan),
+                lot_moves=tuple((lot, -amount, amount) for lot, amount in plan),
+                lots_checked=True,
+                at=at,
+            )
+            entry = _pg_post(ready, now)
+    except _Refused:
+        settled = _settled_elsewhere(prepared)
+        if settled is not None:
+            return settled
+        raise _insufficient(owner_id, prepared.amount) from None
+    except IntegrityError:
+        return _after_integrity_error(prepared, now)
+    transaction.on_commit(lambda: _after_commit(entry, actor, started), robust=True)
+    return PostResult(entry=entry)
 
 
 def _after_commit(entry: LedgerEntry, actor: Actor, started: float) -> None:
