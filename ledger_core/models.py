@@ -18,6 +18,7 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+from .chain import GENESIS
 from .operations import CREDIT_EXPIRY as CREDIT_EXPIRY  # the ledger's own operations
 from .operations import LEDGER_OPERATIONS as LEDGER_OPERATIONS
 from .operations import OPERATION_MAX_LENGTH
@@ -32,7 +33,7 @@ LIMIT_KEY_MAX_LENGTH = 100
 #: and the admin's CSV export writes, in this order (the export adds created_by).
 ENTRY_FIELDS = (
     "id", "owner_id", "app", "operation", "amount", "balance_after", "nonce", "metadata",
-    "created_at", "reverses", "hold", "expires_at", "consumed",
+    "created_at", "reverses", "hold", "expires_at", "consumed", "seq", "prev_hash", "hash",
 )  # fmt: skip
 
 
@@ -68,6 +69,10 @@ class LedgerEntry(models.Model):
     # it consumed: [{"entry": <lot's entry id>, "amount": n}, ...].
     expires_at = models.DateTimeField(null=True, blank=True)
     consumed = models.JSONField(null=True, blank=True)
+    # The owner's hash chain (``ledger_core.chain``): SHA-256 of the previous
+    # entry's hash and this entry's canonical bytes, in hex.
+    prev_hash = models.CharField(max_length=64, null=True, blank=True)  # noqa: DJ001
+    hash = models.CharField(max_length=64, null=True, blank=True)  # noqa: DJ001
 
     class Meta:
         verbose_name = "ledger entry"
@@ -129,6 +134,11 @@ class Balance(models.Model):
     lot_credits = models.BigIntegerField(
         default=0, db_default=0, help_text="credits of unexpired, unconsumed lots"
     )
+    # The hash of the owner's newest entry (64 zeros before the first), and
+    # the one before it (set in the same UPDATE, so the post's statement can
+    # give the new entry its ``prev_hash``).
+    head_hash = models.CharField(max_length=64, default=GENESIS, db_default=GENESIS)
+    head_prev = models.CharField(max_length=64, default=GENESIS, db_default=GENESIS)
 
     class Meta:
         constraints = [

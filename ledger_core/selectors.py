@@ -30,6 +30,7 @@ from django.db.models import (
 )
 from django.utils.dateparse import parse_datetime
 
+from .chain import GENESIS
 from .models import Balance, CreditLot, HoldStatus, LedgerEntry, LedgerHold
 from .types import BalanceAt, BalanceView, ExpiringCredits
 
@@ -75,7 +76,7 @@ def owners_unknown(*, owner_ids: Iterable[str]) -> list[str]:
 
 
 _BALANCE_SQL = f"""
-SELECT b.balance, b.version, b.updated_at,
+SELECT b.balance, b.version, b.updated_at, b.head_hash,
     CASE WHEN b.held = 0 THEN 0 ELSE (
         SELECT coalesce(-sum(h.amount), 0)::bigint FROM {_HOLD_TABLE} AS h
         WHERE h.owner_id = b.owner_id AND h.status = 'pending' AND h.expires_at > t.now
@@ -120,8 +121,10 @@ def balance_get(*, owner_id: str) -> BalanceView:
         cursor.execute(_BALANCE_SQL, {"owner": owner_id, "expiring": EXPIRING_SHOWN})
         row = cursor.fetchone()
     if row is None:
-        return BalanceView(owner_id=owner_id, balance=0, version=0, updated_at=None)
-    balance, version, updated_at, held, gone, expiring = row
+        return BalanceView(
+            owner_id=owner_id, balance=0, version=0, updated_at=None, head_hash=GENESIS
+        )
+    balance, version, updated_at, head_hash, held, gone, expiring = row
     if isinstance(expiring, str):
         expiring = json.loads(expiring)
     return BalanceView(
@@ -130,6 +133,7 @@ def balance_get(*, owner_id: str) -> BalanceView:
         version=version,
         updated_at=updated_at,
         held=held,
+        head_hash=head_hash,
         expiring=tuple(
             ExpiringCredits(amount=item["amount"], expires_at=parse_datetime(item["expires_at"]))
             for item in expiring or ()

@@ -26,6 +26,12 @@ class BalanceView:
     held: int = 0
     #: The soonest-expiring lots (up to 5), soonest first.
     expiring: tuple[ExpiringCredits, ...] = ()
+    #: The hash of the owner's newest entry (its ``seq`` is ``version``).
+    head_hash: str = "0" * 64
+
+    @property
+    def seq(self) -> int:
+        return self.version
 
     @property
     def available(self) -> int:

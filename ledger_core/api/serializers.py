@@ -214,6 +214,16 @@ class EntrySerializer(serializers.Serializer):
         help_text="for a debit: the lots it took credits from, in order (the rest came from "
         "credits that do not expire)",
     )  # fmt: skip
+    seq = serializers.IntegerField(
+        read_only=True, help_text="the owner's entry number (1 for the first)"
+    )
+    prev_hash = serializers.CharField(
+        read_only=True, allow_null=True, help_text="the hash of the owner's previous entry"
+    )
+    hash = serializers.CharField(
+        read_only=True, allow_null=True,
+        help_text="SHA-256 of prev_hash and this entry's canonical bytes (docs/hash-chain.md)",
+    )  # fmt: skip
     reversed_by = serializers.IntegerField(
         read_only=True, allow_null=True, default=None,
         help_text="the id of the REVERSAL entry that undid this one, if any",
@@ -255,6 +265,8 @@ class BalanceSerializer(serializers.Serializer):
     expiring = ExpiringSerializer(
         many=True, help_text="up to the 5 soonest-expiring lots' unspent credits"
     )
+    seq = serializers.IntegerField(help_text="the newest entry's seq (= version)")
+    head_hash = serializers.CharField(help_text="the newest entry's hash (64 zeros: none)")
     version = serializers.IntegerField()
     updated_at = serializers.DateTimeField(allow_null=True)
 

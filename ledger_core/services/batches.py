@@ -9,16 +9,15 @@ handful of statements; side effects run once per batch after commit.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import time
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import InterfaceError, OperationalError, connection, transaction
 from django.utils import timezone
 
-from .. import metrics
+from .. import chain, metrics
 from ..actors import Actor
 from ..exceptions import (
     BatchRefused,
@@ -41,6 +40,7 @@ from .posting import (
     entry_prepare,
     logger,
 )
+from .rows import entries_insert
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,13 +72,12 @@ class BatchItemResult:
 
 
 _LOCK_CHUNK = 5000
+_MICROSECOND = timedelta(microseconds=1)
 
 
-def _batch_lock_balances(
-    owners: list[str], create: set[str], now: datetime
-) -> dict[str, list[int]]:
+def _batch_lock_balances(owners: list[str], create: set[str], now: datetime) -> dict[str, list]:
     """Lock the owners' balance rows in sorted order; create rows for ``create``."""
-    state: dict[str, list[int]] = {}
+    state: dict[str, list] = {}
     to_create = sorted(create)
     with connection.cursor() as cursor:
         for start in range(0, len(to_create), _LOCK_CHUNK):
@@ -93,25 +92,29 @@ def _batch_lock_balances(
         for start in range(0, len(owners), _LOCK_CHUNK):
             chunk = owners[start : start + _LOCK_CHUNK]
             cursor.execute(
-                f"SELECT owner_id, balance, version, held, lot_credits "  # noqa: S608
-                f"FROM {_BALANCE_TABLE} "
+                f"SELECT {_STATE_COLUMNS} FROM {_BALANCE_TABLE} "  # noqa: S608
                 "WHERE owner_id = ANY(%s::text[]) ORDER BY owner_id FOR UPDATE",
                 [chunk],
             )
-            for owner_id, balance, version, held, lot_credits in cursor.fetchall():
-                state[owner_id] = [balance, version, held, lot_credits]
+            for owner_id, *row in cursor.fetchall():
+                state[owner_id] = row
     unsettled = sorted(owner for owner, row in state.items() if row[2] or row[3])
     if unsettled and settle_locked(unsettled):
         # Due holds were released and due lots expired: read the rows again.
         with connection.cursor() as cursor:
             cursor.execute(
-                f"SELECT owner_id, balance, version, held, lot_credits "  # noqa: S608
-                f"FROM {_BALANCE_TABLE} WHERE owner_id = ANY(%s::text[])",
+                f"SELECT {_STATE_COLUMNS} FROM {_BALANCE_TABLE} "  # noqa: S608
+                "WHERE owner_id = ANY(%s::text[])",
                 [unsettled],
             )
             for owner_id, *row in cursor.fetchall():
                 state[owner_id] = row
     return state
+
+
+# An owner's row as a batch tracks it: [balance, version, held, lot_credits,
+# head hash, time of the last change].
+_STATE_COLUMNS = "owner_id, balance, version, held, lot_credits, head_hash, updated_at"
 
 
 def _batch_existing(prepared: list[PreparedEntry]) -> tuple[dict, set]:
@@ -150,59 +153,26 @@ def _batch_existing(prepared: list[PreparedEntry]) -> tuple[dict, set]:
     return by_nonce, limits
 
 
-def _batch_insert(rows: list[LedgerEntry]) -> None:
-    """Insert new entries, setting their ids (one statement per chunk)."""
-    table = LedgerEntry._meta.db_table
-    sql = (
-        f"INSERT INTO {table} (owner_id, app, operation, amount, balance_after, nonce, "  # noqa: S608
-        "fingerprint, limit_key, metadata, created_at, created_by, seq) "
-        "SELECT o, a, op, am, ba, n, f, lk, md::jsonb, ca, cb, sq FROM unnest("
-        "%s::text[], %s::text[], %s::text[], %s::bigint[], %s::bigint[], %s::text[], "
-        "%s::text[], %s::text[], %s::text[], %s::timestamptz[], %s::text[], %s::bigint[]"
-        ") AS t(o, a, op, am, ba, n, f, lk, md, ca, cb, sq) RETURNING id"
-    )
-    with connection.cursor() as cursor:
-        for start in range(0, len(rows), _LOCK_CHUNK):
-            chunk = rows[start : start + _LOCK_CHUNK]
-            cursor.execute(
-                sql,
-                [
-                    [r.owner_id for r in chunk],
-                    [r.app for r in chunk],
-                    [r.operation for r in chunk],
-                    [r.amount for r in chunk],
-                    [r.balance_after for r in chunk],
-                    [r.nonce for r in chunk],
-                    [r.fingerprint for r in chunk],
-                    [r.limit_key for r in chunk],
-                    [None if r.metadata is None else json.dumps(r.metadata) for r in chunk],
-                    [r.created_at for r in chunk],
-                    [r.created_by for r in chunk],
-                    [r.seq for r in chunk],
-                ],
-            )
-            # Ids come from one sequence in insertion order, which is the
-            # order of the unnest() rows.
-            ids = sorted(row[0] for row in cursor.fetchall())
-            for row, pk in zip(chunk, ids, strict=True):
-                row.pk = pk
-                row._state.adding = False
-
-
-def _batch_update_balances(state: dict[str, list[int]], touched: set[str], now: datetime) -> None:
+def _batch_update_balances(
+    state: dict[str, list], heads_prev: dict[str, str], touched: set[str]
+) -> None:
     owners = sorted(touched)
     with connection.cursor() as cursor:
         for start in range(0, len(owners), _LOCK_CHUNK):
             chunk = owners[start : start + _LOCK_CHUNK]
             cursor.execute(
                 f"UPDATE {_BALANCE_TABLE} AS b SET balance = v.balance, version = v.version, "  # noqa: S608
-                "updated_at = %s FROM unnest(%s::text[], %s::bigint[], %s::bigint[]) "
-                "AS v(owner_id, balance, version) WHERE b.owner_id = v.owner_id",
+                "updated_at = v.at, head_hash = v.head, head_prev = v.prev "
+                "FROM unnest(%s::text[], %s::bigint[], %s::bigint[], %s::timestamptz[], "
+                "%s::text[], %s::text[]) AS v(owner_id, balance, version, at, head, prev) "
+                "WHERE b.owner_id = v.owner_id",
                 [
-                    now,
                     chunk,
                     [state[o][0] for o in chunk],
                     [state[o][1] for o in chunk],
+                    [state[o][5] for o in chunk],
+                    [state[o][4] for o in chunk],
+                    [heads_prev[o] for o in chunk],
                 ],
             )
 
@@ -277,6 +247,7 @@ def entry_post_batch(
     primaries = [i for i in primary_of.values()]
 
     new_entries: list[LedgerEntry] = []
+    heads_prev: dict[str, str] = {}
     touched: set[str] = set()
     # Committing here (not inside a caller's transaction), a connection lost
     # at the commit may have lost only the answer: OutcomeUnknown.
@@ -321,7 +292,9 @@ def entry_post_batch(
                     if p.limit_key:
                         used_limits.add((p.owner_id, p.limit_key))
                     continue
-                balance, version, held, lot_credits = state.get(p.owner_id, [0, 0, 0, 0])
+                balance, version, held, lot_credits, head, last = state.get(
+                    p.owner_id, [0, 0, 0, 0, chain.GENESIS, None]
+                )
                 if balance + p.amount < held:
                     refuse(
                         i,
@@ -334,18 +307,28 @@ def entry_post_batch(
                         ),
                     )
                     continue
-                state[p.owner_id] = [balance + p.amount, version + 1, held, lot_credits]
+                # Time order is applied order (as for single posts), and the
+                # entry continues the owner's hash chain.
+                at = applied_at if last is None else max(applied_at, last + _MICROSECOND)
+                after = balance + p.amount
+                digest = chain.entry_hash(
+                    head, seq=version + 1, balance_after=after, created_at=at,
+                    static=p.static_part(),
+                )  # fmt: skip
+                state[p.owner_id] = [after, version + 1, held, lot_credits, digest, at]
+                heads_prev[p.owner_id] = head
                 touched.add(p.owner_id)
                 if p.limit_key:
                     used_limits.add((p.owner_id, p.limit_key))
                 entry = p.entry(
-                    balance_after=balance + p.amount, created_at=applied_at, seq=version + 1
-                )
+                    balance_after=after, created_at=at, seq=version + 1, prev_hash=head,
+                    hash=digest,
+                )  # fmt: skip
                 results[i].entry = entry
                 new_entries.append(entry)
             if new_entries:
-                _batch_insert(new_entries)
-                _batch_update_balances(state, touched, applied_at)
+                entries_insert(new_entries)
+                _batch_update_balances(state, heads_prev, touched)
             committing = commits_here
     except (OperationalError, InterfaceError) as exc:
         if committing:

@@ -16,16 +16,16 @@ is released once and a lot's rest leaves the balance once.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.db import connection, transaction
 
-from .. import metrics
+from .. import chain, metrics
 from ..models import CREDIT_EXPIRY, Balance, CreditLot, HoldStatus, LedgerEntry, LedgerHold
 from ..signals import entry_posted
+from .rows import entries_insert, entry_fingerprint
 
 decision_log = logging.getLogger("ledger_core.decisions")
 logger = logging.getLogger("ledger_core.services")
@@ -59,42 +59,70 @@ WITH due AS (
 SELECT id, owner_id, app, operation, amount FROM due
 """  # noqa: S608 (table names are model constants, values are parameters)
 
-# Due lots: one CREDIT_EXPIRY entry per lot for its rest, numbered and
-# balanced in consumption order after the owner's newest entry.
-_EXPIRE_SQL = f"""
-WITH due AS (
-    SELECT l.entry, l.owner_id, l.app, l.remaining, l.expiries,
-        row_number() OVER w AS n, sum(l.remaining) OVER w AS cum
-    FROM {_LOT_TABLE} AS l
-    WHERE l.owner_id = ANY(%(owners)s::text[]) AND l.remaining > 0 AND l.expires_at <= %(now)s
-    WINDOW w AS (PARTITION BY l.owner_id ORDER BY l.expires_at, l.entry)
-), lots AS (
-    UPDATE {_LOT_TABLE} AS l
-    SET remaining = 0, expired = l.expired + due.remaining, expiries = l.expiries + 1
-    FROM due WHERE l.entry = due.entry
-), entries AS (
-    INSERT INTO {_ENTRY_TABLE} (owner_id, app, operation, amount, balance_after, nonce,
-        fingerprint, limit_key, metadata, created_at, created_by, seq, reverses, hold,
-        expires_at, consumed)
-    SELECT due.owner_id, due.app, '{CREDIT_EXPIRY}', -due.remaining, b.balance - due.cum,
-        'expiry ' || due.entry || ' ' || (due.expiries + 1),
-        encode(sha256(convert_to(
-            due.app || chr(31) || '{CREDIT_EXPIRY}' || chr(31) || (-due.remaining)::text,
-            'UTF8')), 'hex'),
-        NULL, jsonb_build_object('lot', due.entry), %(now)s, 'system',
-        b.version + due.n, NULL, NULL, NULL, NULL
-    FROM due JOIN {_BALANCE_TABLE} AS b ON b.owner_id = due.owner_id
-    RETURNING id, owner_id, app, amount, balance_after, nonce, metadata, created_at, seq
-), balances AS (
-    UPDATE {_BALANCE_TABLE} AS b
-    SET balance = b.balance - t.total, lot_credits = b.lot_credits - t.total,
-        version = b.version + t.n, updated_at = %(now)s
-    FROM (SELECT owner_id, sum(remaining) AS total, count(*) AS n FROM due GROUP BY owner_id) AS t
-    WHERE b.owner_id = t.owner_id
-)
-SELECT id, owner_id, app, amount, balance_after, nonce, metadata, created_at, seq FROM entries
-ORDER BY id
+# Due lots, in consumption order per owner.
+_DUE_SQL = f"""
+SELECT entry, owner_id, app, remaining, expiries FROM {_LOT_TABLE}
+WHERE owner_id = ANY(%(owners)s::text[]) AND remaining > 0 AND expires_at <= %(now)s
+ORDER BY owner_id, expires_at, entry
 """  # noqa: S608
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def _expire_due(cursor, owners: list[str], now: datetime) -> list[LedgerEntry]:
+    """Post one CREDIT_EXPIRY entry per due lot of ``owners`` (whose rows are
+    held), numbered, balanced and chained after each owner's newest entry."""
+    cursor.execute(_DUE_SQL, {"owners": owners, "now": now})
+    due = cursor.fetchall()
+    if not due:
+        return []
+    cursor.execute(
+        f"SELECT owner_id, balance, version, lot_credits, head_hash, updated_at "  # noqa: S608
+        f"FROM {_BALANCE_TABLE} WHERE owner_id = ANY(%s::text[])",
+        [sorted({row[1] for row in due})],
+    )
+    state = {row[0]: list(row[1:]) for row in cursor.fetchall()}
+    entries = []
+    for lot, owner_id, app, remaining, expiries in due:
+        balance, version, lot_credits, head, last = state[owner_id]
+        at = max(now, last + _MICROSECOND)
+        entry = LedgerEntry(
+            owner_id=owner_id, app=app, operation=CREDIT_EXPIRY, amount=-remaining,
+            balance_after=balance - remaining, nonce=f"expiry {lot} {expiries + 1}",
+            fingerprint=entry_fingerprint(app=app, operation=CREDIT_EXPIRY, amount=-remaining),
+            metadata={"lot": lot}, created_at=at, created_by="system", seq=version + 1,
+            prev_hash=head,
+        )  # fmt: skip
+        entry.hash = chain.hash_of(entry, head)
+        state[owner_id] = [
+            balance - remaining, version + 1, lot_credits - remaining, entry.hash, at,
+        ]  # fmt: skip
+        entries.append(entry)
+    entries_insert(entries)
+    cursor.execute(
+        f"UPDATE {_LOT_TABLE} AS l SET expired = l.expired + l.remaining, remaining = 0, "  # noqa: S608
+        "expiries = l.expiries + 1 WHERE l.entry = ANY(%s::bigint[])",
+        [[row[0] for row in due]],
+    )
+    owners_changed = sorted(state)
+    cursor.execute(
+        f"UPDATE {_BALANCE_TABLE} AS b SET balance = v.balance, version = v.version, "  # noqa: S608
+        "lot_credits = v.lot_credits, head_hash = v.head, head_prev = v.prev, updated_at = v.at "
+        "FROM unnest(%s::text[], %s::bigint[], %s::bigint[], %s::bigint[], %s::text[], "
+        "%s::text[], %s::timestamptz[]) AS v(owner_id, balance, version, lot_credits, head, "
+        "prev, at) WHERE b.owner_id = v.owner_id",
+        [
+            owners_changed,
+            *([state[o][i] for o in owners_changed] for i in (0, 1, 2, 3)),
+            [_prev_of(entries, o) for o in owners_changed],
+            [state[o][4] for o in owners_changed],
+        ],
+    )
+    return entries
+
+
+def _prev_of(entries: list[LedgerEntry], owner_id: str) -> str:
+    """The ``prev_hash`` of ``owner_id``'s newest entry among ``entries``."""
+    return next(e.prev_hash for e in reversed(entries) if e.owner_id == owner_id)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -148,13 +176,12 @@ def settle_locked(
             cursor.execute("SELECT clock_timestamp()")
             now = cursor.fetchone()[0]
         released: list[tuple] = []
-        expired: list[tuple] = []
+        expired: list[LedgerEntry] = []
         if holds:
             cursor.execute(_RELEASE_SQL, {"owners": owners, "now": now})
             released = cursor.fetchall()
         if lots:
-            cursor.execute(_EXPIRE_SQL, {"owners": owners, "now": now})
-            expired = cursor.fetchall()
+            expired = _expire_due(cursor, owners, now)
     if released or expired:
         transaction.on_commit(lambda: _settled(released, expired), robust=True)
     return Settled(holds=len(released), lots=len(expired))
@@ -197,7 +224,7 @@ def _sweep(owners_sql: str, limit: int) -> Settled:
         return settle_locked(owners)
 
 
-def _settled(released: list[tuple], expired: list[tuple]) -> None:
+def _settled(released: list[tuple], expired: list[LedgerEntry]) -> None:
     for hold_id, owner_id, app, operation, amount in released:
         metrics.hold_resolved(app=app, outcome=HoldStatus.EXPIRED)
         decision_log.info(
@@ -208,20 +235,15 @@ def _settled(released: list[tuple], expired: list[tuple]) -> None:
             },
         )  # fmt: skip
     # One decision line per owner and sweep (the entries are the record of
-    # each lot); counts and entry_posted per entry.
+    # each lot); counts per app, entry_posted per entry.
     per_owner: dict[tuple[str, str], list[tuple[int, int, int]]] = {}
     receivers = entry_posted.has_listeners(LedgerEntry)
-    for pk, owner_id, app, amount, balance_after, nonce, raw, created_at, seq in expired:
-        metadata = json.loads(raw) if isinstance(raw, str) else raw
-        per_owner.setdefault((owner_id, app), []).append((pk, metadata["lot"], amount))
+    for entry in expired:
+        per_owner.setdefault((entry.owner_id, entry.app), []).append(
+            (entry.pk, entry.metadata["lot"], entry.amount)
+        )
         if not receivers:
             continue
-        entry = LedgerEntry(
-            id=pk, owner_id=owner_id, app=app, operation=CREDIT_EXPIRY, amount=amount,
-            balance_after=balance_after, nonce=nonce, metadata=metadata, created_at=created_at,
-            created_by="system", seq=seq,
-        )  # fmt: skip
-        entry._state.adding = False
         for receiver, error in entry_posted.send_robust(sender=LedgerEntry, entry=entry):
             if isinstance(error, Exception):
                 logger.error(

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import json
 import logging
 import time
@@ -29,7 +28,7 @@ from typing import Any
 from django.db import IntegrityError, InterfaceError, OperationalError, connection, transaction
 from django.utils import timezone
 
-from .. import metrics
+from .. import chain, metrics
 from ..actors import Actor
 from ..conf import ledger_settings
 from ..exceptions import (
@@ -51,6 +50,7 @@ from ..signals import entry_posted
 from ..validation import metadata_validate, nonce_validate, owner_id_validate
 from .expiry import lock_balance, settle_locked
 from .lots import lots_plan, moves_per_lot, parts_json
+from .rows import entry_fingerprint
 
 logger = logging.getLogger("ledger_core.services")
 # One line per ledger decision (posted, replayed, refused) with owner, app,
@@ -59,20 +59,49 @@ decision_log = logging.getLogger("ledger_core.decisions")
 
 _BALANCE_TABLE = Balance._meta.db_table
 
-# The balance change of a post; both return the new (balance, version) and the
-# time of the change, or no row when a debit is not covered. The time is the
-# database clock's once the row is held (``at``: read after taking the lock,
-# for a post decided under it), so an owner's entries are in time order in
-# the order they were applied (what a point-in-time balance needs).
+# The balance change of a post; both return the new (balance, version), the
+# time of the change and the owner's hash chain head before and after it, or
+# no row when a debit is not covered. The time is the database clock's (``at``
+# when the post was decided under the row lock), and at least a microsecond
+# after the owner's previous change, so an owner's entries are in time order
+# in the order they were applied (what a point-in-time balance needs). The
+# new head hashes the previous head with the entry's canonical bytes
+# (``ledger_core.chain``): the three fields known only here are encoded by
+# ledger_hash_field/ledger_hash_time, the rest arrives as ``static``.
+_CLOCK = "WITH x AS (SELECT coalesce(%(at)s::timestamptz, clock_timestamp()) AS ts), "
+_NEXT_TIME = "greatest({ts}, B.updated_at + interval '1 microsecond')"
+
+
+def _head(prev: str, seq: str, balance: str, time: str) -> str:
+    """SQL for the next head hash, from SQL expressions of its parts."""
+    return (
+        f"encode(sha256(decode({prev}, 'hex') || ledger_hash_field(({seq})::text) || "
+        f"ledger_hash_field(({balance})::text) || ledger_hash_field(ledger_hash_time({time})) "
+        "|| %(static)s::bytea), 'hex')"
+    )
+
+
 _CREDIT_SQL = f"""
-INSERT INTO {_BALANCE_TABLE} (owner_id, balance, version, updated_at, lot_credits)
-VALUES (%(owner)s, %(amount)s, 1, coalesce(%(at)s::timestamptz, clock_timestamp()), %(lot_delta)s)
+INSERT INTO {_BALANCE_TABLE} AS B (owner_id, balance, version, updated_at, lot_credits,
+    head_prev, head_hash)
+SELECT %(owner)s, %(amount)s, 1, x.ts, %(lot_delta)s, %(genesis)s,
+    {_head("%(genesis)s", "1", "%(amount)s", "x.ts")}
+FROM x
 ON CONFLICT (owner_id) DO UPDATE SET
-    balance = {_BALANCE_TABLE}.balance + EXCLUDED.balance,
-    version = {_BALANCE_TABLE}.version + 1,
-    lot_credits = {_BALANCE_TABLE}.lot_credits + EXCLUDED.lot_credits,
-    updated_at = coalesce(%(at)s::timestamptz, clock_timestamp())
-RETURNING balance, version, updated_at
+    balance = B.balance + EXCLUDED.balance,
+    version = B.version + 1,
+    lot_credits = B.lot_credits + EXCLUDED.lot_credits,
+    updated_at = {_NEXT_TIME.format(ts="EXCLUDED.updated_at")},
+    head_prev = B.head_hash,
+    head_hash = {
+    _head(
+        "B.head_hash",
+        "B.version + 1",
+        "B.balance + EXCLUDED.balance",
+        _NEXT_TIME.format(ts="EXCLUDED.updated_at"),
+    )
+}
+RETURNING balance, version, updated_at, head_prev, head_hash
 """  # noqa: S608 (table name is a model constant, values are parameters)
 
 # A debit must leave the credits reserved by holds (``held``) in place; a
@@ -82,13 +111,18 @@ RETURNING balance, version, updated_at
 # with credit lots (``lot_credits > 0``) is refused here unless the lots were
 # planned under the row's lock (``lots_checked``): see ``_post_settled``.
 _DEBIT_SQL = f"""
-UPDATE {_BALANCE_TABLE}
-SET balance = balance + %(amount)s, held = held - %(release)s,
-    lot_credits = lot_credits + %(lot_delta)s, version = version + 1,
-    updated_at = coalesce(%(at)s::timestamptz, clock_timestamp())
-WHERE owner_id = %(owner)s AND balance + %(amount)s >= held - %(release)s
-    AND (%(lots_checked)s OR lot_credits = 0)
-RETURNING balance, version, updated_at
+UPDATE {_BALANCE_TABLE} AS B
+SET balance = B.balance + %(amount)s, held = B.held - %(release)s,
+    lot_credits = B.lot_credits + %(lot_delta)s, version = B.version + 1,
+    updated_at = {_NEXT_TIME.format(ts="x.ts")},
+    head_prev = B.head_hash,
+    head_hash = {
+    _head("B.head_hash", "B.version + 1", "B.balance + %(amount)s", _NEXT_TIME.format(ts="x.ts"))
+}
+FROM x
+WHERE B.owner_id = %(owner)s AND B.balance + %(amount)s >= B.held - %(release)s
+    AND (%(lots_checked)s OR B.lot_credits = 0)
+RETURNING B.balance, B.version, B.updated_at, B.head_prev, B.head_hash
 """  # noqa: S608
 
 # PostgreSQL: the balance change, the entry and (for a credit with an expiry)
@@ -100,12 +134,13 @@ _ENTRY_INSERT = f"""
 , e AS (
 INSERT INTO {_ENTRY_TABLE} (owner_id, app, operation, amount, balance_after, nonce,
     fingerprint, limit_key, metadata, created_at, created_by, seq, reverses, hold,
-    expires_at, consumed)
+    expires_at, consumed, prev_hash, hash)
 SELECT %(owner)s, %(app)s, %(operation)s, %(amount)s, b.balance, %(nonce)s,
     %(fingerprint)s, %(limit_key)s, %(metadata)s::jsonb, b.updated_at, %(actor)s, b.version,
-    %(reverses)s, %(hold)s, %(expires_at)s, %(consumed)s::jsonb
+    %(reverses)s, %(hold)s, %(expires_at)s, %(consumed)s::jsonb, b.head_prev, b.head_hash
 FROM b
-RETURNING id, balance_after, created_at, seq, owner_id, app, expires_at, amount
+RETURNING id, balance_after, created_at, seq, owner_id, app, expires_at, amount, prev_hash,
+    hash
 ), lot AS (
 INSERT INTO {_LOT_TABLE} (entry, owner_id, app, expires_at, amount, remaining, consumed,
     expired, expiries)
@@ -113,7 +148,7 @@ SELECT id, owner_id, app, expires_at, amount, amount, 0, 0, 0 FROM e
 WHERE expires_at IS NOT NULL
 )
 {{moves}}
-SELECT id, balance_after, created_at, seq FROM e
+SELECT id, balance_after, created_at, seq, prev_hash, hash FROM e
 """  # noqa: S608
 # The lots a post consumes or gives back, changed in the same statement
 # (only if the entry is stored).
@@ -125,10 +160,10 @@ FROM unnest(%(move_lots)s::bigint[], %(move_remaining)s::bigint[], %(move_consum
     AS m(entry, remaining, consumed)
 WHERE l.entry = m.entry AND l.owner_id = %(owner)s AND EXISTS (SELECT 1 FROM e)
 )"""  # noqa: S608
-_PG_CREDIT_POST = f"WITH b AS ({_CREDIT_SQL}){_ENTRY_INSERT.format(moves='')}"
-_PG_DEBIT_POST = f"WITH b AS ({_DEBIT_SQL}){_ENTRY_INSERT.format(moves='')}"
-_PG_CREDIT_POST_MOVES = f"WITH b AS ({_CREDIT_SQL}){_ENTRY_INSERT.format(moves=_LOT_MOVES)}"
-_PG_DEBIT_POST_MOVES = f"WITH b AS ({_DEBIT_SQL}){_ENTRY_INSERT.format(moves=_LOT_MOVES)}"
+_PG_CREDIT_POST = f"{_CLOCK}b AS ({_CREDIT_SQL}){_ENTRY_INSERT.format(moves='')}"
+_PG_DEBIT_POST = f"{_CLOCK}b AS ({_DEBIT_SQL}){_ENTRY_INSERT.format(moves='')}"
+_PG_CREDIT_POST_MOVES = f"{_CLOCK}b AS ({_CREDIT_SQL}){_ENTRY_INSERT.format(moves=_LOT_MOVES)}"
+_PG_DEBIT_POST_MOVES = f"{_CLOCK}b AS ({_DEBIT_SQL}){_ENTRY_INSERT.format(moves=_LOT_MOVES)}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,11 +172,6 @@ class PostResult:
 
     entry: LedgerEntry
     replayed: bool = False
-
-
-def entry_fingerprint(*, app: str, operation: str, amount: int) -> str:
-    """The payload identity a nonce is bound to: (app, operation, amount)."""
-    return hashlib.sha256(f"{app}\x1f{operation}\x1f{amount}".encode()).hexdigest()
 
 
 def max_entry_amount() -> int:
@@ -280,7 +310,14 @@ class PreparedEntry:
     at: datetime | None = None
 
     def entry(
-        self, *, balance_after: int, created_at: datetime, seq: int, pk: int | None = None
+        self,
+        *,
+        balance_after: int,
+        created_at: datetime,
+        seq: int,
+        pk: int | None = None,
+        prev_hash: str | None = None,
+        hash: str | None = None,  # noqa: A002 (the field's name)
     ) -> LedgerEntry:
         """The entry this post stores (with its id once stored)."""
         return LedgerEntry(
@@ -289,6 +326,15 @@ class PreparedEntry:
             fingerprint=self.fingerprint, limit_key=self.limit_key, metadata=self.metadata,
             created_at=created_at, created_by=self.actor_name, seq=seq, reverses=self.reverses,
             hold=self.hold, expires_at=self.expires_at, consumed=self.consumed_json(),
+            prev_hash=prev_hash, hash=hash,
+        )  # fmt: skip
+
+    def static_part(self) -> bytes:
+        """The entry's canonical bytes known before it applies (``ledger_core.chain``)."""
+        return chain.static_part(
+            owner_id=self.owner_id, app=self.app, operation=self.operation, amount=self.amount,
+            nonce=self.nonce, reverses=self.reverses, hold=self.hold, expires_at=self.expires_at,
+            metadata=self.metadata, consumed=self.consumed_json(),
         )  # fmt: skip
 
     def consumed_json(self) -> list[dict[str, int]] | None:
@@ -378,6 +424,8 @@ def _pg_post(p: PreparedEntry, now: datetime) -> LedgerEntry:
         "lot_delta": p.lot_delta,
         "lots_checked": p.lots_checked,
         "at": p.at,
+        "static": p.static_part(),
+        "genesis": chain.GENESIS,
     }
     if p.lot_moves:
         moves = moves_per_lot(p.lot_moves)
@@ -395,7 +443,14 @@ def _pg_post(p: PreparedEntry, now: datetime) -> LedgerEntry:
     if any(remaining > 0 for _, remaining, _ in p.lot_moves):
         # Credits back in lots that have expired expire again at once.
         settle_locked([p.owner_id], holds=False)
-    entry = p.entry(balance_after=row[1], created_at=row[2], seq=row[3], pk=row[0])
+    entry = p.entry(
+        balance_after=row[1],
+        created_at=row[2],
+        seq=row[3],
+        pk=row[0],
+        prev_hash=row[4],
+        hash=row[5],
+    )
     entry._state.adding = False
     return entry
 

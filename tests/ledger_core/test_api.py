@@ -45,7 +45,7 @@ def test_balance_of_unknown_owner_is_zero(manager_client):
     data = manager_client.get(f"{REWARDS}nobody/").json()
     assert data == {
         "owner_id": "nobody", "balance": 0, "held": 0, "available": 0, "expiring": [],
-        "version": 0, "updated_at": None,
+        "seq": 0, "head_hash": "0" * 64, "version": 0, "updated_at": None,
     }  # fmt: skip
 
 

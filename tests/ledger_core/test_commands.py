@@ -227,7 +227,9 @@ def test_verify_reports_inconsistent_data_and_exits_1():
     assert "owner=alice: balance 9 but entries add up to 45" in report
     assert "owner=bob: balance 30 but entries add up to 3" in report
     assert "owner=carol: 1 entries but no balance row" in report
-    assert "4 discrepancies" in report
+    # The rewritten amount also breaks alice's hash chain at that entry.
+    assert f"owner=alice: hash chain broken at seq 2 (entry {second.pk})" in report
+    assert "5 discrepancies" in report
 
 
 def test_verify_reports_negative_running_balance():

@@ -13,11 +13,12 @@ import pytest
 from django.db import connection, connections
 from django.db.models import Sum
 
+from ledger_core import chain
 from ledger_core.actors import Actor
 from ledger_core.exceptions import InsufficientBalance, LedgerError, NonceInFlight
 from ledger_core.models import Balance, LedgerEntry
 from ledger_core.services import entry_post
-from tests.conftest import fund
+from tests.conftest import SYSTEM, fund
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
@@ -60,6 +61,13 @@ def assert_invariants(owner_id: str) -> None:
     for amount, after in entries.order_by("id").values_list("amount", "balance_after"):
         running += amount
         assert after == running
+    # The hash chain is linear: each entry links to the one applied before it.
+    head = chain.GENESIS
+    for number, entry in enumerate(entries.order_by("seq"), start=1):
+        assert (entry.seq, entry.prev_hash) == (number, head), entry.pk
+        assert entry.hash == chain.hash_of(entry, head), entry.pk
+        head = entry.hash
+    assert balance.head_hash == head
 
 
 def test_racing_spends_never_overdraw():
@@ -171,4 +179,58 @@ def test_concurrent_daily_claims_give_exactly_one_success():
     assert len(successes) == 1
     assert all(isinstance(f, LedgerError) and f.code == "limit_reached" for f in failures)
     assert Balance.objects.get(owner_id="alice").balance == 1
+    assert_invariants("alice")
+
+
+def test_posts_batches_holds_and_expiries_racing_keep_one_linear_chain():
+    import time
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from ledger_core.services import (
+        EntryRequest,
+        due_lots_sweep,
+        entry_post_batch,
+        hold_capture,
+        hold_place,
+    )
+
+    manager = Actor(name="manager", can_post_any=True, can_view_any=True)
+    fund("alice", 40)
+    soon = timezone.now() + timedelta(seconds=0.3)
+    for i in range(6):
+        entry_post(owner_id="alice", operation="CREDIT_ADD", nonce=f"lot{i}", app="content",
+                   actor=SYSTEM, amount=10, expires_at=soon)  # fmt: skip
+
+    def work(i: int):
+        kind = i % 4
+        for n in range(4):
+            if kind == 0:
+                entry_post(owner_id="alice", operation="CREDIT_SPEND", nonce=f"s{i}-{n}",
+                           app="content", actor=manager)  # fmt: skip
+            elif kind == 1:
+                entry_post_batch(app="content", actor=SYSTEM, entries=[
+                    EntryRequest(owner_id="alice", operation="CREDIT_ADD", nonce=f"b{i}-{n}-{k}",
+                                 amount=1)
+                    for k in range(3)
+                ])  # fmt: skip
+            elif kind == 2:
+                hold = hold_place(
+                    owner_id="alice",
+                    operation="CREDIT_SPEND",
+                    nonce=f"h{i}-{n}",
+                    app="content",
+                    actor=manager,
+                ).hold
+                hold_capture(hold_id=hold.pk, app="content", actor=manager)  # fmt: skip
+            else:
+                due_lots_sweep()
+            time.sleep(0.1)
+        return i
+
+    results = run_concurrently(8, work)
+    assert results == list(range(8)), results
+    due_lots_sweep()
+    assert LedgerEntry.objects.filter(operation="CREDIT_EXPIRY").exists()
     assert_invariants("alice")

@@ -5,7 +5,9 @@ number of entries equals ``Balance.version``; ``Balance.held`` equals what
 the owner's pending holds reserve and is at most the balance; every credit lot
 adds up (amount = rest + held + consumed + expired, its CREDIT_EXPIRY entries
 = expired) and ``lot_credits`` is what the owner's lots hold; every entry's ``balance_after``
-continues the previous one (the chain); no running balance is negative; no
+continues the previous one; every entry's hash links it to the owner's
+previous entry (``ledger_core.chain``; the first broken link is reported by
+owner, seq and entry id); no running balance is negative; no
 entries without a balance row and no non-zero balance without entries.
 Streams entries and balances in owner order through server-side cursors (a
 merge join), so memory stays flat on any table size. Exits 1 if anything is off.
@@ -16,6 +18,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Iterator
+from types import SimpleNamespace
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -23,6 +26,7 @@ from django.db import connection, transaction
 from django.db.models import OuterRef, Subquery, Sum
 from django.db.models.functions import Coalesce
 
+from ledger_core import chain
 from ledger_core.models import Balance, CreditLot, HoldStatus, LedgerEntry, LedgerHold
 from ledger_core.selectors import owners_unknown
 from ledger_core.validation import owner_id_validate
@@ -74,11 +78,35 @@ WHERE l.remaining > 0 AND l.expires_at <= clock_timestamp() {{where}}
 """  # noqa: S608
 
 
+# The fields an entry's hash covers, besides owner_id, amount and balance_after.
+_CHAIN_FIELDS = (
+    "seq", "app", "operation", "nonce", "created_at", "reverses", "hold", "expires_at",
+    "metadata", "consumed", "prev_hash", "hash",
+)  # fmt: skip
+
+
+def _link_problem(entry: Any, head: str, seq: int) -> str | None:
+    """What is wrong with ``entry`` as the ``seq``-th link after ``head``, or None."""
+    if entry.seq != seq:
+        return f"seq {entry.seq} where {seq} was due (an entry missing or added)"
+    if entry.prev_hash != head:
+        return "prev_hash is not the previous entry's hash (an entry missing or changed)"
+    if entry.hash != chain.hash_of(entry, head):
+        return "hash does not match the entry's contents (the entry was changed)"
+    return None
+
+
 class Command(BaseCommand):
     help = "Recompute balances from entries and report every discrepancy (exit 1 if any)."
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--owner", help="check this owner only")
+        parser.add_argument(
+            "--since-head",
+            metavar="OWNER=HASH",
+            help="check OWNER only, and that HASH (a head a client kept) is a link of its "
+            "intact chain: its history since then is as it was",
+        )
         parser.add_argument("--no-progress", action="store_true")
         parser.add_argument(
             "--swept",
@@ -92,6 +120,12 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         owner = options["owner"]
+        self.checkpoint: str | None = None
+        if options["since_head"]:
+            owner, _, self.checkpoint = options["since_head"].partition("=")
+            if len(self.checkpoint) != 64:
+                raise CommandError("--since-head takes OWNER=HASH (64 hex digits)")
+        self.checkpoint_seen = False
         if owner is not None:
             owner_id_validate(owner)
             if owners_unknown(owner_ids=[owner]):
@@ -116,14 +150,18 @@ class Command(BaseCommand):
                 with connection.cursor() as cursor:
                     cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
             owners, entry_count = self._merge(
-                entries.values_list("owner_id", "id", "amount", "balance_after").iterator(
-                    chunk_size=CHUNK
-                ),
+                entries.values_list(
+                    "owner_id", "id", "amount", "balance_after", *_CHAIN_FIELDS
+                ).iterator(chunk_size=CHUNK),
                 balances.annotate(reserved=_PENDING_HOLDS)
-                .values_list("owner_id", "balance", "version", "held", "reserved")
+                .values_list("owner_id", "balance", "version", "held", "reserved", "head_hash")
                 .iterator(chunk_size=CHUNK),
             )
             unswept = self._lots(owner)
+        if self.checkpoint and not self.checkpoint_seen:
+            self.report(
+                owner, f"checkpoint {self.checkpoint} is not a link of the owner's intact chain"
+            )
         elapsed = time.perf_counter() - started
         if self.progress:
             self.stderr.write("", style_func=str)
@@ -193,10 +231,24 @@ class Command(BaseCommand):
             owner_id = min(candidates)
             total = count = 0
             negative_reported = False
+            head, chain_broken = chain.GENESIS, False
             while next_entry is not _END and next_entry[0] == owner_id:
-                _, entry_id, amount, balance_after = next_entry
+                _, entry_id, amount, balance_after, *linked = next_entry
                 total += amount
                 count += 1
+                if not chain_broken:
+                    entry = SimpleNamespace(
+                        owner_id=owner_id, amount=amount, balance_after=balance_after,
+                        **dict(zip(_CHAIN_FIELDS, linked, strict=True)),
+                    )  # fmt: skip
+                    problem = _link_problem(entry, head, count)
+                    if problem:
+                        self.report(owner_id, f"hash chain broken at seq {count} (entry "
+                                              f"{entry_id}): {problem}")  # fmt: skip
+                        chain_broken = True
+                    head = entry.hash
+                    if head == self.checkpoint:
+                        self.checkpoint_seen = True
                 if balance_after != total:
                     self.report(
                         owner_id,
@@ -209,7 +261,9 @@ class Command(BaseCommand):
                 next_entry = next(entries, _END)
             entry_count += count
             if next_balance is not _END and next_balance[0] == owner_id:
-                _, balance, version, held, reserved = next_balance
+                _, balance, version, held, reserved, head_hash = next_balance
+                if not chain_broken and head_hash != head:
+                    self.report(owner_id, f"head_hash {head_hash} is not the newest entry's hash")
                 if held != reserved:
                     self.report(owner_id, f"held {held} but pending holds reserve {reserved}")
                 if held > balance:
