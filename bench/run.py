@@ -10,6 +10,8 @@ In one run on this machine:
    nonces over many owners, balance reads, batch posts.
 3. History growth: read and post latency for an owner with 1,000,000 entries
    against one with 10 (entries inserted with SQL).
+   pgbench also runs the same post with the hash chain's work (the A/B of
+   what hashing costs, on the database alone).
 4. Expiring credits: spend latency for an owner with 1,000 open lots against
    one without lots, and the sweeper's rate on 20,000 expired lots.
 Prints a table and writes bench/results/bench.json; every throughput is also
@@ -70,9 +72,31 @@ def seed_owners(dsn: str, owners: int) -> None:
         )
 
 
-def pgbench_ceiling(dsn: str, seconds: int, clients: int) -> dict:
+# The same post with the hash chain's work (the new head computed in the
+# UPDATE from the old one, the entry given prev_hash and hash): the A/B of
+# what hashing costs a post, on the database alone.
+PGBENCH_SCRIPT_HASHED = """\\set owner random(1, {owners})
+BEGIN;
+WITH b AS (UPDATE ledger_core_balance SET balance = balance + 1, version = version + 1,
+  updated_at = now(), head_prev = head_hash,
+  head_hash = encode(sha256(decode(head_hash, 'hex') || ledger_hash_field((version + 1)::text)
+    || ledger_hash_field((balance + 1)::text) || ledger_hash_field(ledger_hash_time(now()))
+    || '\\x01000000056f776e6572'::bytea), 'hex')
+  WHERE owner_id = 'owner' || :owner AND balance + 1 >= 0
+  RETURNING balance, head_prev, head_hash)
+INSERT INTO ledger_core_ledgerentry (owner_id, app, operation, amount, balance_after, nonce,
+  fingerprint, limit_key, metadata, created_at, created_by, prev_hash, hash)
+  SELECT 'owner' || :owner, 'content', 'CREDIT_ADD', 1, b.balance,
+  md5(random()::text || clock_timestamp()::text), 'f', NULL, NULL, now(), 'pgbench',
+  b.head_prev, b.head_hash FROM b;
+END;
+"""
+
+
+def pgbench_ceiling(dsn: str, seconds: int, clients: int, *, hashed: bool = False) -> dict:
     script = Path(tempfile.mkstemp(suffix=".sql")[1])
-    script.write_text(PGBENCH_SCRIPT.format(owners=OWNERS))
+    template = PGBENCH_SCRIPT_HASHED if hashed else PGBENCH_SCRIPT
+    script.write_text(template.format(owners=OWNERS))
     conninfo = psycopg.conninfo.conninfo_to_dict(dsn)
     env = {
         **os.environ,
@@ -418,7 +442,16 @@ def main() -> None:  # noqa: PLR0915
             slice_s = max(2, args.seconds // ROUNDS)
             slices: dict[str, list[dict]] = {
                 name: []
-                for name in ("pgbench", "floor", "posts", "reads", "batches", "b-posts", "b-reads")
+                for name in (
+                    "pgbench",
+                    "pgbench-hashed",
+                    "floor",
+                    "posts",
+                    "reads",
+                    "batches",
+                    "b-posts",
+                    "b-reads",
+                )
             }
             if variant_base:
                 wrk("read.lua", variant_base, 3, conns, threads, **common)
@@ -433,6 +466,9 @@ def main() -> None:  # noqa: PLR0915
             for round_ in range(ROUNDS):
                 print(f"round {round_ + 1}/{ROUNDS}: {slice_s}s per scenario ...", flush=True)
                 slices["pgbench"].append(pgbench_ceiling(pg_dsn, slice_s, clients=8))
+                slices["pgbench-hashed"].append(
+                    pgbench_ceiling(pg_dsn, slice_s, clients=8, hashed=True)
+                )
                 # The framework's floor: a trivial view through the same server.
                 slices["floor"].append(wrk("health.lua", base, slice_s, conns, threads, **common))
                 run = {**common, "BENCH_RUN": f"{run_id}-{round_}"}
@@ -448,6 +484,10 @@ def main() -> None:  # noqa: PLR0915
                     wrk("batch.lua", base, slice_s, max(2, conns // 4), threads,
                         **{**run, "BENCH_BATCH": str(args.batch)})
                 )  # fmt: skip
+            report["pgbench_hashed"] = {
+                "tps": statistics.median(x["tps"] for x in slices["pgbench-hashed"]),
+                "slices_tps": [x["tps"] for x in slices["pgbench-hashed"]],
+            }
             report["pgbench"] = {
                 "tps": statistics.median(x["tps"] for x in slices["pgbench"]),
                 "slices_tps": [x["tps"] for x in slices["pgbench"]],
@@ -467,7 +507,7 @@ def main() -> None:  # noqa: PLR0915
             report["slices"] = {
                 name: [x["rps"] for x in runs]
                 for name, runs in slices.items()
-                if name != "pgbench" and runs
+                if not name.startswith("pgbench") and runs
             }
 
             print(f"history: inserting {args.history} entries for one owner ...", flush=True)
@@ -509,6 +549,7 @@ def main() -> None:  # noqa: PLR0915
         / hist["history-small"]["post"]["p50_ms"],
         "history_at_p50_big_to_small": hist["history-big"]["at"]["p50_ms"]
         / hist["history-small"]["at"]["p50_ms"],
+        "pgbench_hashed_to_plain": report["pgbench_hashed"]["tps"] / ceiling,
         "lots_post_p50_1000_lots_to_none": report["lots"]["lots-big"]["p50_ms"]
         / report["lots"]["lots-none"]["p50_ms"],
     }
@@ -574,6 +615,12 @@ def main() -> None:  # noqa: PLR0915
                 "history_post_p50_big_to_small"):  # fmt: skip
         value = report["ratios"][key]
         print(f"target {key} <= 1.2: {value:.2f} {'ok' if value <= 1.2 else 'MISSED'}")
+    value = report["ratios"]["pgbench_hashed_to_plain"]
+    rounds = zip(report["pgbench_hashed"]["slices_tps"], report["pgbench"]["slices_tps"],
+                 strict=True)  # fmt: skip
+    print(f"target pgbench_hashed_to_plain >= 0.95 (a post with its hash chain vs without, "
+          f"same run, rounds {', '.join(f'{a / b:.3f}' for a, b in rounds)}): {value:.3f} "
+          f"{'ok' if value >= 0.95 else 'MISSED'}")  # fmt: skip
     value = report["ratios"]["lots_post_p50_1000_lots_to_none"]
     print(f"target lots_post_p50_1000_lots_to_none <= 1.3: {value:.2f} "
           f"{'ok' if value <= 1.3 else 'MISSED'}")  # fmt: skip
