@@ -46,9 +46,11 @@ from .models import (
     HoldStatus,
     LedgerEntry,
     LedgerHold,
+    WebhookSubscription,
 )
 from .operations import all_operation_values, registry
 from .services import entry_post, entry_reverse, hold_capture, hold_void
+from .webhooks import subscription_create
 
 
 class LargeTablePaginator(Paginator):
@@ -556,4 +558,53 @@ class BalanceAdmin(ReadOnlyAdmin):
             '{}</table><a href="{}">all lots</a>',
             rows,
             url,
+        )
+
+
+@admin.register(WebhookSubscription)
+class WebhookSubscriptionAdmin(admin.ModelAdmin):
+    """Webhook subscriptions: their health at a glance. A new one gets its
+    secret generated here and shown once; the secret is never displayed again."""
+
+    list_display = [
+        "id", "url", "active", "app", "event_types", "cursor", "last_success_at",
+        "failing_since", "last_error", "disabled_at",
+    ]  # fmt: skip
+    list_filter = ["active"]
+    fields = [
+        "url", "event_types", "app", "active", "cursor", "attempts", "next_attempt_at",
+        "failing_since", "last_error", "last_success_at", "disabled_at", "created_at",
+        "created_by",
+    ]  # fmt: skip
+    readonly_fields = [
+        "cursor", "attempts", "next_attempt_at", "failing_since", "last_error",
+        "last_success_at", "disabled_at", "created_at", "created_by",
+    ]  # fmt: skip
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm(POST_ANY_PERMISSION)
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return request.user.has_perm(POST_ANY_PERMISSION)
+
+    def save_model(self, request: HttpRequest, obj: WebhookSubscription, form: Any, change: bool):
+        if change:
+            if obj.active and "active" in form.changed_data:
+                # Re-enabled: start trying again at once.
+                obj.attempts, obj.next_attempt_at, obj.failing_since = 0, None, None
+                obj.disabled_at = None
+            super().save_model(request, obj, form, change)
+            return
+        try:
+            created = subscription_create(
+                url=obj.url, actor=Actor.for_user(request.user), event_types=obj.event_types,
+                app=obj.app,
+            )  # fmt: skip
+        except LedgerError as exc:
+            raise PermissionDenied(exc.detail) from exc
+        obj.pk, obj.secret = created.pk, created.secret
+        self.message_user(
+            request,
+            f"Webhook #{created.pk} created. Its signing secret, shown only now: {created.secret}",
+            messages.WARNING,
         )

@@ -22,6 +22,11 @@ DEFAULTS: dict[str, Any] = {
     "MAX_ENTRY_AMOUNT": 1_000_000,
     # The app label management commands post as when --app is not given.
     "COMMAND_APP": "content",
+    # Webhooks: a subscription failing for longer than this (seconds) is
+    # disabled; retries back off exponentially up to the cap (seconds).
+    "WEBHOOK_DISABLE_AFTER": 24 * 3600,
+    "WEBHOOK_BACKOFF_MAX": 600,
+    "WEBHOOK_TIMEOUT": 10,
 }
 
 

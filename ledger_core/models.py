@@ -37,6 +37,13 @@ ENTRY_FIELDS = (
 )  # fmt: skip
 
 
+class CurrentTransactionId(models.Func):
+    """PostgreSQL's id of the current transaction, as a bigint."""
+
+    template = "pg_current_xact_id()::text::bigint"
+    output_field = models.BigIntegerField()
+
+
 class LedgerEntry(models.Model):
     """One credit movement. Never updated or deleted: corrections are new entries."""
 
@@ -73,6 +80,9 @@ class LedgerEntry(models.Model):
     # entry's hash and this entry's canonical bytes, in hex.
     prev_hash = models.CharField(max_length=64, null=True, blank=True)  # noqa: DJ001
     hash = models.CharField(max_length=64, null=True, blank=True)  # noqa: DJ001
+    # The id of the transaction that stored the entry (PostgreSQL's, set by
+    # the database): the event feed's order (``ledger_core.events``).
+    xid = models.BigIntegerField(db_default=CurrentTransactionId(), editable=False)
 
     class Meta:
         verbose_name = "ledger entry"
@@ -103,6 +113,8 @@ class LedgerEntry(models.Model):
         indexes = [
             models.Index(fields=["owner_id", "-id"], name="ledger_entry_owner_id_idx"),
             models.Index(fields=["owner_id", "created_at"], name="ledger_entry_owner_time_idx"),
+            # The event feed's scan (the one index not led by owner_id).
+            models.Index(fields=["xid", "id"], name="ledger_entry_xid_idx"),
         ]
         permissions = [
             ("post_any_entry", "Can post entries to any owner's ledger"),
@@ -265,3 +277,57 @@ class CreditLot(models.Model):
 
     def __str__(self) -> str:
         return f"lot #{self.entry} of {self.owner_id}: {self.remaining}/{self.amount}"
+
+
+class HoldEvent(models.Model):
+    """A change of a hold (placed, captured, voided, expired), as the event
+    feed shows it. Entries need no such row: they are their own events."""
+
+    id = models.BigAutoField(primary_key=True)
+    hold = models.BigIntegerField()
+    owner_id = models.CharField(max_length=OWNER_ID_MAX_LENGTH)
+    app = models.CharField(max_length=APP_LABEL_MAX_LENGTH)
+    type = models.CharField(max_length=32)
+    created_at = models.DateTimeField()
+    # The hold as the API shows it after the change.
+    data = models.JSONField()
+    xid = models.BigIntegerField(db_default=CurrentTransactionId(), editable=False)
+
+    class Meta:
+        indexes = [models.Index(fields=["xid", "id"], name="ledger_hold_event_xid_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.type} hold #{self.hold}"
+
+
+class WebhookSubscription(models.Model):
+    """Where to send the event feed: a URL, which events, and how far it got.
+
+    ``cursor`` is the feed position delivered and acknowledged so far; a
+    worker (``manage.py deliver_webhooks``) sends the events after it in
+    batches, signed with ``secret``, and keeps retrying with backoff until a
+    2xx; a subscription failing longer than ``LEDGER_WEBHOOK_DISABLE_AFTER``
+    seconds is disabled, with its last error kept.
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    url = models.URLField(max_length=500)
+    event_types = models.JSONField(default=list, blank=True, help_text="empty: every type")
+    app = models.CharField(max_length=APP_LABEL_MAX_LENGTH, blank=True, help_text="empty: all")
+    active = models.BooleanField(default=True)
+    secret = models.CharField(max_length=64, editable=False)
+    created_at = models.DateTimeField(default=timezone.now)
+    created_by = models.CharField(max_length=200)
+    cursor = models.CharField(max_length=64, default="0.0.0")
+    attempts = models.IntegerField(default=0, help_text="failed attempts in a row")
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    failing_since = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True, default="")
+    last_success_at = models.DateTimeField(null=True, blank=True)
+    disabled_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = "webhook subscription"
+
+    def __str__(self) -> str:
+        return f"webhook #{self.pk} -> {self.url}"

@@ -3,6 +3,8 @@ from django.contrib.auth.views import LoginView
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
+from ledger_core.api.events import EventFeedView, WebhookListView
+
 from . import accounts, health, views
 from .logins import login_rate_limited
 
@@ -33,6 +35,8 @@ urlpatterns = [
     path("api/auth/session/", include("rest_framework.urls", namespace="rest_framework")),
     path("api/content/", include("content_app.urls")),
     path("api/rewards/", include("rewards_app.urls")),
+    path("api/events/", EventFeedView.as_view(), name="events"),
+    path("api/webhooks/", WebhookListView.as_view(), name="webhooks"),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
     path(

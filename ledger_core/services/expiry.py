@@ -23,7 +23,15 @@ from datetime import datetime, timedelta
 from django.db import connection, transaction
 
 from .. import chain, metrics
-from ..models import CREDIT_EXPIRY, Balance, CreditLot, HoldStatus, LedgerEntry, LedgerHold
+from ..models import (
+    CREDIT_EXPIRY,
+    Balance,
+    CreditLot,
+    HoldEvent,
+    HoldStatus,
+    LedgerEntry,
+    LedgerHold,
+)
 from ..signals import entry_posted
 from .rows import entries_insert, entry_fingerprint
 
@@ -32,6 +40,7 @@ logger = logging.getLogger("ledger_core.services")
 
 _BALANCE_TABLE = Balance._meta.db_table
 _HOLD_TABLE = LedgerHold._meta.db_table
+_EVENT_TABLE = HoldEvent._meta.db_table
 _LOT_TABLE = CreditLot._meta.db_table
 _ENTRY_TABLE = LedgerEntry._meta.db_table
 
@@ -43,7 +52,8 @@ WITH due AS (
         resolved_by = 'system'
     WHERE owner_id = ANY(%(owners)s::text[]) AND status = '{HoldStatus.PENDING}'
         AND expires_at <= %(now)s
-    RETURNING id, owner_id, app, operation, amount, reserved
+    RETURNING id, owner_id, app, operation, amount, reserved, status, expires_at, nonce,
+        created_at, resolved_at, entry
 ), released AS (
     UPDATE {_BALANCE_TABLE} AS b SET held = b.held + t.total
     FROM (SELECT owner_id, sum(amount) AS total FROM due GROUP BY owner_id) AS t
@@ -55,6 +65,14 @@ WITH due AS (
         FROM due, jsonb_array_elements(due.reserved) AS part GROUP BY 1
     ) AS r
     WHERE l.entry = r.lot
+), events AS (
+    INSERT INTO {_EVENT_TABLE} (hold, owner_id, app, type, created_at, data)
+    SELECT id, owner_id, app, 'hold.expired', %(now)s, jsonb_build_object(
+        'id', id, 'owner_id', owner_id, 'app', app, 'operation', operation, 'amount', amount,
+        'status', status, 'expires_at', ledger_hash_time(expires_at), 'nonce', nonce,
+        'created_at', ledger_hash_time(created_at), 'resolved_at', ledger_hash_time(resolved_at),
+        'entry', entry)
+    FROM due
 )
 SELECT id, owner_id, app, operation, amount FROM due
 """  # noqa: S608 (table names are model constants, values are parameters)

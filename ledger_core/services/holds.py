@@ -37,7 +37,7 @@ from ..exceptions import (
     NonceConflict,
     UnknownOperation,
 )
-from ..models import Balance, HoldStatus, LedgerEntry, LedgerHold
+from ..models import Balance, HoldEvent, HoldStatus, LedgerEntry, LedgerHold
 from ..operations import MANAGER, OperationPolicy, registry
 from ..validation import nonce_validate, owner_id_validate
 from .expiry import lock_balance, settle_locked
@@ -131,6 +131,23 @@ def _current(hold: LedgerHold, now: datetime) -> LedgerHold:
     if hold.status == HoldStatus.PENDING and hold.expires_at <= now:
         hold.status = HoldStatus.EXPIRED
     return hold
+
+
+def hold_data(hold: LedgerHold) -> dict[str, Any]:
+    """The hold as the API shows it (for its events)."""
+    data: dict[str, Any] = {name: getattr(hold, name) for name in HOLD_FIELDS}
+    for name in ("expires_at", "created_at", "resolved_at"):
+        if data[name] is not None:
+            data[name] = data[name].isoformat().replace("+00:00", "Z")
+    return data
+
+
+def _record_event(hold: LedgerHold, outcome: str, at: datetime) -> None:
+    """The hold's change as an event of the feed (in the change's transaction)."""
+    HoldEvent.objects.create(
+        hold=hold.pk, owner_id=hold.owner_id, app=hold.app, type=f"hold.{outcome}",
+        created_at=at, data=hold_data(hold),
+    )  # fmt: skip
 
 
 def _log_hold(outcome: str, hold: LedgerHold, actor: Actor, **extra: Any) -> None:
@@ -242,6 +259,7 @@ def _place(hold: LedgerHold, seconds: int, actor: Actor) -> HoldResult:
     if plan:
         lots_move(owner_id, [(lot, -part, 0) for lot, part in plan])
     Balance.objects.filter(owner_id=owner_id).update(held=F("held") - hold.amount)
+    _record_event(hold, "placed", now)
     transaction.on_commit(lambda: _log_hold("placed", hold, actor), robust=True)
     return HoldResult(hold=hold)
 
@@ -336,6 +354,7 @@ def hold_capture(
                 hold.resolved_at, hold.resolved_by = entry.created_at, actor.name
                 hold.save(update_fields=["status", "entry", "resolved_at", "resolved_by"])
                 captured = hold
+                _record_event(hold, "captured", hold.resolved_at)
                 transaction.on_commit(lambda: _log_hold("captured", captured, actor), robust=True)
                 result = CaptureResult(hold=hold, entry=entry)
     except LedgerError as exc:
@@ -367,6 +386,7 @@ def hold_void(*, hold_id: int, app: str, actor: Actor, reason: str = "") -> Hold
                 # Back to their lots; those that have expired expire at once.
                 lots_move(hold.owner_id, [(lot, part, 0) for lot, part in parts_of(hold.reserved)])
                 settle_locked([hold.owner_id], now)
+            _record_event(hold, "voided", now)
             voided = hold
             transaction.on_commit(
                 lambda: _log_hold("voided", voided, actor, reason=reason), robust=True

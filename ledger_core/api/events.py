@@ -1,0 +1,150 @@
+"""``GET /api/events/``: the ledger's event feed, for auditors and managers;
+``/api/webhooks/``: subscriptions that push it (managers).
+
+The order and the exactly-once promise are ``ledger_core.events``'; this view
+validates the query, reads one page and, with ``wait``, polls until an event
+arrives or the wait is over (a long poll occupies its worker meanwhile).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers, status
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from ..actors import Actor
+from ..events import EVENT_TYPES, MAX_LIMIT, Cursor, Event, event_page
+from ..exceptions import Forbidden
+from ..models import WebhookSubscription
+from ..webhooks import subscription_create
+from .schema import READ_ERRORS, WRITE_ERRORS
+from .serializers import EntrySerializer
+
+MAX_WAIT = 30
+_POLL_SECONDS = 0.25
+
+
+class CursorField(serializers.CharField):
+    def to_internal_value(self, data: Any) -> Cursor:
+        cursor = Cursor.parse(super().to_internal_value(data))
+        if cursor is None:
+            raise serializers.ValidationError("Not a cursor of this feed (use `next`).")
+        return cursor
+
+
+class EventQuerySerializer(serializers.Serializer):
+    after = CursorField(required=False, help_text="`next` of the previous page; omitted: start")
+    limit = serializers.IntegerField(required=False, min_value=1, max_value=MAX_LIMIT, default=100)
+    app = serializers.CharField(required=False, max_length=64)
+    owner_id = serializers.CharField(required=False, max_length=128)
+    type = serializers.ChoiceField(required=False, choices=EVENT_TYPES)
+    wait = serializers.IntegerField(
+        required=False, min_value=0, max_value=MAX_WAIT, default=0,
+        help_text="seconds to wait for an event when there is none yet (long poll)",
+    )  # fmt: skip
+
+
+class EventSerializer(serializers.Serializer):
+    id = serializers.CharField(help_text="the event's position in the feed")
+    type = serializers.ChoiceField(choices=EVENT_TYPES)
+    created_at = serializers.DateTimeField()
+    app = serializers.CharField()
+    owner_id = serializers.CharField()
+    data = serializers.SerializerMethodField(help_text="the entry or the hold as the API shows it")
+
+    def get_data(self, event: Event) -> dict:
+        if isinstance(event.data, dict):
+            return event.data
+        return EntrySerializer(event.data).data
+
+
+class EventPageSerializer(serializers.Serializer):
+    events = EventSerializer(many=True)
+    next = serializers.CharField(help_text="the cursor to ask for the next page with")
+
+
+class EventFeedView(APIView):
+    """Every committed event, in one fixed order, each once, from any cursor."""
+
+    ratelimit_group = "ledger_read"
+
+    @extend_schema(
+        summary="The event feed (auditors and managers)",
+        parameters=[EventQuerySerializer],
+        responses={200: EventPageSerializer, **READ_ERRORS},
+    )
+    def get(self, request: Request) -> Response:
+        """A page of events after ``after``; ``next`` continues it."""
+        if not Actor.for_user(request.user).can_view_any:
+            raise Forbidden("The event feed is for auditors and managers.")
+        query = EventQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        data = query.validated_data
+        arguments = {
+            "after": data.get("after", Cursor()),
+            "limit": data["limit"],
+            "app": data.get("app"),
+            "owner_id": data.get("owner_id"),
+            "types": (data["type"],) if data.get("type") else EVENT_TYPES,
+        }
+        deadline = time.monotonic() + data["wait"]
+        events, after = event_page(**arguments)
+        while not events and time.monotonic() < deadline:
+            time.sleep(_POLL_SECONDS)
+            events, after = event_page(**{**arguments, "after": after})
+        return Response(EventPageSerializer({"events": events, "next": str(after)}).data)
+
+
+class WebhookSerializer(serializers.Serializer):
+    id = serializers.IntegerField(read_only=True)
+    url = serializers.URLField(max_length=500)
+    event_types = serializers.ListField(
+        child=serializers.ChoiceField(choices=EVENT_TYPES), required=False, default=list,
+        help_text="empty: every type",
+    )  # fmt: skip
+    app = serializers.CharField(required=False, allow_blank=True, default="", max_length=64)
+    active = serializers.BooleanField(read_only=True)
+    cursor = serializers.CharField(read_only=True)
+    last_error = serializers.CharField(read_only=True)
+    failing_since = serializers.DateTimeField(read_only=True, allow_null=True)
+    created_at = serializers.DateTimeField(read_only=True)
+
+
+class NewWebhookSerializer(WebhookSerializer):
+    secret = serializers.CharField(
+        read_only=True, help_text="shown once: the key of the Ledger-Signature HMAC"
+    )
+
+
+class WebhookListView(APIView):
+    """Webhook subscriptions (managers): create one, or list them (no secrets)."""
+
+    def _manager(self, request: Request) -> Actor:
+        actor = Actor.for_user(request.user)
+        if not actor.can_post_any:
+            raise Forbidden("Webhooks are for managers.")
+        return actor
+
+    @extend_schema(summary="Webhook subscriptions", responses={200: WebhookSerializer(many=True),
+                                                               **READ_ERRORS})  # fmt: skip
+    def get(self, request: Request) -> Response:
+        self._manager(request)
+        subscriptions = WebhookSubscription.objects.order_by("id")
+        return Response(WebhookSerializer(subscriptions, many=True).data)
+
+    @extend_schema(
+        summary="Subscribe a URL to the event feed (its secret is shown once)",
+        request=WebhookSerializer,
+        responses={201: NewWebhookSerializer, **WRITE_ERRORS},
+    )
+    def post(self, request: Request) -> Response:
+        actor = self._manager(request)
+        serializer = WebhookSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        subscription = subscription_create(actor=actor, **serializer.validated_data)
+        return Response(NewWebhookSerializer(subscription).data, status=status.HTTP_201_CREATED)

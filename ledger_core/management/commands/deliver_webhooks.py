@@ -1,0 +1,70 @@
+"""Deliver the event feed to webhook subscriptions (ledger_core.webhooks).
+
+Several workers may run at once: each subscription is delivered by one of
+them at a time (an advisory lock), in the feed's order, at least once.
+``--loop SECONDS`` keeps it running; ``--metrics-port`` serves
+``ledger_webhook_deliveries_total{result}`` and the feed lag per
+subscription for Prometheus.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandParser
+from prometheus_client import Counter, Gauge, start_http_server
+
+from ledger_core.webhooks import BATCH, deliver_once, due_subscriptions
+
+DELIVERIES = Counter(
+    "ledger_webhook_deliveries", "Webhook delivery attempts, by result.", ["result"]
+)
+LAG = Gauge(
+    "ledger_webhook_lag_seconds",
+    "Age of the oldest event a subscription has not acknowledged yet (0: caught up).",
+    ["subscription"],
+)
+
+
+class Command(BaseCommand):
+    help = "Deliver the event feed to webhook subscriptions (at least once, in order)."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "--loop",
+            type=float,
+            metavar="SECONDS",
+            help="keep running, pausing SECONDS when there is nothing to send",
+        )
+        parser.add_argument("--metrics-port", type=int, help="serve Prometheus metrics here")
+        parser.add_argument("--metrics-address", default="127.0.0.1")  # fmt: skip
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        if options["metrics_port"]:
+            start_http_server(options["metrics_port"], addr=options["metrics_address"])
+        interval = options["loop"]
+        while True:
+            sent = self.pass_once()
+            if not interval:
+                self.stdout.write(f"{sent} events delivered")
+                return
+            if not sent:
+                time.sleep(interval)
+
+    def pass_once(self) -> int:
+        """One delivery attempt per subscription; how many events were acknowledged."""
+        sent = 0
+        for subscription in due_subscriptions():
+            delivery = deliver_once(subscription)
+            if delivery.result in ("busy", "waiting"):
+                continue
+            if delivery.result != "idle":
+                DELIVERIES.labels(delivery.result).inc()
+            caught_up = delivery.result == "idle" or (
+                delivery.result == "delivered" and delivery.events < BATCH
+            )
+            LAG.labels(str(subscription)).set(0.0 if caught_up else delivery.lag_seconds)
+            if delivery.result == "delivered":
+                sent += delivery.events
+        return sent

@@ -1,0 +1,173 @@
+"""Webhooks: the event feed, pushed to subscribers' URLs, signed, at least once.
+
+Design decision: a subscription is a cursor into the feed (``ledger_core.events``).
+A worker takes a subscription under a PostgreSQL advisory lock (a session
+lock: it writes nothing, so it does not hold the feed's watermark back the
+way a row lock in an open transaction would), reads the events after the
+cursor, POSTs them as one batch and moves the cursor only on a 2xx. So two
+workers never deliver the same batch at once, a worker killed mid-delivery
+leaves the cursor where it was (the batch is sent again: at least once), and
+events reach a subscriber in the feed's order. Failures back off
+exponentially up to ``LEDGER_WEBHOOK_BACKOFF_MAX``; after failing for
+``LEDGER_WEBHOOK_DISABLE_AFTER`` the subscription is disabled, its last error
+kept for the admin.
+
+A receiver verifies ``Ledger-Signature: t=<unix>,v1=<hex>``: the hex is
+HMAC-SHA256, keyed with the subscription's secret, of ``"<t>.<raw body>"``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import hmac
+import json
+import logging
+import secrets
+import time
+import urllib.error
+import urllib.request
+from datetime import datetime, timedelta
+
+from django.db import connection
+from django.utils import timezone
+
+from .actors import Actor
+from .conf import ledger_settings
+from .events import EVENT_TYPES, Cursor, Event, event_page
+from .exceptions import Forbidden, InvalidEntry
+from .models import WebhookSubscription
+
+logger = logging.getLogger("ledger_core.webhooks")
+
+#: Events per delivery.
+BATCH = 100
+_LOCK_SPACE = 0x4C45  # advisory lock keys: (this, subscription id)
+
+
+def subscription_create(
+    *, url: str, actor: Actor, event_types: list[str] | None = None, app: str = ""
+) -> WebhookSubscription:
+    """A new subscription (managers only), starting at the feed's current end:
+    its ``secret`` is readable on the returned object only."""
+    if not actor.can_post_any:
+        raise Forbidden("Only managers may subscribe webhooks.")
+    if not isinstance(url, str) or not url.startswith(("https://", "http://")):
+        raise InvalidEntry("url must be an http(s) URL.", field="url")
+    unknown = sorted(set(event_types or ()) - set(EVENT_TYPES))
+    if unknown:
+        raise InvalidEntry(f"Unknown event types: {', '.join(unknown)}.", field="event_types")
+    _, start = event_page(after=Cursor(), limit=1, types=())
+    return WebhookSubscription.objects.create(
+        url=url, event_types=list(event_types or ()), app=app or "",
+        secret=secrets.token_hex(32), created_by=actor.name, cursor=str(start),
+    )  # fmt: skip
+
+
+def signature(secret: str, timestamp: int, body: bytes) -> str:
+    """The ``Ledger-Signature`` header value for ``body`` sent at ``timestamp``."""
+    mac = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
+    return f"t={timestamp},v1={mac.hexdigest()}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Delivery:
+    """What one attempt did: ``result`` is delivered, failed, idle, busy,
+    waiting or disabled; ``lag`` is the age of the oldest undelivered event."""
+
+    result: str
+    events: int = 0
+    lag_seconds: float = 0.0
+
+
+def deliver_once(subscription_id: int, *, now: datetime | None = None) -> Delivery:
+    """Deliver the next batch of one subscription, if it is due and free."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", [_LOCK_SPACE, subscription_id])
+        if not cursor.fetchone()[0]:
+            return Delivery("busy")
+    try:
+        return _deliver(subscription_id, now or timezone.now())
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [_LOCK_SPACE, subscription_id])
+
+
+def _deliver(subscription_id: int, now: datetime) -> Delivery:
+    sub = WebhookSubscription.objects.filter(pk=subscription_id, active=True).first()
+    if sub is None:
+        return Delivery("disabled")
+    if sub.next_attempt_at is not None and sub.next_attempt_at > now:
+        return Delivery("waiting")
+    after = Cursor.parse(sub.cursor) or Cursor()
+    events, next_cursor = event_page(
+        after=after, limit=BATCH, app=sub.app or None,
+        types=tuple(sub.event_types) or EVENT_TYPES,
+    )  # fmt: skip
+    if not events:
+        if next_cursor != after:
+            WebhookSubscription.objects.filter(pk=sub.pk).update(cursor=str(next_cursor))
+        return Delivery("idle")
+    lag = max((now - events[0].created_at).total_seconds(), 0.0)
+    body = json.dumps({"events": [event_json(e) for e in events]}, separators=(",", ":"))
+    error = _post(sub, body.encode(), [e.id for e in events])
+    if error is None:
+        WebhookSubscription.objects.filter(pk=sub.pk).update(
+            cursor=str(next_cursor), attempts=0, next_attempt_at=None, failing_since=None,
+            last_success_at=now,
+        )  # fmt: skip
+        return Delivery("delivered", len(events), lag)
+    attempts = sub.attempts + 1
+    failing_since = sub.failing_since or now
+    backoff = min(2**attempts, int(ledger_settings.WEBHOOK_BACKOFF_MAX))
+    changes = {
+        "attempts": attempts, "failing_since": failing_since, "last_error": error[:2000],
+        "next_attempt_at": now + timedelta(seconds=backoff),
+    }  # fmt: skip
+    disable = (now - failing_since).total_seconds() >= ledger_settings.WEBHOOK_DISABLE_AFTER
+    if disable:
+        changes.update(active=False, disabled_at=now)
+    WebhookSubscription.objects.filter(pk=sub.pk).update(**changes)
+    logger.warning(
+        "webhook delivery failed", extra={"subscription": sub.pk, "error": error,
+                                          "attempts": attempts, "disabled": disable},
+    )  # fmt: skip
+    return Delivery("disabled" if disable else "failed", len(events), lag)
+
+
+def _post(sub: WebhookSubscription, body: bytes, event_ids: list[str]) -> str | None:
+    """POST ``body``; None on a 2xx, else what went wrong."""
+    timestamp = int(time.time())
+    request = urllib.request.Request(  # noqa: S310 (http(s) only, checked at subscription)
+        sub.url, data=body, method="POST",
+        headers={
+            "Content-Type": "application/json",
+            "Ledger-Event-Ids": ",".join(event_ids),
+            "Ledger-Signature": signature(sub.secret, timestamp, body),
+            "User-Agent": "shared-ledger-webhooks",
+        },
+    )  # fmt: skip
+    try:
+        with urllib.request.urlopen(  # noqa: S310
+            request, timeout=float(ledger_settings.WEBHOOK_TIMEOUT)
+        ) as response:
+            response.read()
+            return None
+    except urllib.error.HTTPError as exc:
+        return f"HTTP {exc.code}"
+    except (OSError, ValueError) as exc:
+        return f"{type(exc).__name__}: {exc}"
+
+
+def event_json(event: Event) -> dict:
+    """An event as the feed's API shows it."""
+    from .api.events import EventSerializer
+
+    return dict(EventSerializer(event).data)
+
+
+def due_subscriptions() -> list[int]:
+    """Active subscriptions, oldest first."""
+    return list(
+        WebhookSubscription.objects.filter(active=True).order_by("id").values_list("id", flat=True)
+    )
