@@ -305,6 +305,8 @@ SPECTACULAR_SETTINGS = {
     },
     "SCHEMA_PATH_PREFIX": r"/api/",
     "PREPROCESSING_HOOKS": ["ledger_site.schema.exclude_session_login"],
+    # The event types appear in the feed, its filter and webhook subscriptions.
+    "ENUM_NAME_OVERRIDES": {"EventTypeEnum": "ledger_core.events.EVENT_TYPES"},
 }
 
 # --- Logging --------------------------------------------------------------

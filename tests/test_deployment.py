@@ -45,6 +45,8 @@ def test_compose_file_is_valid(tmp_path):
     sweeper = services["credit-sweeper"]
     assert sweeper["command"][:4] == ["python", "manage.py", "expire_credits", "--loop"]
     assert sweeper["environment"]["MIGRATE_ON_START"] == "0"
+    webhooks = services["webhook-worker"]
+    assert webhooks["command"][:3] == ["python", "manage.py", "deliver_webhooks"]
     assert any("pgdata" in v for v in services["db"]["volumes"])
     for name in ("db", "redis", "web"):
         assert services[name]["healthcheck"]["test"], name

@@ -47,6 +47,7 @@ class Stack:
     def __init__(self, base: str, log_path: Path, port: int, sweeper_port: int = 0) -> None:
         self.base, self.log_path, self.port = base, log_path, port
         self.sweeper_port = sweeper_port
+        self.webhooks_port = 0
         self.tokens: dict[str, str] = {}
 
     def register(self, username: str) -> str:
@@ -103,11 +104,20 @@ def stack(tmp_path_factory):
             "--metrics-port", str(sweeper_port),
         ]  # fmt: skip
         sweeper_env = {k: v for k, v in env.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+        # And the webhook worker, likewise.
+        webhooks_port = free_port()
+        webhooks = [
+            sys.executable, "manage.py", "deliver_webhooks", "--loop", "1",
+            "--metrics-port", str(webhooks_port),
+        ]  # fmt: skip
         with (
             running_server(gunicorn_cmd(port, 3), env, f"{base}/healthz", log_path),
             running_server(sweeper, sweeper_env, f"http://127.0.0.1:{sweeper_port}/metrics"),
+            running_server(webhooks, sweeper_env, f"http://127.0.0.1:{webhooks_port}/metrics"),
         ):
-            yield Stack(base, log_path, port, sweeper_port)
+            stack = Stack(base, log_path, port, sweeper_port)
+            stack.webhooks_port = webhooks_port
+            yield stack
 
 
 @pytest.mark.slow
@@ -388,6 +398,11 @@ def test_prometheus_has_data_for_every_dashboard_and_alert_expression(stack, tmp
                 "job_name": "ledger-sweeper",
                 "metrics_path": "/metrics",
                 "static_configs": [{"targets": [f"127.0.0.1:{stack.sweeper_port}"]}],
+            },
+            {
+                "job_name": "ledger-webhooks",
+                "metrics_path": "/metrics",
+                "static_configs": [{"targets": [f"127.0.0.1:{stack.webhooks_port}"]}],
             },
         ],
     }

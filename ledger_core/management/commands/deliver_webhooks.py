@@ -25,6 +25,9 @@ LAG = Gauge(
     "Age of the oldest event a subscription has not acknowledged yet (0: caught up).",
     ["subscription"],
 )
+LAG_MAX = Gauge("ledger_webhook_lag_max_seconds", "The largest lag of any active subscription.")
+for _result in ("delivered", "failed", "disabled"):
+    DELIVERIES.labels(_result)  # exported from the start, at 0
 
 
 class Command(BaseCommand):
@@ -55,6 +58,7 @@ class Command(BaseCommand):
     def pass_once(self) -> int:
         """One delivery attempt per subscription; how many events were acknowledged."""
         sent = 0
+        lags = [0.0]
         for subscription in due_subscriptions():
             delivery = deliver_once(subscription)
             if delivery.result in ("busy", "waiting"):
@@ -64,7 +68,10 @@ class Command(BaseCommand):
             caught_up = delivery.result == "idle" or (
                 delivery.result == "delivered" and delivery.events < BATCH
             )
-            LAG.labels(str(subscription)).set(0.0 if caught_up else delivery.lag_seconds)
+            lag = 0.0 if caught_up else delivery.lag_seconds
+            LAG.labels(str(subscription)).set(lag)
+            lags.append(lag)
             if delivery.result == "delivered":
                 sent += delivery.events
+        LAG_MAX.set(max(lags))
         return sent
