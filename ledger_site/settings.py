@@ -226,6 +226,9 @@ SIMPLE_JWT = {
 LEDGER_OPERATION_CONFIG: dict = {}
 LEDGER_MAX_ENTRY_AMOUNT = env.int("LEDGER_MAX_ENTRY_AMOUNT", default=1_000_000)
 LEDGER_COMMAND_APP = env.str("LEDGER_COMMAND_APP", default="content")
+LEDGER_WEBHOOK_DISABLE_AFTER = env.int("LEDGER_WEBHOOK_DISABLE_AFTER", default=24 * 3600)
+LEDGER_WEBHOOK_BACKOFF_MAX = env.int("LEDGER_WEBHOOK_BACKOFF_MAX", default=600)
+LEDGER_WEBHOOK_TIMEOUT = env.float("LEDGER_WEBHOOK_TIMEOUT", default=10.0)
 
 # --- I18N / time ----------------------------------------------------------
 LANGUAGE_CODE = "en-us"

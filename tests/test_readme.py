@@ -22,8 +22,8 @@ pytestmark = pytest.mark.slow
 # The blocks of these sections are run; the others show `make` targets and the
 # Docker deployment, which the suite checks elsewhere.
 SECTIONS = ("A tour with curl", "Batch posting", "Dry runs, reversals and past balances",
-            "Holds", "Expiring credits", "The content app", "The rewards app",
-            "Operating from the command line and the admin")  # fmt: skip
+            "Holds", "Expiring credits", "Events and webhooks", "The content app",
+            "The rewards app", "Operating from the command line and the admin")  # fmt: skip
 
 
 def readme_blocks() -> list[tuple[str, str]]:
