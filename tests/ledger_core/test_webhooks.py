@@ -189,3 +189,21 @@ def test_webhook_api(manager_client, alice_client):
     assert alice_client.get("/api/webhooks/").status_code == 403
     assert alice_client.post("/api/webhooks/", {"url": "https://x.test"},
                              format="json").status_code == 403  # fmt: skip
+
+
+def test_the_readme_receiver_check_accepts_our_signature_and_nothing_else():
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme[readme.index("## Events and webhooks") :]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    namespace: dict = {}
+    exec(compile(code, "README.md", "exec"), namespace)  # noqa: S102 (the README's own code)
+    verified = namespace["verified"]
+    body, now = b'{"events":[]}', int(time.time())
+    header = signature("s3cret", now, body)
+    assert verified("s3cret", header, body)
+    assert not verified("s3cret", header, body + b" ")
+    assert not verified("other", header, body)
+    assert not verified("s3cret", signature("s3cret", now - 3600, body), body)
