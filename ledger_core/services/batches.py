@@ -3,7 +3,12 @@
 Design decision: balance rows are locked in owner order (no deadlocks between
 batches), existing nonces and limits are read in one query per chunk, and new
 entries are inserted with ``unnest()`` arrays, so a batch of thousands costs a
-handful of statements; side effects run once per batch after commit.
+handful of statements; side effects run once per batch after commit. Due
+holds and lots of the locked owners are settled first; debits leave ``held``
+alone; entries continue each owner's hash chain (computed here, as the single
+post's statement would). Items of owners with credit lots (or getting one)
+are posted one by one through the single post's path, under the same locks,
+so their debits consume lots in order.
 """
 
 from __future__ import annotations

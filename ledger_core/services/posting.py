@@ -12,6 +12,13 @@ limits are enforced by unique keys: the fast path does not look the nonce up
 first; a unique violation (or a refused debit) is followed by a look-up that
 turns it into a replay, a conflict or a limit refusal. Side effects (metrics,
 logs, signal) wait for ``on_commit``.
+
+The same statement keeps what the balance row also carries: credits reserved
+by holds (a debit must leave ``held`` alone), credit lots (an owner with lots
+is refused by the statement and posted under the row lock by
+``_post_settled``, which settles due holds and lots and plans what the debit
+consumes), and the owner's hash chain (the new head is computed in the
+UPDATE, ``ledger_core.chain``).
 """
 
 from __future__ import annotations
