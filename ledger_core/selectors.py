@@ -1,8 +1,9 @@
-"""Reads from the ledger: balances and entry history.
+"""Reads from the ledger: balances, entry history and holds.
 
 Design decision: the balance is the materialised ``Balance`` row, read from
 PostgreSQL on every request (one primary-key lookup whatever the history
-length). There is no balance cache: one that Redis faults can leave behind a
+length; owners with holds or credit lots also sum those, in the same
+statement, so expiries count without any job). There is no balance cache: one that Redis faults can leave behind a
 write would serve balances older than a write already acknowledged, and
 read-your-writes is a guarantee (docs/performance.md has the measurements).
 History is keyset-paginated on ``(owner_id, id)`` so deep pages cost the same
