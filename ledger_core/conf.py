@@ -27,6 +27,9 @@ DEFAULTS: dict[str, Any] = {
     "WEBHOOK_DISABLE_AFTER": 24 * 3600,
     "WEBHOOK_BACKOFF_MAX": 600,
     "WEBHOOK_TIMEOUT": 10,
+    # The longest an event-feed long poll may hold a worker (seconds); a
+    # larger ``wait`` is cut to it.
+    "EVENTS_MAX_WAIT": 30,
 }
 
 

@@ -3,8 +3,9 @@
 Design decision: the balance is the materialised ``Balance`` row, read from
 PostgreSQL on every request (one primary-key lookup whatever the history
 length; owners with holds or credit lots also sum those, in the same
-statement, so expiries count without any job). There is no balance cache: one that Redis faults can leave behind a
-write would serve balances older than a write already acknowledged, and
+statement, so expiries count without any job). There is no balance cache:
+one that Redis faults can leave behind a write would serve balances older
+than a write already acknowledged, and
 read-your-writes is a guarantee (docs/performance.md has the measurements).
 History is keyset-paginated on ``(owner_id, id)`` so deep pages cost the same
 as the first.

@@ -18,6 +18,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from ..actors import Actor
+from ..conf import ledger_settings
 from ..events import EVENT_TYPES, MAX_LIMIT, Cursor, Event, event_page
 from ..exceptions import Forbidden
 from ..models import WebhookSubscription
@@ -92,7 +93,7 @@ class EventFeedView(APIView):
             "owner_id": data.get("owner_id"),
             "types": (data["type"],) if data.get("type") else EVENT_TYPES,
         }
-        deadline = time.monotonic() + data["wait"]
+        deadline = time.monotonic() + min(data["wait"], ledger_settings.EVENTS_MAX_WAIT)
         events, after = event_page(**arguments)
         while not events and time.monotonic() < deadline:
             time.sleep(_POLL_SECONDS)

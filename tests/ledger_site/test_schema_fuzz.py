@@ -59,6 +59,8 @@ def test_fuzz_as_manager_and_owner(tmp_path):
             RATELIMIT_ENABLE="0",
             LOG_LEVEL="WARNING",
             CACHE_KEY_PREFIX=f"ledger-fuzz-{free_port()}",
+            # Long polls answer within a second here (the fuzzer asks for up to 30).
+            LEDGER_EVENTS_MAX_WAIT="1",
         )
         manage(env, "migrate", "--noinput")
         out = manage(env, "create_service_account", "fuzz-manager").stdout
