@@ -86,7 +86,44 @@ ORDER BY owner_id, expires_at, entry
 _MICROSECOND = timedelta(microseconds=1)
 
 
-def _expire_due(cursor, owners: list[str], now: datetime) -> list[LedgerEntry]:
+@dataclasses.dataclass(slots=True)
+class ExpiryEntry:
+    """A CREDIT_EXPIRY entry as a sweep builds it (a model instance per lot
+    would cost the sweep more than the rest of its Python)."""
+
+    owner_id: str
+    app: str
+    amount: int
+    balance_after: int
+    nonce: str
+    fingerprint: str
+    metadata: dict
+    created_at: datetime
+    seq: int
+    prev_hash: str
+    hash: str = ""
+    pk: int | None = None
+    operation: str = CREDIT_EXPIRY
+    created_by: str = "system"
+    limit_key: None = None
+    reverses: None = None
+    hold: None = None
+    expires_at: None = None
+    consumed: None = None
+
+    def model(self) -> LedgerEntry:
+        """The stored entry as a ``LedgerEntry``."""
+        entry = LedgerEntry(
+            id=self.pk, owner_id=self.owner_id, app=self.app, operation=self.operation,
+            amount=self.amount, balance_after=self.balance_after, nonce=self.nonce,
+            fingerprint=self.fingerprint, metadata=self.metadata, created_at=self.created_at,
+            created_by=self.created_by, seq=self.seq, prev_hash=self.prev_hash, hash=self.hash,
+        )  # fmt: skip
+        entry._state.adding = False
+        return entry
+
+
+def _expire_due(cursor, owners: list[str], now: datetime) -> list[ExpiryEntry]:
     """Post one CREDIT_EXPIRY entry per due lot of ``owners`` (whose rows are
     held), numbered, balanced and chained after each owner's newest entry."""
     cursor.execute(_DUE_SQL, {"owners": owners, "now": now})
@@ -99,18 +136,19 @@ def _expire_due(cursor, owners: list[str], now: datetime) -> list[LedgerEntry]:
         [sorted({row[1] for row in due})],
     )
     state = {row[0]: list(row[1:]) for row in cursor.fetchall()}
+    prev: dict[str, str] = {}  # each owner's head before its newest entry
     entries = []
     for lot, owner_id, app, remaining, expiries in due:
         balance, version, lot_credits, head, last = state[owner_id]
         at = max(now, last + _MICROSECOND)
-        entry = LedgerEntry(
-            owner_id=owner_id, app=app, operation=CREDIT_EXPIRY, amount=-remaining,
-            balance_after=balance - remaining, nonce=f"expiry {lot} {expiries + 1}",
+        entry = ExpiryEntry(
+            owner_id=owner_id, app=app, amount=-remaining, balance_after=balance - remaining,
+            nonce=f"expiry {lot} {expiries + 1}",
             fingerprint=entry_fingerprint(app=app, operation=CREDIT_EXPIRY, amount=-remaining),
-            metadata={"lot": lot}, created_at=at, created_by="system", seq=version + 1,
-            prev_hash=head,
+            metadata={"lot": lot}, created_at=at, seq=version + 1, prev_hash=head,
         )  # fmt: skip
         entry.hash = chain.hash_of(entry, head)
+        prev[owner_id] = head
         state[owner_id] = [
             balance - remaining, version + 1, lot_credits - remaining, entry.hash, at,
         ]  # fmt: skip
@@ -131,16 +169,11 @@ def _expire_due(cursor, owners: list[str], now: datetime) -> list[LedgerEntry]:
         [
             owners_changed,
             *([state[o][i] for o in owners_changed] for i in (0, 1, 2, 3)),
-            [_prev_of(entries, o) for o in owners_changed],
+            [prev[o] for o in owners_changed],
             [state[o][4] for o in owners_changed],
         ],
     )
     return entries
-
-
-def _prev_of(entries: list[LedgerEntry], owner_id: str) -> str:
-    """The ``prev_hash`` of ``owner_id``'s newest entry among ``entries``."""
-    return next(e.prev_hash for e in reversed(entries) if e.owner_id == owner_id)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -194,7 +227,7 @@ def settle_locked(
             cursor.execute("SELECT clock_timestamp()")
             now = cursor.fetchone()[0]
         released: list[tuple] = []
-        expired: list[LedgerEntry] = []
+        expired: list[ExpiryEntry] = []
         if holds:
             cursor.execute(_RELEASE_SQL, {"owners": owners, "now": now})
             released = cursor.fetchall()
@@ -242,7 +275,7 @@ def _sweep(owners_sql: str, limit: int) -> Settled:
         return settle_locked(owners)
 
 
-def _settled(released: list[tuple], expired: list[LedgerEntry]) -> None:
+def _settled(released: list[tuple], expired: list[ExpiryEntry]) -> None:
     for hold_id, owner_id, app, operation, amount in released:
         metrics.hold_resolved(app=app, outcome=HoldStatus.EXPIRED)
         decision_log.info(
@@ -262,7 +295,7 @@ def _settled(released: list[tuple], expired: list[LedgerEntry]) -> None:
         )
         if not receivers:
             continue
-        for receiver, error in entry_posted.send_robust(sender=LedgerEntry, entry=entry):
+        for receiver, error in entry_posted.send_robust(sender=LedgerEntry, entry=entry.model()):
             if isinstance(error, Exception):
                 logger.error(
                     "entry_posted receiver %r failed", receiver, exc_info=(type(error), error, None)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from typing import Any
 
 from django.db import connection
 
@@ -18,8 +19,9 @@ def entry_fingerprint(*, app: str, operation: str, amount: int) -> str:
     return hashlib.sha256(f"{app}\x1f{operation}\x1f{amount}".encode()).hexdigest()
 
 
-def entries_insert(rows: list[LedgerEntry]) -> None:
-    """Insert new entries, setting their ids (one statement per chunk)."""
+def entries_insert(rows: list[Any]) -> None:
+    """Insert new entries (``LedgerEntry`` objects, or rows with the same
+    attributes), setting their ids (one statement per chunk)."""
     table = LedgerEntry._meta.db_table
     sql = (
         f"INSERT INTO {table} (owner_id, app, operation, amount, balance_after, nonce, "  # noqa: S608
@@ -61,4 +63,5 @@ def entries_insert(rows: list[LedgerEntry]) -> None:
             ids = sorted(row[0] for row in cursor.fetchall())
             for row, pk in zip(chunk, ids, strict=True):
                 row.pk = pk
-                row._state.adding = False
+                if isinstance(row, LedgerEntry):
+                    row._state.adding = False
