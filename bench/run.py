@@ -137,13 +137,16 @@ def wrk(script: str, url: str, seconds: int, connections: int, threads: int, **e
     return data
 
 
-def start_server(env: dict[str, str], log_path: Path) -> tuple[str, subprocess.Popen]:
-    """gunicorn with the production configuration on a free loopback port."""
+def start_server(
+    env: dict[str, str], log_path: Path, app: str | None = None
+) -> tuple[str, subprocess.Popen]:
+    """gunicorn with the production configuration on a free loopback port
+    (serving ``app`` instead of the site's WSGI application if given)."""
     port = free_port()
     log = open(log_path, "w")  # noqa: SIM115 - the child holds it; closed with the process
     server = subprocess.Popen(  # noqa: S603
         [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "docker" / "gunicorn.conf.py"),
-         "--bind", f"127.0.0.1:{port}"],
+         "--bind", f"127.0.0.1:{port}", *([app] if app else [])],
         cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
     )  # fmt: skip
     log.close()
@@ -371,8 +374,17 @@ def main() -> None:  # noqa: PLR0915
         help="A/B: also run posts and reads, in the same rounds, against a second server "
         "whose environment adds NAME=VALUE (repeatable), e.g. LEDGER_BALANCE_CACHE=0",
     )
+    parser.add_argument(
+        "--hash-ab",
+        action="store_true",
+        help="A/B: also run posts and reads, in the same rounds, against a server whose "
+        "single posts skip the hash chain's work (bench.nohash_wsgi)",
+    )
     args = parser.parse_args()
     variant_env = dict(item.split("=", 1) for item in args.variant)
+    variant_app = "bench.nohash_wsgi:application" if args.hash_ab else None
+    if variant_app:
+        variant_env.setdefault("BENCH_VARIANT", "no-hash")
     for tool in ("wrk", "pgbench"):
         if not shutil.which(tool):
             sys.exit(f"{tool} is missing: run scripts/ensure-tools.sh bench")
@@ -419,7 +431,9 @@ def main() -> None:  # noqa: PLR0915
             # Same database, its own metrics directory and cache keys.
             b_env = {**env, **variant_env, "CACHE_KEY_PREFIX": f"bench-{run_id}-b",
                      "PROMETHEUS_MULTIPROC_DIR": str(tmp / "prometheus-b")}  # fmt: skip
-            variant_base, variant_server = start_server(b_env, tmp / "gunicorn-b.log")
+            variant_base, variant_server = start_server(
+                b_env, tmp / "gunicorn-b.log", app=variant_app
+            )
             servers.append(variant_server)
         try:
             wait_up(f"{base}/healthz")
