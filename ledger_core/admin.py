@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import csv
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from django import forms
@@ -228,34 +228,24 @@ class LedgerEntryAdmin(ReadOnlyAdmin):
         if not request.user.has_perm(POST_ANY_PERMISSION):
             raise PermissionDenied
         form = CorrectionForm(request.POST or None)
-        if request.method == "POST" and form.is_valid():
-            data = form.cleaned_data
-            try:
-                result = entry_post(
-                    owner_id=data["owner_id"],
-                    operation=data["operation"],
-                    nonce=data["nonce"],
-                    app=data["app"],
-                    actor=Actor.for_user(request.user),
-                    amount=data["amount"],
-                    metadata={"reason": data["reason"], "via": "admin"},
-                    direct=True,
-                )
-            except LedgerError as exc:
-                form.add_error(None, f"{exc.code}: {exc.detail}")
-            else:
-                entry = result.entry
-                verb = "was already posted" if result.replayed else "posted"
-                self.message_user(
-                    request,
-                    f"Entry #{entry.pk} {verb}: {entry.operation} {entry.amount:+d} for "
-                    f"{entry.owner_id}, balance now {entry.balance_after}.",
-                    messages.SUCCESS,
-                )
-                return HttpResponseRedirect(
-                    reverse("admin:ledger_core_ledgerentry_change", args=[entry.pk])
-                )
-        return self._form_page(request, form, "Post a correcting entry", "Post entry")
+
+        def post(data: dict) -> tuple[str, str]:
+            result = entry_post(
+                owner_id=data["owner_id"], operation=data["operation"], nonce=data["nonce"],
+                app=data["app"], actor=Actor.for_user(request.user), amount=data["amount"],
+                metadata={"reason": data["reason"], "via": "admin"}, direct=True,
+            )  # fmt: skip
+            entry = result.entry
+            verb = "was already posted" if result.replayed else "posted"
+            return (
+                f"Entry #{entry.pk} {verb}: {entry.operation} {entry.amount:+d} for "
+                f"{entry.owner_id}, balance now {entry.balance_after}.",
+                reverse("admin:ledger_core_ledgerentry_change", args=[entry.pk]),
+            )
+
+        return form_action(self, request, form, post) or self._form_page(
+            request, form, "Post a correcting entry", "Post entry"
+        )
 
     def reverse_view(self, request: HttpRequest, entry_id: int) -> HttpResponse:
         """Reverse an entry through ``entry_reverse``, with a required reason."""
@@ -265,28 +255,21 @@ class LedgerEntryAdmin(ReadOnlyAdmin):
         if entry is None:
             raise Http404
         form = ReverseForm(request.POST or None)
-        if request.method == "POST" and form.is_valid():
-            try:
-                result = entry_reverse(
-                    entry_id=entry.pk,
-                    app=entry.app,
-                    actor=Actor.for_user(request.user),
-                    nonce=form.cleaned_data["nonce"],
-                    reason=form.cleaned_data["reason"],
-                )
-            except LedgerError as exc:
-                form.add_error(None, f"{exc.code}: {exc.detail}")
-            else:
-                reversal = result.entry
-                self.message_user(
-                    request,
-                    f"Entry #{entry.pk} reversed by #{reversal.pk} ({reversal.amount:+d}), "
-                    f"balance now {reversal.balance_after}.",
-                    messages.SUCCESS,
-                )
-                return HttpResponseRedirect(
-                    reverse("admin:ledger_core_ledgerentry_change", args=[reversal.pk])
-                )
+
+        def reverse_entry(data: dict) -> tuple[str, str]:
+            reversal = entry_reverse(
+                entry_id=entry.pk, app=entry.app, actor=Actor.for_user(request.user),
+                nonce=data["nonce"], reason=data["reason"],
+            ).entry  # fmt: skip
+            return (
+                f"Entry #{entry.pk} reversed by #{reversal.pk} ({reversal.amount:+d}), "
+                f"balance now {reversal.balance_after}.",
+                reverse("admin:ledger_core_ledgerentry_change", args=[reversal.pk]),
+            )
+
+        done = form_action(self, request, form, reverse_entry)
+        if done is not None:
+            return done
         title = (
             f"Reverse entry #{entry.pk}: {entry.operation} {entry.amount:+d} for {entry.owner_id}"
         )
@@ -296,6 +279,27 @@ class LedgerEntryAdmin(ReadOnlyAdmin):
         self, request: HttpRequest, form: forms.Form, title: str, submit_label: str
     ) -> TemplateResponse:
         return form_page(self, request, form, title, submit_label)
+
+
+def form_action(
+    model_admin: admin.ModelAdmin,
+    request: HttpRequest,
+    form: forms.Form,
+    action: Callable[[dict], tuple[str, str]],
+) -> HttpResponse | None:
+    """For a valid POSTed ``form``: run ``action`` (a ledger service call
+    returning a success message and where to go), then redirect there. None
+    to show the form again: not posted, invalid, or refused (the refusal is
+    then the form's error)."""
+    if request.method != "POST" or not form.is_valid():
+        return None
+    try:
+        message, url = action(form.cleaned_data)
+    except LedgerError as exc:
+        form.add_error(None, f"{exc.code}: {exc.detail}")
+        return None
+    model_admin.message_user(request, message, messages.SUCCESS)
+    return HttpResponseRedirect(url)
 
 
 def form_page(
@@ -414,27 +418,21 @@ class LedgerHoldAdmin(ReadOnlyAdmin):
         """Capture a hold through ``hold_capture``."""
         hold = self._hold(request, hold_id)
         form = CaptureForm(request.POST if request.method == "POST" else None)
-        if request.method == "POST" and form.is_valid():
-            try:
-                result = hold_capture(
-                    hold_id=hold.pk,
-                    app=hold.app,
-                    actor=Actor.for_user(request.user),
-                    amount=form.cleaned_data["amount"],
-                )
-            except LedgerError as exc:
-                form.add_error(None, f"{exc.code}: {exc.detail}")
-            else:
-                entry = result.entry
-                self.message_user(
-                    request,
-                    f"Hold #{hold.pk} captured by entry #{entry.pk} ({entry.amount:+d}), "
-                    f"balance now {entry.balance_after}.",
-                    messages.SUCCESS,
-                )
-                return HttpResponseRedirect(
-                    reverse("admin:ledger_core_ledgerhold_change", args=[hold.pk])
-                )
+
+        def capture(data: dict) -> tuple[str, str]:
+            entry = hold_capture(
+                hold_id=hold.pk, app=hold.app, actor=Actor.for_user(request.user),
+                amount=data["amount"],
+            ).entry  # fmt: skip
+            return (
+                f"Hold #{hold.pk} captured by entry #{entry.pk} ({entry.amount:+d}), "
+                f"balance now {entry.balance_after}.",
+                reverse("admin:ledger_core_ledgerhold_change", args=[hold.pk]),
+            )
+
+        done = form_action(self, request, form, capture)
+        if done is not None:
+            return done
         title = f"Capture hold #{hold.pk}: {hold.operation} {hold.amount:+d} for {hold.owner_id}"
         intro = "A capture posts one entry of the hold's operation; the rest is released."
         return form_page(self, request, form, title, "Capture hold", intro)
@@ -443,23 +441,20 @@ class LedgerHoldAdmin(ReadOnlyAdmin):
         """Void a hold through ``hold_void``."""
         hold = self._hold(request, hold_id)
         form = VoidForm(request.POST if request.method == "POST" else None)
-        if request.method == "POST" and form.is_valid():
-            try:
-                result = hold_void(
-                    hold_id=hold.pk,
-                    app=hold.app,
-                    actor=Actor.for_user(request.user),
-                    reason=form.cleaned_data["reason"],
-                )
-            except LedgerError as exc:
-                form.add_error(None, f"{exc.code}: {exc.detail}")
-            else:
-                self.message_user(
-                    request, f"Hold #{hold.pk} is {result.hold.status}.", messages.SUCCESS
-                )
-                return HttpResponseRedirect(
-                    reverse("admin:ledger_core_ledgerhold_change", args=[hold.pk])
-                )
+
+        def void(data: dict) -> tuple[str, str]:
+            result = hold_void(
+                hold_id=hold.pk, app=hold.app, actor=Actor.for_user(request.user),
+                reason=data["reason"],
+            )  # fmt: skip
+            return (
+                f"Hold #{hold.pk} is {result.hold.status}.",
+                reverse("admin:ledger_core_ledgerhold_change", args=[hold.pk]),
+            )
+
+        done = form_action(self, request, form, void)
+        if done is not None:
+            return done
         title = f"Void hold #{hold.pk}: {hold.operation} {hold.amount:+d} for {hold.owner_id}"
         intro = "A void releases the hold's credits; nothing is posted."
         return form_page(self, request, form, title, "Void hold", intro)

@@ -169,14 +169,14 @@ class EntryPostSerializer(serializers.Serializer):
 
 
 @functools.cache
-def entry_post_serializer_for(label: str, operations: tuple[str, ...]) -> type[EntryPostSerializer]:
-    """``EntryPostSerializer`` offering ``operations`` (one class per app, so the
-    schema has one enum per app)."""
+def with_operations(
+    base: type[serializers.Serializer], label: str, operations: tuple[str, ...]
+) -> type[serializers.Serializer]:
+    """``base`` (a post's or a hold's body) offering ``operations`` as its
+    ``operation`` choices: one class per app, so the schema has one enum per app."""
     name = "".join(part.capitalize() for part in label.replace("-", "_").split("_"))
     return type(
-        f"{name}EntryPostSerializer",
-        (EntryPostSerializer,),
-        {"operation": OperationField(choices=list(operations))},
+        f"{name}{base.__name__}", (base,), {"operation": OperationField(choices=list(operations))}
     )
 
 
@@ -343,17 +343,6 @@ class HoldPostSerializer(serializers.Serializer):
 
     def validate_amount(self, value: int) -> int:
         return amount_within_cap(value)
-
-
-@functools.cache
-def hold_post_serializer_for(label: str, operations: tuple[str, ...]) -> type[HoldPostSerializer]:
-    """``HoldPostSerializer`` offering ``operations`` (one class per app)."""
-    name = "".join(part.capitalize() for part in label.replace("-", "_").split("_"))
-    return type(
-        f"{name}HoldPostSerializer",
-        (HoldPostSerializer,),
-        {"operation": OperationField(choices=list(operations))},
-    )
 
 
 class HoldSerializer(serializers.Serializer):

@@ -73,11 +73,11 @@ from .serializers import (
     HoldDryRunSerializer,
     HoldFilterSerializer,
     HoldPageSerializer,
+    HoldPostSerializer,
     HoldSerializer,
     HoldVoidSerializer,
     ReverseSerializer,
-    entry_post_serializer_for,
-    hold_post_serializer_for,
+    with_operations,
 )
 
 #: Header of a 200 answer that replays an earlier request with the same nonce.
@@ -180,13 +180,13 @@ class LedgerViewSet(viewsets.GenericViewSet):
         reversal's, or a post's offering this app's operations."""
         label = self.app_label
         if self.action == "hold_create":
-            return hold_post_serializer_for(label, tuple(holdable_operations(label)))
+            return with_operations(HoldPostSerializer, label, tuple(holdable_operations(label)))
         return {
             "reverse": ReverseSerializer,
             "hold_capture": HoldCaptureSerializer,
             "hold_void": HoldVoidSerializer,
-        }.get(self.action) or entry_post_serializer_for(
-            label, tuple(registry.postable(label, direct=True))
+        }.get(self.action) or with_operations(
+            EntryPostSerializer, label, tuple(registry.postable(label, direct=True))
         )
 
     @property

@@ -26,7 +26,6 @@ from .. import chain, metrics
 from ..actors import Actor
 from ..exceptions import (
     BatchRefused,
-    InsufficientBalance,
     LedgerError,
     NonceConflict,
     OutcomeUnknown,
@@ -43,6 +42,7 @@ from .posting import (
     _record_refusal,
     decision_log,
     entry_prepare,
+    insufficient,
     logger,
 )
 from .rows import entries_insert
@@ -301,16 +301,7 @@ def entry_post_batch(
                     p.owner_id, [0, 0, 0, 0, chain.GENESIS, None]
                 )
                 if balance + p.amount < held:
-                    refuse(
-                        i,
-                        InsufficientBalance(
-                            f"Available {balance - held} (balance {balance}, held {held}) "
-                            f"does not cover {-p.amount}.",
-                            balance=balance,
-                            available=balance - held,
-                            required=-p.amount,
-                        ),
-                    )
+                    refuse(i, insufficient(balance=balance, held=held, amount=p.amount))
                     continue
                 # Time order is applied order (as for single posts), and the
                 # entry continues the owner's hash chain.

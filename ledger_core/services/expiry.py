@@ -42,7 +42,6 @@ _BALANCE_TABLE = Balance._meta.db_table
 _HOLD_TABLE = LedgerHold._meta.db_table
 _EVENT_TABLE = HoldEvent._meta.db_table
 _LOT_TABLE = CreditLot._meta.db_table
-_ENTRY_TABLE = LedgerEntry._meta.db_table
 
 # Due holds: expired, their reservation leaves ``held``, and what they
 # reserved from lots goes back to the lots.

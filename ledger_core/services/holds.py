@@ -31,7 +31,6 @@ from ..exceptions import (
     HoldExpired,
     HoldNotFound,
     HoldNotPending,
-    InsufficientBalance,
     InvalidEntry,
     LedgerError,
     NonceConflict,
@@ -49,6 +48,7 @@ from .posting import (
     _record_refusal,
     _role_for,
     entry_fingerprint,
+    insufficient,
     operation_policy_get,
     write_transaction,
 )
@@ -243,13 +243,7 @@ def _place(hold: LedgerHold, seconds: int, actor: Actor) -> HoldResult:
         state = lock_balance(owner_id)
     balance, held = (state.balance, state.held) if state is not None else (0, 0)
     if balance - held < -hold.amount:
-        raise InsufficientBalance(
-            f"Available {balance - held} (balance {balance}, held {held}) "
-            f"does not cover {-hold.amount}.",
-            balance=balance,
-            available=balance - held,
-            required=-hold.amount,
-        )
+        raise insufficient(balance=balance, held=held, amount=hold.amount)
     # Reserved from lots in consumption order, then from non-expiring credits.
     plan = lots_plan(owner_id, -hold.amount, now=now)[0] if state.lot_credits else ()
     hold.reserved = parts_json(plan)

@@ -631,8 +631,6 @@ def _settled_elsewhere(prepared: PreparedEntry) -> PostResult | None:
 
 def _post(prepared: PreparedEntry, *, actor: Actor, now: datetime, started: float) -> PostResult:
     """Apply a prepared post: balance change and entry, or a replay/refusal."""
-    owner_id = prepared.owner_id
-
     try:
         if connection.in_atomic_block or prepared.lot_moves:
             # Inside the caller's transaction: a savepoint keeps it usable
@@ -651,13 +649,14 @@ def _post(prepared: PreparedEntry, *, actor: Actor, now: datetime, started: floa
             # ``held`` until released) or credit lots to consume: settle them
             # under the row lock and try once more.
             return _post_settled(prepared, actor=actor, now=now, started=started)
-        settled = _settled_elsewhere(prepared)
-        if settled is not None:
-            return settled
-        raise _insufficient(owner_id, prepared.amount) from None
+        return _refusal(prepared)
     except IntegrityError:
         return _after_integrity_error(prepared, now)
+    return _posted(entry, actor, started)
 
+
+def _posted(entry: LedgerEntry, actor: Actor, started: float) -> PostResult:
+    """A new entry: its side effects wait for the commit."""
     transaction.on_commit(lambda: _after_commit(entry, actor, started), robust=True)
     return PostResult(entry=entry)
 
@@ -679,17 +678,26 @@ def _after_integrity_error(prepared: PreparedEntry, now: datetime) -> PostResult
     raise NonceInFlight() from None
 
 
-def _insufficient(owner_id: str, amount: int) -> InsufficientBalance:
-    """The refusal of a debit of ``amount``, with the balance as reads show it
-    (holds and lots past their expiry left out, whether settled yet or not)."""
-    view = balance_get(owner_id=owner_id)
+def insufficient(*, balance: int, held: int, amount: int) -> InsufficientBalance:
+    """The refusal of a debit (or hold) of ``amount`` (negative) that
+    ``balance - held`` does not cover."""
     return InsufficientBalance(
-        f"Available {view.available} (balance {view.balance}, held {view.held}) "
-        f"does not cover {-amount}.",
-        balance=view.balance,
-        available=view.available,
+        f"Available {balance - held} (balance {balance}, held {held}) does not cover {-amount}.",
+        balance=balance,
+        available=balance - held,
         required=-amount,
     )
+
+
+def _refusal(prepared: PreparedEntry) -> PostResult:
+    """After a refused debit: the replay if another request settled this
+    nonce, else ``InsufficientBalance`` with the balance as reads show it
+    (holds and lots past their expiry left out, whether settled yet or not)."""
+    settled = _settled_elsewhere(prepared)
+    if settled is not None:
+        return settled
+    view = balance_get(owner_id=prepared.owner_id)
+    raise insufficient(balance=view.balance, held=view.held, amount=prepared.amount)
 
 
 def _post_settled(
@@ -726,14 +734,10 @@ def _post_settled(
             )
             entry = _pg_post(ready, now)
     except _Refused:
-        settled = _settled_elsewhere(prepared)
-        if settled is not None:
-            return settled
-        raise _insufficient(owner_id, prepared.amount) from None
+        return _refusal(prepared)
     except IntegrityError:
         return _after_integrity_error(prepared, now)
-    transaction.on_commit(lambda: _after_commit(entry, actor, started), robust=True)
-    return PostResult(entry=entry)
+    return _posted(entry, actor, started)
 
 
 def _after_commit(entry: LedgerEntry, actor: Actor, started: float) -> None:
