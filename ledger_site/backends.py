@@ -56,8 +56,11 @@ def _user_sql(field: str) -> str:
     column = User._meta.get_field(field).column
     permissions = _permissions_subquery().replace("%(user)s", f"u.{User._meta.pk.column}")
     revoked = RevokedSession._meta.db_table
+    # Columns by name, not ``u.*``: a prepared statement (docs/performance.md)
+    # must not change its result's shape when a migration adds a column.
+    columns = ", ".join(f"u.{f.column}" for f in User._meta.concrete_fields)
     return (
-        f"SELECT u.*, ARRAY({permissions}) AS {PERMISSIONS_ATTRIBUTE}, "  # noqa: S608
+        f"SELECT {columns}, ARRAY({permissions}) AS {PERMISSIONS_ATTRIBUTE}, "  # noqa: S608
         f"EXISTS (SELECT 1 FROM {revoked} r WHERE r.sid = %(session)s) AS session_revoked "
         f"FROM {User._meta.db_table} u WHERE u.{column} = %(value)s"
     )
@@ -73,14 +76,9 @@ def user_with_permissions(field: str, value: Any, *, session: str | None = None)
         row = cursor.fetchone()
         if row is None:
             return None
-        columns = [column.name for column in cursor.description]
-    values = dict(zip(columns, row, strict=True))
-    permissions = values.pop(PERMISSIONS_ATTRIBUTE)
-    session_revoked = values.pop("session_revoked")
+    *values, permissions, session_revoked = row
     names = [f.attname for f in User._meta.concrete_fields]
-    user = User.from_db(
-        connection.alias, names, [values[f.column] for f in User._meta.concrete_fields]
-    )
+    user = User.from_db(connection.alias, names, values)
     setattr(user, PERMISSIONS_ATTRIBUTE, set(permissions))
     user.session_revoked = session_revoked
     return user

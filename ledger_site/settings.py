@@ -110,6 +110,17 @@ DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("DATABASE_CONN_MAX_AGE",
 # Persistent connections are checked (SELECT 1) before a request reuses them,
 # so a server restart costs no failed request (see docs/performance.md).
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = env.bool("DATABASE_HEALTH_CHECKS", default=True)
+# Prepared statements (Django's documented psycopg 3 options): parameters are
+# bound by the server, and a statement a connection has run 5 times is kept
+# parsed and planned there. Planning the post's statement and the write's
+# user look-up costs PostgreSQL more than running them; the same-run A/B is
+# in docs/performance.md. Turn it off (0) behind a pooler in transaction mode
+# that cannot keep prepared statements (PgBouncer before 1.21, or without
+# max_prepared_statements).
+if env.bool("DATABASE_PREPARED_STATEMENTS", default=True):
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        server_side_binding=True, prepare_threshold=5
+    )
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

@@ -77,6 +77,8 @@ class BatchItemResult:
 
 
 _LOCK_CHUNK = 5000
+# Named columns, not ``e.*``: a prepared statement must keep its result's shape.
+_ENTRY_COLUMNS = ", ".join(f"e.{f.column}" for f in LedgerEntry._meta.concrete_fields)
 _MICROSECOND = timedelta(microseconds=1)
 
 
@@ -139,7 +141,7 @@ def _batch_existing(prepared: list[PreparedEntry]) -> tuple[dict, set]:
         pair_nonces = [n for o in chunk for n in nonces_of[o]]
         # A join on the exact (owner_id, nonce) pairs uses the unique index.
         found = LedgerEntry.objects.raw(
-            f"SELECT e.* FROM {LedgerEntry._meta.db_table} e "  # noqa: S608
+            f"SELECT {_ENTRY_COLUMNS} FROM {LedgerEntry._meta.db_table} e "  # noqa: S608
             "JOIN unnest(%s::text[], %s::text[]) AS p(owner_id, nonce) "
             "ON e.owner_id = p.owner_id AND e.nonce = p.nonce",
             [pair_owners, pair_nonces],

@@ -91,8 +91,8 @@ def _head(prev: str, seq: str, balance: str, time: str) -> str:
 _CREDIT_SQL = f"""
 INSERT INTO {_BALANCE_TABLE} AS B (owner_id, balance, version, updated_at, lot_credits,
     head_prev, head_hash)
-SELECT %(owner)s, %(amount)s, 1, x.ts, %(lot_delta)s, %(genesis)s,
-    {_head("%(genesis)s", "1", "%(amount)s", "x.ts")}
+SELECT %(owner)s::text, %(amount)s, 1, x.ts, %(lot_delta)s, %(genesis)s::text,
+    {_head("%(genesis)s::text", "1", "%(amount)s", "x.ts")}
 FROM x
 ON CONFLICT (owner_id) DO UPDATE SET
     balance = B.balance + EXCLUDED.balance,
@@ -127,7 +127,7 @@ SET balance = B.balance + %(amount)s, held = B.held - %(release)s,
     _head("B.head_hash", "B.version + 1", "B.balance + %(amount)s", _NEXT_TIME.format(ts="x.ts"))
 }
 FROM x
-WHERE B.owner_id = %(owner)s AND B.balance + %(amount)s >= B.held - %(release)s
+WHERE B.owner_id = %(owner)s::text AND B.balance + %(amount)s >= B.held - %(release)s
     AND (%(lots_checked)s OR B.lot_credits = 0)
 RETURNING B.balance, B.version, B.updated_at, B.head_prev, B.head_hash
 """  # noqa: S608
@@ -142,8 +142,8 @@ _ENTRY_INSERT = f"""
 INSERT INTO {_ENTRY_TABLE} (owner_id, app, operation, amount, balance_after, nonce,
     fingerprint, limit_key, metadata, created_at, created_by, seq, reverses, hold,
     expires_at, consumed, prev_hash, hash)
-SELECT %(owner)s, %(app)s, %(operation)s, %(amount)s, b.balance, %(nonce)s,
-    %(fingerprint)s, %(limit_key)s, %(metadata)s::jsonb, b.updated_at, %(actor)s, b.version,
+SELECT %(owner)s::text, %(app)s::text, %(operation)s::text, %(amount)s, b.balance, %(nonce)s::text,
+    %(fingerprint)s::text, %(limit_key)s::text, %(metadata)s::jsonb, b.updated_at, %(actor)s::text, b.version,
     %(reverses)s, %(hold)s, %(expires_at)s, %(consumed)s::jsonb, b.head_prev, b.head_hash
 FROM b
 RETURNING id, balance_after, created_at, seq, owner_id, app, expires_at, amount, prev_hash,
@@ -165,7 +165,7 @@ UPDATE {_LOT_TABLE} AS l SET remaining = l.remaining + m.remaining,
     consumed = l.consumed + m.consumed
 FROM unnest(%(move_lots)s::bigint[], %(move_remaining)s::bigint[], %(move_consumed)s::bigint[])
     AS m(entry, remaining, consumed)
-WHERE l.entry = m.entry AND l.owner_id = %(owner)s AND EXISTS (SELECT 1 FROM e)
+WHERE l.entry = m.entry AND l.owner_id = %(owner)s::text AND EXISTS (SELECT 1 FROM e)
 )"""  # noqa: S608
 _PG_CREDIT_POST = f"{_CLOCK}b AS ({_CREDIT_SQL}){_ENTRY_INSERT.format(moves='')}"
 _PG_DEBIT_POST = f"{_CLOCK}b AS ({_DEBIT_SQL}){_ENTRY_INSERT.format(moves='')}"
