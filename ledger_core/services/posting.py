@@ -142,9 +142,10 @@ _ENTRY_INSERT = f"""
 INSERT INTO {_ENTRY_TABLE} (owner_id, app, operation, amount, balance_after, nonce,
     fingerprint, limit_key, metadata, created_at, created_by, seq, reverses, hold,
     expires_at, consumed, prev_hash, hash)
-SELECT %(owner)s::text, %(app)s::text, %(operation)s::text, %(amount)s, b.balance, %(nonce)s::text,
-    %(fingerprint)s::text, %(limit_key)s::text, %(metadata)s::jsonb, b.updated_at, %(actor)s::text, b.version,
-    %(reverses)s, %(hold)s, %(expires_at)s, %(consumed)s::jsonb, b.head_prev, b.head_hash
+SELECT %(owner)s::text, %(app)s::text, %(operation)s::text, %(amount)s, b.balance,
+    %(nonce)s::text, %(fingerprint)s::text, %(limit_key)s::text, %(metadata)s::jsonb,
+    b.updated_at, %(actor)s::text, b.version, %(reverses)s, %(hold)s, %(expires_at)s,
+    %(consumed)s::jsonb, b.head_prev, b.head_hash
 FROM b
 RETURNING id, balance_after, created_at, seq, owner_id, app, expires_at, amount, prev_hash,
     hash
