@@ -34,6 +34,7 @@ import time
 import urllib.request
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import psycopg
 
@@ -134,6 +135,39 @@ def wrk(script: str, url: str, seconds: int, connections: int, threads: int, **e
     data["errors"] = sum(
         data[k] for k in ("non2xx", "connect_errors", "read_errors", "write_errors", "timeouts")
     )
+    return data
+
+
+def cpu_seconds(server_pid: int) -> dict[str, float]:
+    """CPU seconds used so far by the server's gunicorn workers, PostgreSQL's
+    processes and redis-server (Linux ``/proc``; empty elsewhere)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    totals = {"web": 0.0, "postgres": 0.0, "redis": 0.0}
+    for pid in filter(str.isdigit, os.listdir("/proc") if os.path.isdir("/proc") else []):
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue
+        name = stat[stat.index("(") + 1 : stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2 :].split()
+        parent, used = int(fields[1]), (int(fields[11]) + int(fields[12])) / ticks
+        if parent == server_pid:
+            totals["web"] += used
+        elif name.startswith("postgres"):
+            totals["postgres"] += used
+        elif name.startswith("redis-server"):
+            totals["redis"] += used
+    return totals
+
+
+def timed_wrk(server_pid: int, *args: Any, **kwargs: Any) -> dict:
+    """``wrk`` with the CPU milliseconds per request the server's workers,
+    PostgreSQL and Redis spent on it (``cpu_ms``)."""
+    before = cpu_seconds(server_pid)
+    data = wrk(*args, **kwargs)
+    after = cpu_seconds(server_pid)
+    requests = max(1, data["requests"])
+    data["cpu_ms"] = {k: 1000 * (after[k] - before[k]) / requests for k in before}
     return data
 
 
@@ -285,6 +319,11 @@ HISTORY_PAIRS = 1000
 ROUNDS = 3
 
 
+def median_cpu(runs: list[dict]) -> dict[str, float]:
+    """The median over slices of each process kind's CPU ms per request."""
+    return {k: statistics.median(run["cpu_ms"][k] for run in runs) for k in runs[0]["cpu_ms"]}
+
+
 def combine(runs: list[dict]) -> dict:
     """One scenario's slices as one figure: medians of rate and latency, summed counts."""
     return {
@@ -294,6 +333,7 @@ def combine(runs: list[dict]) -> dict:
         "requests": sum(run["requests"] for run in runs),
         "errors": sum(run["errors"] for run in runs),
         "slices": len(runs),
+        **({"cpu_ms": median_cpu(runs)} if "cpu_ms" in runs[0] else {}),
     }
 
 
@@ -484,10 +524,14 @@ def main() -> None:  # noqa: PLR0915
                     pgbench_ceiling(pg_dsn, slice_s, clients=8, hashed=True)
                 )
                 # The framework's floor: a trivial view through the same server.
-                slices["floor"].append(wrk("health.lua", base, slice_s, conns, threads, **common))
+                slices["floor"].append(
+                    timed_wrk(server.pid, "health.lua", base, slice_s, conns, threads, **common)
+                )
                 run = {**common, "BENCH_RUN": f"{run_id}-{round_}"}
-                slices["posts"].append(wrk("post.lua", base, slice_s, conns, threads, **run))
-                slices["reads"].append(wrk("read.lua", base, slice_s, conns, threads, **run))
+                for name, script in (("posts", "post.lua"), ("reads", "read.lua")):
+                    slices[name].append(
+                        timed_wrk(server.pid, script, base, slice_s, conns, threads, **run)
+                    )
                 if variant_base:
                     b_run = {**run, "BENCH_RUN": f"{run_id}-{round_}-b"}
                     for name, script in (("b-posts", "post.lua"), ("b-reads", "read.lua")):
@@ -495,8 +539,8 @@ def main() -> None:  # noqa: PLR0915
                             wrk(script, variant_base, slice_s, conns, threads, **b_run)
                         )
                 slices["batches"].append(
-                    wrk("batch.lua", base, slice_s, max(2, conns // 4), threads,
-                        **{**run, "BENCH_BATCH": str(args.batch)})
+                    timed_wrk(server.pid, "batch.lua", base, slice_s, max(2, conns // 4),
+                              threads, **{**run, "BENCH_BATCH": str(args.batch)})
                 )  # fmt: skip
             report["pgbench_hashed"] = {
                 "tps": statistics.median(x["tps"] for x in slices["pgbench-hashed"]),
@@ -587,6 +631,11 @@ def main() -> None:  # noqa: PLR0915
         print(f"{name:<28}{data['rps']:>10,.0f}{data['p50_ms']:>9.2f}{data['p99_ms']:>9.2f}"
               f"{data['errors']:>8}{per_s / ceiling:>11.3f}")  # fmt: skip
     print(f"batch entries/s: {batches['entries_per_s']:,.0f}")
+    print("CPU ms per request (median of the rounds): web workers / PostgreSQL / Redis")
+    for name, data, _ in rows:
+        cpu = data.get("cpu_ms")
+        if cpu:
+            print(f"  {name:<26}{cpu['web']:>8.3f}{cpu['postgres']:>8.3f}{cpu['redis']:>8.3f}")
     rounds = zip(report["slices"]["posts"], report["pgbench"]["slices_tps"], strict=True)
     per_round = [post / tps for post, tps in rounds]
     print("single posts x pgbench, round by round: " + ", ".join(f"{r:.3f}" for r in per_round))
