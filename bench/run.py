@@ -138,11 +138,12 @@ def wrk(script: str, url: str, seconds: int, connections: int, threads: int, **e
     return data
 
 
-def cpu_seconds(server_pid: int) -> dict[str, float]:
-    """CPU seconds used so far by the server's gunicorn workers, PostgreSQL's
-    processes and redis-server (Linux ``/proc``; empty elsewhere)."""
+def cpu_seconds(server_pid: int) -> dict[int, tuple[str, float]]:
+    """CPU seconds used so far by each of the server's gunicorn workers,
+    PostgreSQL's processes and redis-server: ``{pid: (kind, seconds)}``
+    (Linux ``/proc``; empty elsewhere)."""
     ticks = os.sysconf("SC_CLK_TCK")
-    totals = {"web": 0.0, "postgres": 0.0, "redis": 0.0}
+    found: dict[int, tuple[str, float]] = {}
     for pid in filter(str.isdigit, os.listdir("/proc") if os.path.isdir("/proc") else []):
         try:
             stat = Path(f"/proc/{pid}/stat").read_text()
@@ -152,11 +153,21 @@ def cpu_seconds(server_pid: int) -> dict[str, float]:
         fields = stat[stat.rindex(")") + 2 :].split()
         parent, used = int(fields[1]), (int(fields[11]) + int(fields[12])) / ticks
         if parent == server_pid:
-            totals["web"] += used
+            found[int(pid)] = ("web", used)
         elif name.startswith("postgres"):
-            totals["postgres"] += used
+            found[int(pid)] = ("postgres", used)
         elif name.startswith("redis-server"):
-            totals["redis"] += used
+            found[int(pid)] = ("redis", used)
+    return found
+
+
+def cpu_used(before: dict, after: dict) -> dict[str, float]:
+    """CPU seconds per kind between two ``cpu_seconds`` snapshots: processes
+    that ended in between are left out (an exiting pgbench connection would
+    otherwise count as negative time), new ones count from zero."""
+    totals = {"web": 0.0, "postgres": 0.0, "redis": 0.0}
+    for pid, (kind, used) in after.items():
+        totals[kind] += used - before.get(pid, (kind, 0.0))[1]
     return totals
 
 
@@ -165,9 +176,9 @@ def timed_wrk(server_pid: int, *args: Any, **kwargs: Any) -> dict:
     PostgreSQL and Redis spent on it (``cpu_ms``)."""
     before = cpu_seconds(server_pid)
     data = wrk(*args, **kwargs)
-    after = cpu_seconds(server_pid)
+    used = cpu_used(before, cpu_seconds(server_pid))
     requests = max(1, data["requests"])
-    data["cpu_ms"] = {k: 1000 * (after[k] - before[k]) / requests for k in before}
+    data["cpu_ms"] = {kind: 1000 * seconds / requests for kind, seconds in used.items()}
     return data
 
 
