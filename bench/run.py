@@ -692,9 +692,10 @@ def main() -> None:  # noqa: PLR0915
     value = report["ratios"]["pgbench_hashed_to_plain"]
     rounds = zip(report["pgbench_hashed"]["slices_tps"], report["pgbench"]["slices_tps"],
                  strict=True)  # fmt: skip
-    print(f"target pgbench_hashed_to_plain >= 0.95 (a post with its hash chain vs without, "
-          f"same run, rounds {', '.join(f'{a / b:.3f}' for a, b in rounds)}): {value:.3f} "
-          f"{'ok' if value >= 0.95 else 'MISSED'}")  # fmt: skip
+    # The database alone; the target (hashed posts >= 0.95 x) is on HTTP posts: --hash-ab.
+    print(f"pgbench_hashed_to_plain (the post's statement with its hash chain vs without, "
+          f"same run, rounds {', '.join(f'{a / b:.3f}' for a, b in rounds)}): {value:.3f}; "
+          f"the 0.95 target on HTTP posts is measured by --hash-ab")  # fmt: skip
     value = report["ratios"]["lots_post_p50_1000_lots_to_none"]
     print(f"target lots_post_p50_1000_lots_to_none <= 1.3: {value:.2f} "
           f"{'ok' if value <= 1.3 else 'MISSED'}")  # fmt: skip

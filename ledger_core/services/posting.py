@@ -66,6 +66,12 @@ decision_log = logging.getLogger("ledger_core.decisions")
 
 _BALANCE_TABLE = Balance._meta.db_table
 
+# Text parameters carry an explicit ``::text``: with server-side binding
+# (settings: DATABASE_PREPARED_STATEMENTS) psycopg sends a Python str untyped
+# and PostgreSQL infers its type from where it stands in the statement, which
+# a parameter in a SELECT list or an argument of an overloaded function does
+# not settle.
+
 # The balance change of a post; both return the new (balance, version), the
 # time of the change and the owner's hash chain head before and after it, or
 # no row when a debit is not covered. The time is the database clock's (``at``
