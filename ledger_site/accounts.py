@@ -26,6 +26,7 @@ from rest_framework_simplejwt.tokens import RefreshToken
 from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
 
 from ledger_core.actors import POST_ANY_PERMISSION, VIEW_ANY_PERMISSION
+from ledger_core.api import list_route_segments
 from ledger_core.api.schema import BAD_REQUEST, RATE_LIMITED, UNAUTHORIZED, UNAVAILABLE
 from ledger_core.selectors import balance_get, ledger_exists
 
@@ -39,7 +40,7 @@ from .services import user_register
 
 USERNAME_RE = re.compile(r"\A[A-Za-z0-9_.@+\-]{1,128}\Z")
 # Path segments of the ledger API that cannot double as an owner id there.
-RESERVED_USERNAMES = frozenset({"batch"})
+RESERVED_USERNAMES = list_route_segments()
 
 
 class RegisterSerializer(serializers.Serializer):

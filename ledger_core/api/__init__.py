@@ -6,13 +6,21 @@ use ``domain_nonce_field()`` and answer with ``replay_response()``.
 """
 
 from .serializers import domain_nonce_field
-from .views import REPLAY_HEADER, LedgerViewSet, ledger_urls, replay_response, request_actor
+from .views import (
+    REPLAY_HEADER,
+    LedgerViewSet,
+    ledger_urls,
+    list_route_segments,
+    replay_response,
+    request_actor,
+)
 
 __all__ = [
     "REPLAY_HEADER",
     "LedgerViewSet",
     "domain_nonce_field",
     "ledger_urls",
+    "list_route_segments",
     "replay_response",
     "request_actor",
 ]

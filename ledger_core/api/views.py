@@ -536,6 +536,13 @@ def _item_error(index: int, errors: dict) -> InvalidEntry:
     return InvalidEntry(f"entry {index}: {first[0]}: {message}", errors=errors, **field)
 
 
+def list_route_segments(viewset: type[LedgerViewSet] = LedgerViewSet) -> frozenset[str]:
+    """The path segments of ``viewset``'s list routes (``batch``, ``holds``):
+    ``ledger/<segment>/`` answers that route, so an owner with such an id has
+    no balance URL, and no user may register it as their username."""
+    return frozenset(action.url_path for action in viewset.get_extra_actions() if not action.detail)
+
+
 def ledger_urls(
     viewset: type[LedgerViewSet], *, basename: str = "ledger"
 ) -> list[URLPattern | URLResolver]:

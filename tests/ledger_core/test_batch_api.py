@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from django.contrib.auth import get_user_model
 
 from ledger_core.models import Balance, LedgerEntry
 from tests.conftest import fund
@@ -140,10 +141,35 @@ def test_batch_requires_auth(api_client):
     assert api_client.post(BATCH, {"entries": [item()]}, format="json").status_code == 401
 
 
-def test_reserved_username(api_client):
+@pytest.mark.parametrize("username", ["Batch", "batch", "holds", "HOLDS"])
+def test_a_list_route_segment_is_a_reserved_username(api_client, manager_client, username):
+    # ledger/batch/ and ledger/holds/ are routes of their own: an owner with
+    # such an id could not read its balance at ledger/<owner_id>/.
+    assert manager_client.get(f"/api/content/ledger/{username.lower()}/").status_code == 405
     response = api_client.post(
         "/api/auth/register/",
-        {"username": "Batch", "password": "correct-Horse-battery-9"},
+        {"username": username, "password": "correct-Horse-battery-9"},
         format="json",
     )
     assert response.status_code == 400
+    assert "reserved" in str(response.json())
+    assert not get_user_model().objects.filter(username__iexact=username).exists()
+
+
+def test_other_usernames_are_not_reserved(api_client):
+    # "entries" is only a path segment under ledger/<owner_id>/ and ledger/entries/<id>/.
+    response = api_client.post(
+        "/api/auth/register/",
+        {"username": "entries", "password": "correct-Horse-battery-9"},
+        format="json",
+    )
+    assert response.status_code == 201
+    token = api_client.post(
+        "/api/auth/token/",
+        {"username": "entries", "password": "correct-Horse-battery-9"},
+        format="json",
+    ).json()["access"]
+    api_client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
+    read = api_client.get("/api/content/ledger/entries/")
+    assert read.status_code == 200
+    assert read.json()["owner_id"] == "entries"
