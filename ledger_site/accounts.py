@@ -35,8 +35,7 @@ from .jwt import (
     LedgerTokenObtainPairSerializer,
     LedgerTokenRefreshSerializer,
 )
-from .models import RevokedSession
-from .services import user_register
+from .services import session_revoke, user_register
 
 USERNAME_RE = re.compile(r"\A[A-Za-z0-9_.@+\-]{1,128}\Z")
 # Path segments of the ledger API that cannot double as an owner id there.
@@ -245,10 +244,7 @@ class LogoutView(APIView):
         # The session's access tokens stop writing at once, too.
         sid = refresh.get(CLAIM_SESSION) or refresh[jwt_settings.JTI_CLAIM]
         user_id = refresh.get(jwt_settings.USER_ID_CLAIM)
-        RevokedSession.objects.get_or_create(
-            sid=sid,
-            defaults={"user": get_user_model().objects.filter(pk=user_id).first()},
-        )
+        session_revoke(sid=sid, user_id=user_id)
         return Response(status=status.HTTP_205_RESET_CONTENT)
 
 

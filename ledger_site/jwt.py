@@ -164,8 +164,9 @@ class LedgerTokenObtainPairSerializer(TokenObtainPairSerializer):
 
 class LedgerTokenRefreshSerializer(TokenRefreshSerializer):
     """Refresh with rotation; claims are re-read from the database, and a
-    deleted or deactivated user, or a refresh token issued before the user's
-    password changed, gets a 401 (not a 500)."""
+    deleted or deactivated user, a refresh token issued before the user's
+    password changed, or one of a session that has logged out gets a 401
+    (not a 500)."""
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, str]:
         refresh = self.token_class(attrs["refresh"])
@@ -185,6 +186,10 @@ class LedgerTokenRefreshSerializer(TokenRefreshSerializer):
             raise AuthenticationFailed(
                 "The user's password has been changed.", code="password_changed"
             )
+        session = refresh.payload.get(CLAIM_SESSION)
+        if session and RevokedSession.objects.filter(sid=session).exists():
+            # A refresh token minted while its session was logging out.
+            raise AuthenticationFailed("This session has logged out.", code="session_revoked")
         set_claims(refresh, user)
         data = {"access": str(refresh.access_token)}
         if api_settings.ROTATE_REFRESH_TOKENS:

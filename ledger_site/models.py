@@ -8,14 +8,17 @@ from django.db import models
 
 class RevokedSession(models.Model):
     """A login session ended by logout: access tokens carrying its ``sid`` no
-    longer write (reads trust them until they expire, ``JWT_ACCESS_MINUTES``).
+    longer write (reads trust them until they expire, ``JWT_ACCESS_MINUTES``),
+    and refresh tokens carrying it no longer refresh.
 
     A session is one login: its refresh token and every token refreshed or
     derived from it carry the same ``sid`` claim."""
 
     sid = models.CharField(max_length=64, primary_key=True)
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, null=True)
-    revoked_at = models.DateTimeField(auto_now_add=True)
+    # Rows older than every token of the session are deleted at the next
+    # logout (ledger_site.services.session_revoke).
+    revoked_at = models.DateTimeField(auto_now_add=True, db_index=True)
 
     class Meta:
         verbose_name = "revoked session"

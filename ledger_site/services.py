@@ -1,14 +1,20 @@
-"""The site's writes: registration, which opens the new owner's ledger."""
+"""The site's writes: registration, which opens the new owner's ledger, and
+the end of a login session."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.db import transaction
+from django.utils import timezone
+from rest_framework_simplejwt.settings import api_settings as jwt_settings
 
 from ledger_core.actors import Actor
 from ledger_core.services import entry_post
+
+from .models import RevokedSession
 
 SIGNUP_NONCE = "signup"
 SITE_APP = "site"
@@ -28,3 +34,29 @@ def user_register(*, username: str, password: str, email: str = "") -> Any:
             actor=Actor.system("system:register"),
         )
     return user
+
+
+def session_kept_for() -> timedelta:
+    """How long a logged-out session is remembered: until every token that
+    carries it has expired. A refresh that raced the logout may have minted a
+    refresh token just before it (refreshing a revoked session is refused
+    after), so: one refresh token's lifetime, one access token's, the clock
+    leeway, and an hour to spare."""
+    leeway = jwt_settings.LEEWAY
+    if not isinstance(leeway, timedelta):
+        leeway = timedelta(seconds=leeway)
+    return (
+        jwt_settings.REFRESH_TOKEN_LIFETIME
+        + jwt_settings.ACCESS_TOKEN_LIFETIME
+        + leeway
+        + timedelta(hours=1)
+    )
+
+
+def session_revoke(*, sid: str, user_id: Any) -> None:
+    """Record that login session ``sid`` has logged out (its tokens no longer
+    write or refresh), and forget the sessions whose tokens have all expired."""
+    RevokedSession.objects.get_or_create(
+        sid=sid, defaults={"user": get_user_model().objects.filter(pk=user_id).first()}
+    )
+    RevokedSession.objects.filter(revoked_at__lt=timezone.now() - session_kept_for()).delete()

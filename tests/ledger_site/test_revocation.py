@@ -197,3 +197,59 @@ def test_logout_stops_the_sessions_writes_at_once(api_client):
 def test_logout_revokes_writes_with_djangos_own_backend_too(api_client, settings):
     settings.AUTHENTICATION_BACKENDS = ["django.contrib.auth.backends.ModelBackend"]
     test_logout_stops_the_sessions_writes_at_once(api_client)
+
+
+def _login(client) -> dict:
+    from tests.factories import PASSWORD
+
+    return client.post(
+        "/api/auth/token/", {"username": "alice", "password": PASSWORD}, format="json"
+    ).json()
+
+
+def test_a_refresh_token_minted_as_its_session_logged_out_does_not_refresh(api_client):
+    from rest_framework_simplejwt.tokens import RefreshToken
+
+    UserFactory(username="alice")
+    tokens = _login(api_client)
+    # What a refresh racing the logout mints: a new, unblacklisted refresh
+    # token of the same session.
+    raced = RefreshToken(tokens["refresh"])
+    raced.set_jti()
+    raced.set_exp()
+    raced.outstand()
+    assert (
+        api_client.post(
+            "/api/auth/logout/", {"refresh": tokens["refresh"]}, format="json"
+        ).status_code
+        == 205
+    )
+    response = api_client.post("/api/auth/token/refresh/", {"refresh": str(raced)}, format="json")
+    assert response.status_code == 401, response.content
+    assert "logged out" in response.json()["detail"]
+
+
+def test_logout_forgets_sessions_whose_tokens_have_all_expired(api_client):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from ledger_site.models import RevokedSession
+    from ledger_site.services import session_kept_for
+
+    alice = UserFactory(username="alice")
+    now = timezone.now()
+    RevokedSession.objects.create(sid="old", user=alice)
+    RevokedSession.objects.create(sid="recent", user=alice)
+    RevokedSession.objects.filter(sid="old").update(
+        revoked_at=now - session_kept_for() - timedelta(minutes=1)
+    )
+    RevokedSession.objects.filter(sid="recent").update(
+        revoked_at=now - session_kept_for() + timedelta(minutes=5)
+    )
+    tokens = _login(api_client)
+    api_client.post("/api/auth/logout/", {"refresh": tokens["refresh"]}, format="json")
+    kept = set(RevokedSession.objects.values_list("sid", flat=True))
+    assert "old" not in kept
+    assert "recent" in kept
+    assert len(kept) == 2  # and the session just ended
