@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import io
+from datetime import timedelta
 
 import pytest
 from django.contrib.auth import get_user_model
 from django.core.management import CommandError, call_command
 from django.db import connection, transaction
+from django.utils import timezone
 
 from bench.common import service_account_password
 from ledger_core.models import Balance, LedgerEntry
@@ -134,6 +136,62 @@ def test_csv_grant_and_rerun_reports_replays(tmp_path):
     out, _ = run("grant_credits", "--csv", path)
     assert "granted 0 entries (+0 credits) to 0 owner(s); 3 replay(s)" in out
     assert LedgerEntry.objects.count() == 3
+
+
+def test_single_grant_with_expiry_is_an_expiring_credit_and_replays():
+    from ledger_core.models import CreditLot
+
+    expires = (timezone.now() + timedelta(days=30)).replace(microsecond=0)
+    args = ["--owner", "alice", "--amount", "7", "--nonce", "promo-x"]
+    out, _ = run("grant_credits", *args, "--expires-at", expires.isoformat())
+    assert "granted 1 entry (+7 credits)" in out
+    entry = LedgerEntry.objects.get(owner_id="alice")
+    assert entry.expires_at == expires
+    lot = CreditLot.objects.get(entry=entry.pk)
+    assert (lot.amount, lot.remaining, lot.expires_at) == (7, 7, expires)
+    out, _ = run("grant_credits", *args, "--expires-at", expires.isoformat())
+    assert "1 replay(s)" in out
+    # The nonce is bound to the expiry it was granted with.
+    later = (expires + timedelta(days=1)).isoformat()
+    with pytest.raises(CommandError, match="nonce"):
+        run("grant_credits", *args, "--expires-at", later)
+    assert LedgerEntry.objects.count() == 1
+
+
+def test_csv_expires_at_column_and_default(tmp_path):
+    soon = (timezone.now() + timedelta(days=10)).replace(microsecond=0)
+    default = (timezone.now() + timedelta(days=90)).replace(microsecond=0)
+    path = write_csv(
+        tmp_path,
+        f"owner_id,amount,nonce,expires_at\nalice,3,e1,{soon.isoformat()}\nbob,4,e2,\n",
+    )
+    out, _ = run("grant_credits", "--csv", path, "--expires-at", default.isoformat())
+    assert "granted 2 entries (+7 credits)" in out
+    assert LedgerEntry.objects.get(nonce="e1").expires_at == soon
+    assert LedgerEntry.objects.get(nonce="e2").expires_at == default
+
+
+@pytest.mark.parametrize(
+    "expires_at, amount, message",
+    [
+        ("2030-01-01T00:00:00", "5", "with a time zone"),
+        ("next tuesday", "5", "with a time zone"),
+        ("2001-01-01T00:00:00Z", "5", "in the future"),
+        ("2030-01-01T00:00:00Z", "-5", "only for credits"),
+    ],
+)
+def test_grant_expiry_is_checked_as_the_api_checks_it(expires_at, amount, message):
+    fund("alice", 10)
+    before = LedgerEntry.objects.count()
+    out, err = io.StringIO(), io.StringIO()
+    operation = "CREDIT_ADD" if not amount.startswith("-") else "CREDIT_SPEND"
+    with pytest.raises(CommandError) as refused:
+        call_command(
+            "grant_credits", "--owner", "alice", "--amount", amount, "--nonce", "x",
+            "--operation", operation, "--expires-at", expires_at, stdout=out, stderr=err,
+        )  # fmt: skip
+    assert message in err.getvalue() + out.getvalue() + str(refused.value)
+    assert LedgerEntry.objects.count() == before
 
 
 def test_csv_bad_rows_reported_by_line_and_nothing_granted(tmp_path):

@@ -5,7 +5,8 @@ manager's rights, then ``entry_post_batch``). A CSV file is validated in full
 first; if any row is bad, every bad line is reported and nothing is granted.
 Otherwise all rows are granted in one transaction (all or nothing), in chunks
 with a progress bar, and a re-run of the same file replays instead of paying
-twice.
+twice. ``--expires-at`` (or an ``expires_at`` column) makes the grants expiring
+credits, as ``expires_at`` does in the API.
 """
 
 from __future__ import annotations
@@ -13,11 +14,13 @@ from __future__ import annotations
 import csv
 import getpass
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
+from django.utils.dateparse import parse_datetime
 
 from ledger_core.actors import Actor
 from ledger_core.conf import ledger_settings
@@ -49,7 +52,14 @@ class Command(BaseCommand):
             help="ledger app label (default: settings.LEDGER_COMMAND_APP)",
         )
         parser.add_argument(
-            "--csv", dest="csv_path", help="CSV with header owner_id,amount,nonce[,operation]"
+            "--csv",
+            dest="csv_path",
+            help="CSV with header owner_id,amount,nonce[,operation][,expires_at]",
+        )
+        parser.add_argument(
+            "--expires-at",
+            help="ISO 8601 instant with a time zone (e.g. 2027-01-01T00:00:00Z): the credits "
+            "expire then (a CSV row's expires_at, if any, wins)",
         )
         parser.add_argument("--reason", default="", help="stored in each entry's metadata")
         parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -80,7 +90,9 @@ class Command(BaseCommand):
         if options["csv_path"]:
             if any(options[k] for k in ("owner", "amount", "nonce")):
                 raise CommandError("use either --csv or --owner/--amount/--nonce, not both")
-            rows = self._read_csv(Path(options["csv_path"]), options["operation"], metadata)
+            rows = self._read_csv(
+                Path(options["csv_path"]), options["operation"], options["expires_at"], metadata
+            )
         else:
             missing = [k for k in ("owner", "amount", "nonce") if not options[k]]
             if missing:
@@ -96,6 +108,7 @@ class Command(BaseCommand):
                         "amount": options["amount"],
                         "nonce": options["nonce"],
                         "operation": options["operation"],
+                        "expires_at": options["expires_at"] or "",
                     },
                 )
             ]
@@ -113,7 +126,9 @@ class Command(BaseCommand):
         self._grant(requests, lines, app, actor, show_progress=not options["no_progress"])
 
     # -- reading and validating --------------------------------------------
-    def _read_csv(self, path: Path, default_operation: str, metadata: dict) -> list:
+    def _read_csv(
+        self, path: Path, default_operation: str, default_expires_at: str | None, metadata: dict
+    ) -> list:
         if not path.is_file():
             raise CommandError(f"{path}: no such file")
         with path.open(newline="", encoding="utf-8-sig") as handle:
@@ -122,7 +137,7 @@ class Command(BaseCommand):
             missing = [c for c in REQUIRED_COLUMNS if c not in header]
             if missing:
                 raise CommandError(
-                    f"{path}: header must be owner_id,amount,nonce[,operation] "
+                    f"{path}: header must be owner_id,amount,nonce[,operation][,expires_at] "
                     f"(missing: {', '.join(missing)})"
                 )
             reader.fieldnames = header
@@ -132,6 +147,7 @@ class Command(BaseCommand):
                 raw = {k: (v or "").strip() for k, v in raw.items() if k is not None}
                 raw.setdefault("operation", "")
                 raw["operation"] = raw["operation"] or default_operation
+                raw["expires_at"] = raw.get("expires_at") or default_expires_at or ""
                 rows.append((line, _request(raw, metadata)))
         if not rows:
             raise CommandError(f"{path}: no rows")
@@ -159,6 +175,7 @@ class Command(BaseCommand):
                     amount=request.amount,
                     metadata=request.metadata,
                     direct=True,
+                    expires_at=request.expires_at,
                 )
             except LedgerError as exc:
                 allowed = exc.extra.get("allowed")
@@ -242,12 +259,25 @@ def _request(raw: dict[str, str], metadata: dict) -> EntryRequest | str:
         amount = int(amount_text)
     except ValueError:
         return f"amount {amount_text!r} is not an integer"
+    expires_text = (raw.get("expires_at") or "").strip()
+    expires_at: datetime | None = None
+    if expires_text:
+        try:
+            expires_at = parse_datetime(expires_text)
+        except ValueError:
+            expires_at = None
+        if expires_at is None or expires_at.tzinfo is None:
+            return (
+                f"expires_at {expires_text!r} is not an ISO 8601 instant with a time zone "
+                "(e.g. 2027-01-01T00:00:00Z)"
+            )
     return EntryRequest(
         owner_id=raw.get("owner_id") or "",
         operation=raw.get("operation") or "CREDIT_ADD",
         nonce=raw.get("nonce") or "",
         amount=amount,
         metadata=metadata,
+        expires_at=expires_at,
     )
 
 
