@@ -4,7 +4,8 @@ Design decision: a subscription is a cursor into the feed (``ledger_core.events`
 A worker takes a subscription under a PostgreSQL advisory lock (a session
 lock: it writes nothing, so it does not hold the feed's watermark back the
 way a row lock in an open transaction would), reads the events after the
-cursor, POSTs them as one batch and moves the cursor only on a 2xx. So two
+cursor, POSTs them as one batch and moves the cursor only on a 2xx (a
+redirect is a failure: it is not followed). So two
 workers never deliver the same batch at once, a worker killed mid-delivery
 leaves the cursor where it was (the batch is sent again: at least once), and
 events reach a subscriber in the feed's order. Failures back off
@@ -43,6 +44,19 @@ logger = logging.getLogger("ledger_core.webhooks")
 #: Events per delivery.
 BATCH = 100
 _LOCK_SPACE = 0x4C45  # advisory lock keys: (this, subscription id)
+
+
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """A redirect is a failed delivery, not one to follow: urllib would turn
+    the POST into a body-less GET of the new URL, whose 2xx would move the
+    cursor past events nobody received (and the new URL, which the manager
+    did not subscribe, could be anywhere)."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        return None  # urllib then raises HTTPError for the 3xx
+
+
+_OPENER = urllib.request.build_opener(_NoRedirects)
 
 
 def subscription_create(
@@ -148,12 +162,13 @@ def _post(sub: WebhookSubscription, body: bytes, event_ids: list[str]) -> str | 
         },
     )  # fmt: skip
     try:
-        with urllib.request.urlopen(  # noqa: S310
-            request, timeout=float(ledger_settings.WEBHOOK_TIMEOUT)
-        ) as response:
+        with _OPENER.open(request, timeout=float(ledger_settings.WEBHOOK_TIMEOUT)) as response:
             response.read()
             return None
     except urllib.error.HTTPError as exc:
+        if 300 <= exc.code < 400:
+            location = exc.headers.get("Location", "")
+            return f"HTTP {exc.code} to {location[:200]} (redirects are not followed)"
         return f"HTTP {exc.code}"
     except (OSError, ValueError) as exc:
         return f"{type(exc).__name__}: {exc}"

@@ -149,6 +149,42 @@ def test_a_subscription_failing_too_long_is_disabled(settings):
 
 
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("code", [301, 302, 303, 307, 308])
+def test_a_redirect_is_a_failed_delivery_and_is_not_followed(code):
+    hits: list[tuple[str, str]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def _answer(self):
+            hits.append((self.command, self.path))
+            if self.path == "/hook":
+                self.send_response(code)
+                self.send_header("Location", "/elsewhere")
+            else:
+                self.send_response(204)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        do_GET = do_POST = _answer  # noqa: N815 (http.server's names)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        sub = subscription_create(url=f"http://127.0.0.1:{server.server_port}/hook", actor=MANAGER)
+        fund("a", 1)
+        assert deliver_once(sub.pk).result == "failed"
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert hits == [("POST", "/hook")]
+    state = WebhookSubscription.objects.get(pk=sub.pk)
+    assert state.cursor == sub.cursor  # nothing counted as delivered
+    assert f"HTTP {code} to /elsewhere (redirects are not followed)" == state.last_error
+
+
+@pytest.mark.django_db(transaction=True)
 def test_the_worker_command_delivers(settings):
     port = free_port()
     sub = subscription_create(url=f"http://127.0.0.1:{port}/", actor=MANAGER,
