@@ -27,6 +27,11 @@ DEFAULTS: dict[str, Any] = {
     "WEBHOOK_DISABLE_AFTER": 24 * 3600,
     "WEBHOOK_BACKOFF_MAX": 600,
     "WEBHOOK_TIMEOUT": 10,
+    # Webhooks go to public addresses only: a URL whose host is (or resolves
+    # to) a loopback, private, link-local or otherwise non-global address is
+    # refused, so a manager cannot make the server call its own network.
+    # True allows them (receivers on an internal network, tests).
+    "WEBHOOK_ALLOW_PRIVATE": False,
     # The longest an event-feed long poll may hold a worker (seconds); a
     # larger ``wait`` is cut to it.
     "EVENTS_MAX_WAIT": 30,

@@ -15,6 +15,12 @@ kept for the admin.
 
 A receiver verifies ``Ledger-Signature: t=<unix>,v1=<hex>``: the hex is
 HMAC-SHA256, keyed with the subscription's secret, of ``"<t>.<raw body>"``.
+
+Destinations are public addresses only (unless ``LEDGER_WEBHOOK_ALLOW_PRIVATE``):
+an IP literal or ``localhost`` is checked at subscription, and every delivery
+resolves the host, refuses it if any address is not public, and connects to
+an address it checked (so a DNS answer that changes in between cannot point
+the request elsewhere). Requests go through ``http.client`` without proxies.
 """
 
 from __future__ import annotations
@@ -22,13 +28,16 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import hmac
+import http.client
+import ipaddress
 import json
 import logging
 import secrets
+import socket
+import ssl
 import time
-import urllib.error
-import urllib.request
 from datetime import datetime, timedelta
+from urllib.parse import urlsplit
 
 from django.db import connection
 from django.utils import timezone
@@ -45,18 +54,80 @@ logger = logging.getLogger("ledger_core.webhooks")
 BATCH = 100
 _LOCK_SPACE = 0x4C45  # advisory lock keys: (this, subscription id)
 
-
-class _NoRedirects(urllib.request.HTTPRedirectHandler):
-    """A redirect is a failed delivery, not one to follow: urllib would turn
-    the POST into a body-less GET of the new URL, whose 2xx would move the
-    cursor past events nobody received (and the new URL, which the manager
-    did not subscribe, could be anywhere)."""
-
-    def redirect_request(self, req, fp, code, msg, headers, newurl):
-        return None  # urllib then raises HTTPError for the 3xx
+_NOT_PUBLIC = (
+    "is not a public address (webhooks go to public addresses unless "
+    "LEDGER_WEBHOOK_ALLOW_PRIVATE is set)"
+)
 
 
-_OPENER = urllib.request.build_opener(_NoRedirects)
+class DestinationRefused(OSError):
+    """A webhook's host is, or resolves to, an address that is not public."""
+
+
+def is_public(address: str) -> bool:
+    """Whether ``address`` (an IP literal) is one webhooks may be sent to."""
+    ip = ipaddress.ip_address(address.split("%", 1)[0])  # an IPv6 zone is not an address
+    return ip.is_global and not ip.is_multicast
+
+
+def destination_problem(url: object) -> str | None:
+    """Why ``url`` cannot be a webhook's destination, or None. A host name is
+    only checked when a delivery resolves it (its addresses may change)."""
+    if not isinstance(url, str):
+        return "url must be an http(s) URL."
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        return "url must be an http(s) URL."
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "url must be an http(s) URL."
+    if ledger_settings.WEBHOOK_ALLOW_PRIVATE:
+        return None
+    host = parts.hostname
+    if host == "localhost" or host.endswith(".localhost"):
+        return f"url: {host} {_NOT_PUBLIC}."
+    try:
+        public = is_public(host)
+    except ValueError:
+        return None  # a name
+    return None if public else f"url: {host} {_NOT_PUBLIC}."
+
+
+def _connect(host: str, port: int, timeout: float) -> socket.socket:
+    """A TCP connection to ``host``, to an address that was checked."""
+    found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    if not ledger_settings.WEBHOOK_ALLOW_PRIVATE:
+        for *_, sockaddr in found:
+            if not is_public(sockaddr[0]):
+                raise DestinationRefused(f"{host} resolves to {sockaddr[0]}, which {_NOT_PUBLIC}")
+    error: OSError = OSError(f"{host}: no address")
+    for family, kind, proto, _, sockaddr in found:
+        sock = socket.socket(family, kind, proto)
+        sock.settimeout(timeout)
+        try:
+            sock.connect(sockaddr)
+        except OSError as exc:
+            sock.close()
+            error = exc
+            continue
+        return sock
+    raise error
+
+
+class _HTTPConnection(http.client.HTTPConnection):
+    def connect(self) -> None:
+        self.sock = _connect(self.host, self.port, self.timeout)
+
+
+class _HTTPSConnection(http.client.HTTPSConnection):
+    def __init__(self, host: str, port: int | None, timeout: float) -> None:
+        self.tls = ssl.create_default_context()
+        super().__init__(host, port, timeout=timeout, context=self.tls)
+
+    def connect(self) -> None:
+        sock = _connect(self.host, self.port, self.timeout)
+        self.sock = self.tls.wrap_socket(sock, server_hostname=self.host)
 
 
 def subscription_create(
@@ -66,8 +137,9 @@ def subscription_create(
     its ``secret`` is readable on the returned object only."""
     if not actor.can_post_any:
         raise Forbidden("Only managers may subscribe webhooks.")
-    if not isinstance(url, str) or not url.startswith(("https://", "http://")):
-        raise InvalidEntry("url must be an http(s) URL.", field="url")
+    problem = destination_problem(url)
+    if problem is not None:
+        raise InvalidEntry(problem, field="url")
     unknown = sorted(set(event_types or ()) - set(EVENT_TYPES))
     if unknown:
         raise InvalidEntry(f"Unknown event types: {', '.join(unknown)}.", field="event_types")
@@ -150,28 +222,42 @@ def _deliver(subscription_id: int, now: datetime) -> Delivery:
 
 
 def _post(sub: WebhookSubscription, body: bytes, event_ids: list[str]) -> str | None:
-    """POST ``body``; None on a 2xx, else what went wrong."""
+    """POST ``body``; None on a 2xx, else what went wrong. A redirect is a
+    failure and is not followed: its target is not what was subscribed, and
+    a client that follows one re-sends the POST as a body-less GET, whose 2xx
+    would move the cursor past events nobody received."""
+    problem = destination_problem(sub.url)
+    if problem is not None:  # e.g. a URL changed in the admin
+        return f"refused: {problem}"
+    parts = urlsplit(sub.url)
+    connection_class = _HTTPSConnection if parts.scheme == "https" else _HTTPConnection
+    client = connection_class(
+        parts.hostname or "", parts.port, float(ledger_settings.WEBHOOK_TIMEOUT)
+    )
     timestamp = int(time.time())
-    request = urllib.request.Request(  # noqa: S310 (http(s) only, checked at subscription)
-        sub.url, data=body, method="POST",
-        headers={
-            "Content-Type": "application/json",
-            "Ledger-Event-Ids": ",".join(event_ids),
-            "Ledger-Signature": signature(sub.secret, timestamp, body),
-            "User-Agent": "shared-ledger-webhooks",
-        },
-    )  # fmt: skip
+    headers = {
+        "Content-Type": "application/json",
+        "Ledger-Event-Ids": ",".join(event_ids),
+        "Ledger-Signature": signature(sub.secret, timestamp, body),
+        "User-Agent": "shared-ledger-webhooks",
+    }
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     try:
-        with _OPENER.open(request, timeout=float(ledger_settings.WEBHOOK_TIMEOUT)) as response:
-            response.read()
-            return None
-    except urllib.error.HTTPError as exc:
-        if 300 <= exc.code < 400:
-            location = exc.headers.get("Location", "")
-            return f"HTTP {exc.code} to {location[:200]} (redirects are not followed)"
-        return f"HTTP {exc.code}"
-    except (OSError, ValueError) as exc:
+        client.request("POST", target, body=body, headers=headers)
+        response = client.getresponse()
+        response.read()
+    except DestinationRefused as exc:
+        return f"refused: {exc}"
+    except (OSError, http.client.HTTPException) as exc:
         return f"{type(exc).__name__}: {exc}"
+    finally:
+        client.close()
+    if 200 <= response.status < 300:
+        return None
+    if 300 <= response.status < 400:
+        location = response.getheader("Location", "")[:200]
+        return f"HTTP {response.status} to {location} (redirects are not followed)"
+    return f"HTTP {response.status}"
 
 
 def event_json(event: Event) -> dict:

@@ -240,6 +240,7 @@ LEDGER_COMMAND_APP = env.str("LEDGER_COMMAND_APP", default="content")
 LEDGER_WEBHOOK_DISABLE_AFTER = env.int("LEDGER_WEBHOOK_DISABLE_AFTER", default=24 * 3600)
 LEDGER_WEBHOOK_BACKOFF_MAX = env.int("LEDGER_WEBHOOK_BACKOFF_MAX", default=600)
 LEDGER_WEBHOOK_TIMEOUT = env.float("LEDGER_WEBHOOK_TIMEOUT", default=10.0)
+LEDGER_WEBHOOK_ALLOW_PRIVATE = env.bool("LEDGER_WEBHOOK_ALLOW_PRIVATE", default=False)
 LEDGER_EVENTS_MAX_WAIT = env.int("LEDGER_EVENTS_MAX_WAIT", default=30)
 
 # --- I18N / time ----------------------------------------------------------

@@ -28,6 +28,13 @@ from tests.livehelpers import free_port
 MANAGER = Actor(name="manager", can_post_any=True, can_view_any=True)
 
 
+@pytest.fixture(autouse=True)
+def _receivers_on_loopback(settings):
+    # The receivers here listen on 127.0.0.1; the policy tests below turn
+    # the allowance off again.
+    settings.LEDGER_WEBHOOK_ALLOW_PRIVATE = True
+
+
 class Receiver:
     """An HTTP receiver that verifies signatures and fails every 10th-in-3 request."""
 
@@ -243,3 +250,82 @@ def test_the_readme_receiver_check_accepts_our_signature_and_nothing_else():
     assert not verified("s3cret", header, body + b" ")
     assert not verified("other", header, body)
     assert not verified("s3cret", signature("s3cret", now - 3600, body), body)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:8000/hook",
+        "http://localhost/hook",
+        "https://api.localhost/hook",
+        "http://10.0.0.5/hook",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://[::1]:9000/hook",
+        "http://[::ffff:127.0.0.1]/hook",
+        "http://0.0.0.0/hook",
+        "http://224.0.0.1/hook",
+    ],
+)
+def test_a_subscription_to_a_non_public_address_is_refused(manager_client, settings, url):
+    settings.LEDGER_WEBHOOK_ALLOW_PRIVATE = False
+    response = manager_client.post("/api/webhooks/", {"url": url}, format="json")
+    assert response.status_code == 400, response.content
+    assert "not a public address" in str(response.json())
+    assert not WebhookSubscription.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("host", ["localhost", "127.0.0.1"])
+def test_delivery_to_a_host_that_is_not_public_is_refused_and_nothing_is_sent(settings, host):
+    hits: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 (http.server's name)
+            hits.append(self.path)
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        # Allowed when it was subscribed (or changed in the admin), refused now.
+        sub = subscription_create(url=f"http://{host}:{server.server_port}/h", actor=MANAGER)
+        settings.LEDGER_WEBHOOK_ALLOW_PRIVATE = False
+        fund("a", 1)
+        assert deliver_once(sub.pk).result == "failed"
+        state = WebhookSubscription.objects.get(pk=sub.pk)
+        assert (
+            state.last_error.startswith("refused: ") and "not a public address" in state.last_error
+        )
+        assert state.cursor == sub.cursor
+        assert hits == []
+        settings.LEDGER_WEBHOOK_ALLOW_PRIVATE = True
+        WebhookSubscription.objects.filter(pk=sub.pk).update(next_attempt_at=None)
+        assert deliver_once(sub.pk).result == "delivered"
+        assert hits == ["/h"]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_name_resolving_to_a_private_address_is_refused_when_connecting(settings):
+    from ledger_core.webhooks import DestinationRefused, _connect
+
+    settings.LEDGER_WEBHOOK_ALLOW_PRIVATE = False
+    with pytest.raises(DestinationRefused, match="localhost resolves to .*not a public address"):
+        _connect("localhost", 80, 1.0)
+
+
+def test_public_addresses_are_allowed():
+    from ledger_core.webhooks import destination_problem, is_public
+
+    assert is_public("8.8.8.8") and is_public("2001:4860:4860::8888")
+    assert not is_public("192.168.1.1") and not is_public("fe80::1%eth0")
+    assert destination_problem("https://93.184.216.34/hook") is None
+    assert destination_problem("https://hooks.example.com:8443/x?y=1") is None
+    assert destination_problem("ftp://example.com/") == "url must be an http(s) URL."
+    assert destination_problem("http://example.com:99999/") == "url must be an http(s) URL."
