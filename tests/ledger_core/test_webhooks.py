@@ -329,3 +329,56 @@ def test_public_addresses_are_allowed():
     assert destination_problem("https://hooks.example.com:8443/x?y=1") is None
     assert destination_problem("ftp://example.com/") == "url must be an http(s) URL."
     assert destination_problem("http://example.com:99999/") == "url must be an http(s) URL."
+
+
+@pytest.mark.django_db(transaction=True)
+def test_https_delivery_verifies_the_certificate_against_the_host_name(tmp_path, monkeypatch):
+    import ssl
+    import subprocess
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(  # noqa: S603 - a self-signed certificate for localhost
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost",
+         "-keyout", str(key), "-out", str(cert)],  # fmt: skip
+        check=True, capture_output=True,
+    )  # fmt: skip
+    received: list[bytes] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 (http.server's name)
+            received.append(self.rfile.read(int(self.headers["Content-Length"])))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(cert, key)
+    server.socket = tls.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        port = server.server_port
+        sub = subscription_create(url=f"https://localhost:{port}/h", actor=MANAGER)
+        fund("a", 1)
+        # Not trusted: refused by the certificate check.
+        assert deliver_once(sub.pk).result == "failed"
+        assert "CERTIFICATE_VERIFY_FAILED" in WebhookSubscription.objects.get(pk=sub.pk).last_error
+        assert received == []
+        # Trusted (OpenSSL's SSL_CERT_FILE), for the name it was issued to: delivered.
+        monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+        WebhookSubscription.objects.filter(pk=sub.pk).update(next_attempt_at=None)
+        assert deliver_once(sub.pk).result == "delivered"
+        assert len(received) == 1 and json.loads(received[0])["events"]
+        # The same certificate for another name (the address): refused.
+        other = subscription_create(url=f"https://127.0.0.1:{port}/h", actor=MANAGER)
+        fund("a", 1, nonce="second")
+        assert deliver_once(other.pk).result == "failed"
+        assert (
+            "CERTIFICATE_VERIFY_FAILED" in WebhookSubscription.objects.get(pk=other.pk).last_error
+        )
+    finally:
+        server.shutdown()
+        server.server_close()
