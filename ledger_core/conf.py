@@ -35,6 +35,10 @@ DEFAULTS: dict[str, Any] = {
     # The longest an event-feed long poll may hold a worker (seconds); a
     # larger ``wait`` is cut to it.
     "EVENTS_MAX_WAIT": 30,
+    # How many event-feed requests may long-poll at once, across every worker
+    # of the site (each one holds a worker while it waits); one beyond that
+    # answers at once, as without ``wait``. 0: no long polls.
+    "EVENTS_MAX_WAITING": 2,
 }
 
 

@@ -18,8 +18,10 @@ it ends.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import re
+from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
@@ -71,6 +73,29 @@ class Event:
     @property
     def id(self) -> str:
         return str(self.position)
+
+
+_WAIT_LOCK_SPACE = 0x4C46  # advisory lock keys: (this, long-poll slot)
+
+
+@contextlib.contextmanager
+def waiting_slot(slots: int) -> Iterator[bool]:
+    """One of ``slots`` long-poll places shared by every worker of the site
+    (PostgreSQL session advisory locks, so a killed worker's place is freed
+    with its connection): yields whether one was free, and frees it after."""
+    taken = None
+    with connection.cursor() as cursor:
+        for slot in range(slots):
+            cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", [_WAIT_LOCK_SPACE, slot])
+            if cursor.fetchone()[0]:
+                taken = slot
+                break
+    try:
+        yield taken is not None
+    finally:
+        if taken is not None:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [_WAIT_LOCK_SPACE, taken])
 
 
 def _bound(after: Cursor, source: int) -> tuple[int, int]:

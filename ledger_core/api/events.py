@@ -3,7 +3,9 @@
 
 The order and the exactly-once promise are ``ledger_core.events``'; this view
 validates the query, reads one page and, with ``wait``, polls until an event
-arrives or the wait is over (a long poll occupies its worker meanwhile).
+arrives or the wait is over. A long poll occupies its worker meanwhile, so
+only ``LEDGER_EVENTS_MAX_WAITING`` of them wait at once across the site; one
+more answers at once.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from rest_framework.views import APIView
 
 from ..actors import Actor
 from ..conf import ledger_settings
-from ..events import EVENT_TYPES, MAX_LIMIT, Cursor, Event, event_page
+from ..events import EVENT_TYPES, MAX_LIMIT, Cursor, Event, event_page, waiting_slot
 from ..exceptions import Forbidden
 from ..models import WebhookSubscription
 from ..webhooks import subscription_create
@@ -46,7 +48,8 @@ class EventQuerySerializer(serializers.Serializer):
     type = serializers.ChoiceField(required=False, choices=EVENT_TYPES)
     wait = serializers.IntegerField(
         required=False, min_value=0, max_value=MAX_WAIT, default=0,
-        help_text="seconds to wait for an event when there is none yet (long poll)",
+        help_text="seconds to wait for an event when there is none yet (long poll); answered "
+        "at once while LEDGER_EVENTS_MAX_WAITING requests of the site wait already",
     )  # fmt: skip
 
 
@@ -95,9 +98,11 @@ class EventFeedView(APIView):
         }
         deadline = time.monotonic() + min(data["wait"], ledger_settings.EVENTS_MAX_WAIT)
         events, after = event_page(**arguments)
-        while not events and time.monotonic() < deadline:
-            time.sleep(_POLL_SECONDS)
-            events, after = event_page(**{**arguments, "after": after})
+        if not events and time.monotonic() < deadline:
+            with waiting_slot(ledger_settings.EVENTS_MAX_WAITING) as waiting:
+                while waiting and not events and time.monotonic() < deadline:
+                    time.sleep(_POLL_SECONDS)
+                    events, after = event_page(**{**arguments, "after": after})
         return Response(EventPageSerializer({"events": events, "next": str(after)}).data)
 
 

@@ -90,6 +90,40 @@ def test_long_poll_answers_when_an_event_arrives(manager_client):
 
 
 @pytest.mark.django_db(transaction=True)
+def test_long_polls_beyond_the_sites_places_answer_at_once(manager_client, settings):
+    import psycopg
+    from django.db import connection
+
+    from ledger_core.events import _WAIT_LOCK_SPACE
+
+    settings.LEDGER_EVENTS_MAX_WAITING = 2
+    fund("alice", 1)
+    after = manager_client.get(EVENTS).json()["next"]
+
+    def waited(seconds: int) -> float:
+        started = time.monotonic()
+        page = manager_client.get(EVENTS + f"?after={after}&wait={seconds}").json()
+        assert page["events"] == [] and page["next"] == after
+        return time.monotonic() - started
+
+    # Two other workers (other database sessions) are waiting already.
+    s = connection.settings_dict
+    dsn = f"host={s['HOST'] or '127.0.0.1'} port={s['PORT'] or 5432} user={s['USER']} "
+    dsn += f"dbname={s['NAME']}" + (f" password={s['PASSWORD']}" if s["PASSWORD"] else "")
+    with (
+        psycopg.connect(dsn, autocommit=True) as first,
+        psycopg.connect(dsn, autocommit=True) as second,
+    ):
+        for other, slot in ((first, 0), (second, 1)):
+            other.execute("SELECT pg_advisory_lock(%s, %s)", [_WAIT_LOCK_SPACE, slot])
+        assert waited(5) < 1
+        second.close()  # that worker's connection is gone, and its place with it
+        assert waited(1) >= 1
+    settings.LEDGER_EVENTS_MAX_WAITING = 0
+    assert waited(5) < 1
+
+
+@pytest.mark.django_db(transaction=True)
 def test_a_late_commit_is_not_skipped():
     """A transaction that started (and took its id) first but commits last:
     a plain `id > cursor` feed would hand out the later one and never the
