@@ -248,7 +248,7 @@ def _post(sub: WebhookSubscription, body: bytes, event_ids: list[str]) -> str | 
         response.read()
     except DestinationRefused as exc:
         return f"refused: {exc}"
-    except (OSError, http.client.HTTPException) as exc:
+    except (OSError, http.client.HTTPException, ValueError) as exc:  # ValueError: e.g. TLS name
         return f"{type(exc).__name__}: {exc}"
     finally:
         client.close()
