@@ -50,7 +50,7 @@ from .models import (
 )
 from .operations import all_operation_values, registry
 from .services import entry_post, entry_reverse, hold_capture, hold_void
-from .webhooks import subscription_create
+from .webhooks import destination_problem, subscription_create
 
 
 class LargeTablePaginator(Paginator):
@@ -556,6 +556,24 @@ class BalanceAdmin(ReadOnlyAdmin):
         )
 
 
+class WebhookSubscriptionForm(forms.ModelForm):
+    """A subscription's URL gets the API's destination rules as a form error
+    (public addresses only, unless ``LEDGER_WEBHOOK_ALLOW_PRIVATE``)."""
+
+    url = forms.URLField(max_length=500, assume_scheme="https")
+
+    class Meta:
+        model = WebhookSubscription
+        fields = ["url", "event_types", "app", "active"]
+
+    def clean_url(self) -> str:
+        url = self.cleaned_data["url"]
+        problem = destination_problem(url)
+        if problem is not None:
+            raise forms.ValidationError(problem)
+        return url
+
+
 @admin.register(WebhookSubscription)
 class WebhookSubscriptionAdmin(admin.ModelAdmin):
     """Webhook subscriptions: their health at a glance. A new one gets its
@@ -566,6 +584,7 @@ class WebhookSubscriptionAdmin(admin.ModelAdmin):
         "failing_since", "last_error", "disabled_at",
     ]  # fmt: skip
     list_filter = ["active"]
+    form = WebhookSubscriptionForm
     fields = [
         "url", "event_types", "app", "active", "cursor", "attempts", "next_attempt_at",
         "failing_since", "last_error", "last_success_at", "disabled_at", "created_at",

@@ -365,3 +365,28 @@ def test_balance_page_shows_lots_and_the_entry_list_filters_expiries(admin_clien
     expiry = LedgerEntry.objects.get(operation="CREDIT_EXPIRY")
     assert f"{ENTRIES}{expiry.pk}/change/" in expiries
     assert f"{ENTRIES}{lot.pk}/change/" not in expiries
+
+
+WEBHOOKS = "/admin/ledger_core/webhooksubscription/"
+
+
+def test_webhook_destinations_are_checked_in_the_admin_forms(admin_client):
+    from ledger_core.models import WebhookSubscription
+
+    assert admin_client.get(WEBHOOKS + "add/").status_code == 200
+    form = {"url": "http://10.0.0.5/hook", "event_types": "[]", "app": "", "active": "on"}
+    response = admin_client.post(WEBHOOKS + "add/", form)
+    assert response.status_code == 200  # the form again, with the error
+    assert "not a public address" in response.content.decode()
+    assert not WebhookSubscription.objects.exists()
+    response = admin_client.post(WEBHOOKS + "add/", {**form, "url": "https://hooks.example.com/x"})
+    assert response.status_code == 302, response.content.decode()[:2000]
+    subscription = WebhookSubscription.objects.get()
+    assert subscription.url == "https://hooks.example.com/x" and len(subscription.secret) == 64
+    change = f"{WEBHOOKS}{subscription.pk}/change/"
+    assert admin_client.get(change).status_code == 200
+    response = admin_client.post(change, {**form, "url": "http://localhost:9000/"})
+    assert response.status_code == 200
+    assert "not a public address" in response.content.decode()
+    subscription.refresh_from_db()
+    assert subscription.url == "https://hooks.example.com/x"
