@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 from django.db import connection
 
@@ -77,33 +78,37 @@ def lots_plan(
     return tuple(plan), due
 
 
-def lots_move(owner_id: str, moves: Sequence[tuple[int, int, int]]) -> None:
-    """Apply ``(lot, remaining delta, consumed delta)`` to ``owner_id``'s lots."""
-    moves = moves_per_lot(moves)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"UPDATE {_LOT_TABLE} AS l SET remaining = l.remaining + m.remaining, "  # noqa: S608
-            "consumed = l.consumed + m.consumed "
-            "FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[]) "
-            "AS m(entry, remaining, consumed) "
-            "WHERE l.entry = m.entry AND l.owner_id = %s",
-            [
-                [lot for lot, _, _ in moves],
-                [remaining for _, remaining, _ in moves],
-                [consumed for _, _, consumed in moves],
-                owner_id,
-            ],
-        )
+# Changes ``(lot, remaining delta, consumed delta)`` to an owner's lots, one
+# row per lot; its parameters are ``lots_move_params``. The single post runs
+# it inside its own statement.
+LOTS_MOVE_SQL = f"""
+UPDATE {_LOT_TABLE} AS l SET remaining = l.remaining + m.remaining,
+    consumed = l.consumed + m.consumed
+FROM unnest(%(move_lots)s::bigint[], %(move_remaining)s::bigint[], %(move_consumed)s::bigint[])
+    AS m(entry, remaining, consumed)
+WHERE l.entry = m.entry AND l.owner_id = %(owner)s::text"""  # noqa: S608
 
 
-def moves_per_lot(moves: Sequence[tuple[int, int, int]]) -> list[tuple[int, int, int]]:
-    """``moves`` summed per lot (one UPDATE row per lot), in lot order."""
+def lots_move_params(owner_id: str, moves: Sequence[tuple[int, int, int]]) -> dict[str, Any]:
+    """``LOTS_MOVE_SQL``'s parameters: ``moves`` summed per lot, in lot order."""
     total: dict[int, list[int]] = {}
     for lot, remaining, consumed in moves:
         sums = total.setdefault(lot, [0, 0])
         sums[0] += remaining
         sums[1] += consumed
-    return [(lot, remaining, consumed) for lot, (remaining, consumed) in sorted(total.items())]
+    lots = sorted(total)
+    return {
+        "owner": owner_id,
+        "move_lots": lots,
+        "move_remaining": [total[lot][0] for lot in lots],
+        "move_consumed": [total[lot][1] for lot in lots],
+    }
+
+
+def lots_move(owner_id: str, moves: Sequence[tuple[int, int, int]]) -> None:
+    """Apply ``(lot, remaining delta, consumed delta)`` to ``owner_id``'s lots."""
+    with connection.cursor() as cursor:
+        cursor.execute(LOTS_MOVE_SQL, lots_move_params(owner_id, moves))
 
 
 def parts_json(parts: Sequence[tuple[int, int]]) -> list[dict[str, int]]:

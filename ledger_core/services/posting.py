@@ -56,7 +56,7 @@ from ..selectors import balance_get
 from ..signals import entry_posted
 from ..validation import metadata_validate, nonce_validate, owner_id_validate
 from .expiry import lock_balance, settle_locked
-from .lots import lots_plan, moves_per_lot, parts_json
+from .lots import LOTS_MOVE_SQL, lots_move_params, lots_plan, parts_json
 from .rows import entry_fingerprint
 
 logger = logging.getLogger("ledger_core.services")
@@ -166,14 +166,7 @@ SELECT id, balance_after, created_at, seq, prev_hash, hash FROM e
 """  # noqa: S608
 # The lots a post consumes or gives back, changed in the same statement
 # (only if the entry is stored).
-_LOT_MOVES = f"""
-, moves AS (
-UPDATE {_LOT_TABLE} AS l SET remaining = l.remaining + m.remaining,
-    consumed = l.consumed + m.consumed
-FROM unnest(%(move_lots)s::bigint[], %(move_remaining)s::bigint[], %(move_consumed)s::bigint[])
-    AS m(entry, remaining, consumed)
-WHERE l.entry = m.entry AND l.owner_id = %(owner)s::text AND EXISTS (SELECT 1 FROM e)
-)"""  # noqa: S608
+_LOT_MOVES = f"\n, moves AS ({LOTS_MOVE_SQL} AND EXISTS (SELECT 1 FROM e)\n)"  # noqa: S608
 _PG_CREDIT_POST = f"{_CLOCK}b AS ({_CREDIT_SQL}){_ENTRY_INSERT.format(moves='')}"
 _PG_DEBIT_POST = f"{_CLOCK}b AS ({_DEBIT_SQL}){_ENTRY_INSERT.format(moves='')}"
 _PG_CREDIT_POST_MOVES = f"{_CLOCK}b AS ({_CREDIT_SQL}){_ENTRY_INSERT.format(moves=_LOT_MOVES)}"
@@ -442,10 +435,7 @@ def _pg_post(p: PreparedEntry, now: datetime) -> LedgerEntry:
         "genesis": chain.GENESIS,
     }
     if p.lot_moves:
-        moves = moves_per_lot(p.lot_moves)
-        params["move_lots"] = [lot for lot, _, _ in moves]
-        params["move_remaining"] = [remaining for _, remaining, _ in moves]
-        params["move_consumed"] = [consumed for _, _, consumed in moves]
+        params.update(lots_move_params(p.owner_id, p.lot_moves))
         sql = _PG_CREDIT_POST_MOVES if p.amount >= 0 else _PG_DEBIT_POST_MOVES
     else:
         sql = _PG_CREDIT_POST if p.amount >= 0 else _PG_DEBIT_POST
