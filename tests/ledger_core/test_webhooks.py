@@ -4,6 +4,7 @@ once, with two workers delivering at the same time."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import io
@@ -11,7 +12,9 @@ import json
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 import pytest
 from django.core.management import call_command
@@ -26,6 +29,26 @@ from tests.conftest import SYSTEM, fund
 from tests.livehelpers import free_port
 
 MANAGER = Actor(name="manager", can_post_any=True, can_view_any=True)
+
+
+class QuietHandler(BaseHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+@contextlib.contextmanager
+def serving(handler: type[BaseHTTPRequestHandler], tls: Any = None) -> Iterator[int]:
+    """``handler`` served on a free loopback port (over TLS with the ``tls``
+    server context); yields the port."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    if tls is not None:
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield server.server_port
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 @pytest.fixture(autouse=True)
@@ -49,7 +72,7 @@ class Receiver:
     def start(self) -> None:
         receiver = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_POST(self):  # noqa: N802 (http.server's name)
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 t = int(self.headers["Ledger-Signature"].split(",")[0][2:])
@@ -68,9 +91,6 @@ class Receiver:
                         receiver.acknowledged.extend(events)
                 self.send_response(500 if fail else 204)
                 self.end_headers()
-
-            def log_message(self, *args):
-                pass
 
         self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
@@ -160,7 +180,7 @@ def test_a_subscription_failing_too_long_is_disabled(settings):
 def test_a_redirect_is_a_failed_delivery_and_is_not_followed(code):
     hits: list[tuple[str, str]] = []
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         def _answer(self):
             hits.append((self.command, self.path))
             if self.path == "/hook":
@@ -173,18 +193,10 @@ def test_a_redirect_is_a_failed_delivery_and_is_not_followed(code):
 
         do_GET = do_POST = _answer  # noqa: N815 (http.server's names)
 
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        sub = subscription_create(url=f"http://127.0.0.1:{server.server_port}/hook", actor=MANAGER)
+    with serving(Handler) as port:
+        sub = subscription_create(url=f"http://127.0.0.1:{port}/hook", actor=MANAGER)
         fund("a", 1)
         assert deliver_once(sub.pk).result == "failed"
-    finally:
-        server.shutdown()
-        server.server_close()
     assert hits == [("POST", "/hook")]
     state = WebhookSubscription.objects.get(pk=sub.pk)
     assert state.cursor == sub.cursor  # nothing counted as delivered
@@ -280,20 +292,15 @@ def test_a_subscription_to_a_non_public_address_is_refused(manager_client, setti
 def test_delivery_to_a_host_that_is_not_public_is_refused_and_nothing_is_sent(settings, host):
     hits: list[str] = []
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         def do_POST(self):  # noqa: N802 (http.server's name)
             hits.append(self.path)
             self.send_response(204)
             self.end_headers()
 
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
+    with serving(Handler) as port:
         # Allowed when it was subscribed (or changed in the admin), refused now.
-        sub = subscription_create(url=f"http://{host}:{server.server_port}/h", actor=MANAGER)
+        sub = subscription_create(url=f"http://{host}:{port}/h", actor=MANAGER)
         settings.LEDGER_WEBHOOK_ALLOW_PRIVATE = False
         fund("a", 1)
         assert deliver_once(sub.pk).result == "failed"
@@ -307,9 +314,6 @@ def test_delivery_to_a_host_that_is_not_public_is_refused_and_nothing_is_sent(se
         WebhookSubscription.objects.filter(pk=sub.pk).update(next_attempt_at=None)
         assert deliver_once(sub.pk).result == "delivered"
         assert hits == ["/h"]
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def test_a_name_resolving_to_a_private_address_is_refused_when_connecting(settings):
@@ -345,22 +349,15 @@ def test_https_delivery_verifies_the_certificate_against_the_host_name(tmp_path,
     )  # fmt: skip
     received: list[bytes] = []
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         def do_POST(self):  # noqa: N802 (http.server's name)
             received.append(self.rfile.read(int(self.headers["Content-Length"])))
             self.send_response(204)
             self.end_headers()
 
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     tls.load_cert_chain(cert, key)
-    server.socket = tls.wrap_socket(server.socket, server_side=True)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        port = server.server_port
+    with serving(Handler, tls) as port:
         sub = subscription_create(url=f"https://localhost:{port}/h", actor=MANAGER)
         fund("a", 1)
         # Not trusted: refused by the certificate check.
@@ -379,6 +376,3 @@ def test_https_delivery_verifies_the_certificate_against_the_host_name(tmp_path,
         assert (
             "CERTIFICATE_VERIFY_FAILED" in WebhookSubscription.objects.get(pk=other.pk).last_error
         )
-    finally:
-        server.shutdown()
-        server.server_close()
