@@ -13,8 +13,9 @@ import time
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
-from prometheus_client import Counter, Gauge, start_http_server
+from prometheus_client import Counter, Gauge
 
+from ledger_core.management.workers import add_worker_arguments, serve_metrics
 from ledger_core.webhooks import BATCH, deliver_once, due_subscriptions
 
 DELIVERIES = Counter(
@@ -34,18 +35,12 @@ class Command(BaseCommand):
     help = "Deliver the event feed to webhook subscriptions (at least once, in order)."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument(
-            "--loop",
-            type=float,
-            metavar="SECONDS",
-            help="keep running, pausing SECONDS when there is nothing to send",
+        add_worker_arguments(
+            parser, loop_help="keep running, pausing SECONDS when there is nothing to send"
         )
-        parser.add_argument("--metrics-port", type=int, help="serve Prometheus metrics here")
-        parser.add_argument("--metrics-address", default="127.0.0.1")  # fmt: skip
 
     def handle(self, *args: Any, **options: Any) -> None:
-        if options["metrics_port"]:
-            start_http_server(options["metrics_port"], addr=options["metrics_address"])
+        serve_metrics(options)
         interval = options["loop"]
         while True:
             sent = self.pass_once()

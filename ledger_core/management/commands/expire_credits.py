@@ -19,8 +19,9 @@ import time
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
-from prometheus_client import Gauge, start_http_server
+from prometheus_client import Gauge
 
+from ledger_core.management.workers import add_worker_arguments, serve_metrics
 from ledger_core.services import due_holds_sweep, due_lots_sweep, sweep_lag_seconds
 
 # The sweeper's own gauges, served by --metrics-port (the web's /metrics has
@@ -39,24 +40,14 @@ class Command(BaseCommand):
     help = "Expire credit lots (and holds) past their expiry; idempotent, safe concurrently."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument(
-            "--loop",
-            type=float,
-            metavar="SECONDS",
-            help="keep running, sweeping every SECONDS (a long-running worker)",
-        )
-        parser.add_argument(
-            "--metrics-port", type=int, help="serve Prometheus metrics on this port"
-        )
-        parser.add_argument(
-            "--metrics-address", default="127.0.0.1", help="address for --metrics-port"
+        add_worker_arguments(
+            parser, loop_help="keep running, sweeping every SECONDS (a long-running worker)"
         )
         parser.add_argument("--no-progress", action="store_true")
 
     def handle(self, *args: Any, **options: Any) -> None:
         interval = options["loop"]
-        if options["metrics_port"]:
-            start_http_server(options["metrics_port"], addr=options["metrics_address"])
+        serve_metrics(options)
         progress = not options["no_progress"] and self.stderr.isatty()
         while True:
             started = time.perf_counter()

@@ -15,6 +15,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
+from ledger_core.management.workers import add_worker_arguments
 from ledger_core.services import due_holds_sweep
 
 
@@ -22,11 +23,10 @@ class Command(BaseCommand):
     help = "Release holds past their expiry (status expired); idempotent, safe concurrently."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument(
-            "--loop",
-            type=float,
-            metavar="SECONDS",
-            help="keep running, sweeping every SECONDS (a long-running worker)",
+        add_worker_arguments(
+            parser,
+            loop_help="keep running, sweeping every SECONDS (a long-running worker)",
+            metrics=False,
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
