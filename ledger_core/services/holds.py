@@ -26,6 +26,7 @@ from django.utils import timezone
 
 from .. import metrics
 from ..actors import Actor
+from ..chain import instant
 from ..exceptions import (
     Forbidden,
     HoldExpired,
@@ -134,11 +135,12 @@ def _current(hold: LedgerHold, now: datetime) -> LedgerHold:
 
 
 def hold_data(hold: LedgerHold) -> dict[str, Any]:
-    """The hold as the API shows it (for its events)."""
+    """The hold's fields for its events, times in UTC with microseconds, as
+    the hash chain writes them (the sweep builds the same object in SQL:
+    ``expiry._RELEASE_SQL``)."""
     data: dict[str, Any] = {name: getattr(hold, name) for name in HOLD_FIELDS}
     for name in ("expires_at", "created_at", "resolved_at"):
-        if data[name] is not None:
-            data[name] = data[name].isoformat().replace("+00:00", "Z")
+        data[name] = instant(data[name])
     return data
 
 

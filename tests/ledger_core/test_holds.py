@@ -22,7 +22,7 @@ from ledger_core.exceptions import (
     NonceConflict,
     UnknownOperation,
 )
-from ledger_core.models import Balance, HoldStatus, LedgerEntry, LedgerHold
+from ledger_core.models import Balance, HoldEvent, HoldStatus, LedgerEntry, LedgerHold
 from ledger_core.selectors import balance_get, hold_get, hold_list
 from ledger_core.services import (
     EntryRequest,
@@ -34,6 +34,7 @@ from ledger_core.services import (
     hold_place,
     hold_void,
 )
+from ledger_core.services.holds import HOLD_FIELDS, hold_data
 from tests.conftest import SYSTEM, fund
 
 pytestmark = pytest.mark.django_db
@@ -322,6 +323,22 @@ def test_a_hold_expires_by_the_clock():
     assert balance_get(owner_id="alice").available == 5
     with pytest.raises(HoldExpired):
         hold_capture(hold_id=placed.pk, app="content", actor=MANAGER)
+
+
+def test_the_sweeps_hold_expired_event_shows_the_hold_as_the_other_hold_events():
+    """The sweep writes ``hold.expired`` in SQL; its ``data`` must be what
+    ``hold_data`` gives the other hold events for the same hold."""
+    fund("alice", 5)
+    placed = hold(amount=-2).hold
+    expire(placed.pk)
+    assert due_holds_sweep() == 1
+    expired = LedgerHold.objects.get(pk=placed.pk)
+    event = HoldEvent.objects.get(hold=placed.pk, type="hold.expired")
+    assert event.data == hold_data(expired)
+    assert set(event.data) == set(HOLD_FIELDS)
+    assert event.data["status"] == "expired" and event.data["resolved_at"] is not None
+    placed_event = HoldEvent.objects.get(hold=placed.pk, type="hold.placed")
+    assert placed_event.data.keys() == event.data.keys()
 
 
 def test_expire_holds_command_writes_statuses_once(capsys, django_capture_on_commit_callbacks):
