@@ -80,6 +80,28 @@ def site_env(**overrides: str) -> dict[str, str]:
     return env
 
 
+def stack_env(url: str, run_id: str, metrics_dir: Path, **overrides: str) -> dict[str, str]:
+    """The standard stack the benchmarks measure: every feature on (rate
+    limits with very high rates, JSON logs, multiprocess metrics), plain HTTP."""
+    high = "100000000/m"
+    return site_env(
+        DATABASE_URL=url,
+        REDIS_URL=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/2"),
+        CACHE_KEY_PREFIX=f"bench-{run_id}",
+        DJANGO_DEBUG="0",
+        # Plain HTTP on loopback: the HTTPS redirect would answer every request with a 301.
+        DJANGO_SECURE="0",
+        RATELIMIT_ENABLE="1",
+        RATE_LIMIT_LEDGER_WRITE=high,
+        RATE_LIMIT_LEDGER_READ=high,
+        RATE_LIMIT_AUTH=high,
+        LOG_FORMAT="json",
+        LOG_LEVEL="INFO",
+        PROMETHEUS_MULTIPROC_DIR=str(metrics_dir),
+        **overrides,
+    )
+
+
 def manage(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
     result = subprocess.run(  # noqa: S603
         [sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True

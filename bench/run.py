@@ -45,6 +45,7 @@ from bench.common import (
     manage,
     service_account_password,
     site_env,
+    stack_env,
     temp_database,
     wait_up,
 )
@@ -327,7 +328,6 @@ def measure_lots(base: str, token: str, run_id: str, pairs: int = 500) -> dict:
 
 
 HISTORY_PAIRS = 1000
-ROUNDS = 3
 
 
 def median_cpu(runs: list[dict]) -> dict[str, float]:
@@ -414,6 +414,12 @@ def main() -> None:  # noqa: PLR0915
     )
     parser.add_argument("--seconds", type=int, default=int(os.environ.get("BENCH_SECONDS", "15")))
     parser.add_argument("--workers", type=int, default=int(os.environ.get("GUNICORN_WORKERS", "0")))
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=int(os.environ.get("BENCH_ROUNDS", "3")),
+        help="interleaved rounds; --seconds is split among them (more rounds, a finer A/B)",
+    )
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--batch", type=int, default=100)
     parser.add_argument("--history", type=int, default=1_000_000)
@@ -453,22 +459,7 @@ def main() -> None:  # noqa: PLR0915
         manage(site_env(DATABASE_URL=pg_url), "migrate", "--noinput")
         seed_owners(pg_dsn, OWNERS)
         tmp = Path(tempfile.mkdtemp(prefix="ledger-bench-"))
-        high = "100000000/m"
-        env = site_env(
-            DATABASE_URL=url,
-            REDIS_URL=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/2"),
-            CACHE_KEY_PREFIX=f"bench-{run_id}",
-            DJANGO_DEBUG="0",
-            # Plain HTTP on loopback: the HTTPS redirect would answer every request with a 301.
-            DJANGO_SECURE="0",
-            RATELIMIT_ENABLE="1",
-            RATE_LIMIT_LEDGER_WRITE=high,
-            RATE_LIMIT_LEDGER_READ=high,
-            RATE_LIMIT_AUTH=high,
-            LOG_FORMAT="json",
-            LOG_LEVEL="INFO",
-            PROMETHEUS_MULTIPROC_DIR=str(tmp / "prometheus"),
-        )
+        env = stack_env(url, run_id, tmp / "prometheus")
         if args.workers:
             env["GUNICORN_WORKERS"] = str(args.workers)
         manage(env, "migrate", "--noinput")
@@ -500,11 +491,12 @@ def main() -> None:  # noqa: PLR0915
             # Warm up every worker (imports, connections, cache) before measuring.
             wrk("read.lua", base, 3, conns, threads, **common)
             wrk("post.lua", base, 3, conns, threads, **{**common, "BENCH_RUN": run_id + "w"})
-            # Every scenario, the pgbench ceiling included, runs in ROUNDS
+            # Every scenario, the pgbench ceiling included, runs in --rounds
             # interleaved slices; each figure is the median of its slices, so
             # the machine's speed drifting during the run affects every
             # scenario alike instead of whichever ran at the time.
-            slice_s = max(2, args.seconds // ROUNDS)
+            rounds = args.rounds
+            slice_s = max(2, args.seconds // rounds)
             slices: dict[str, list[dict]] = {
                 name: []
                 for name in (
@@ -528,8 +520,8 @@ def main() -> None:  # noqa: PLR0915
                     threads,
                     **{**common, "BENCH_RUN": run_id + "bw"},
                 )
-            for round_ in range(ROUNDS):
-                print(f"round {round_ + 1}/{ROUNDS}: {slice_s}s per scenario ...", flush=True)
+            for round_ in range(rounds):
+                print(f"round {round_ + 1}/{rounds}: {slice_s}s per scenario ...", flush=True)
                 slices["pgbench"].append(pgbench_ceiling(pg_dsn, slice_s, clients=8))
                 slices["pgbench-hashed"].append(
                     pgbench_ceiling(pg_dsn, slice_s, clients=8, hashed=True)
@@ -539,15 +531,18 @@ def main() -> None:  # noqa: PLR0915
                     timed_wrk(server.pid, "health.lua", base, slice_s, conns, threads, **common)
                 )
                 run = {**common, "BENCH_RUN": f"{run_id}-{round_}"}
-                for name, script in (("posts", "post.lua"), ("reads", "read.lua")):
-                    slices[name].append(
-                        timed_wrk(server.pid, script, base, slice_s, conns, threads, **run)
-                    )
+                sides = [("", server.pid, base, run)]
                 if variant_base:
                     b_run = {**run, "BENCH_RUN": f"{run_id}-{round_}-b"}
-                    for name, script in (("b-posts", "post.lua"), ("b-reads", "read.lua")):
-                        slices[name].append(
-                            wrk(script, variant_base, slice_s, conns, threads, **b_run)
+                    sides.append(("b-", variant_server.pid, variant_base, b_run))
+                    # Every other round the variant goes first, so that neither
+                    # side always runs right after the same scenario.
+                    if round_ % 2:
+                        sides.reverse()
+                for prefix, pid, url, side_run in sides:
+                    for name, script in (("posts", "post.lua"), ("reads", "read.lua")):
+                        slices[prefix + name].append(
+                            timed_wrk(pid, script, url, slice_s, conns, threads, **side_run)
                         )
                 slices["batches"].append(
                     timed_wrk(server.pid, "batch.lua", base, slice_s, max(2, conns // 4),
@@ -561,7 +556,7 @@ def main() -> None:  # noqa: PLR0915
                 "tps": statistics.median(x["tps"] for x in slices["pgbench"]),
                 "slices_tps": [x["tps"] for x in slices["pgbench"]],
                 "clients": 8,
-                "seconds": slice_s * ROUNDS,
+                "seconds": slice_s * rounds,
             }
             for name in ("floor", "posts", "reads", "batches"):
                 report[name] = combine(slices[name])
@@ -662,6 +657,10 @@ def main() -> None:  # noqa: PLR0915
             ]  # fmt: skip
             print(f"A/B {kind}: with {label} = {ratio:.3f} x without (rounds: "
                   + ", ".join(f"{r:.3f}" for r in per_round) + ")")  # fmt: skip
+            cpu_a, cpu_b = report[kind]["cpu_ms"], variant[kind]["cpu_ms"]
+            print(f"    CPU ms per request without / with: web {cpu_a['web']:.3f} / "
+                  f"{cpu_b['web']:.3f}, PostgreSQL {cpu_a['postgres']:.3f} / "
+                  f"{cpu_b['postgres']:.3f}")  # fmt: skip
     for owner, kinds in hist.items():
         for kind, data in kinds.items():
             if set(data["statuses"]) - {200, 201}:
