@@ -13,7 +13,7 @@ TEST_REDIS_URL ?= redis://127.0.0.1:6379/1
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install run stop test faults image-test lint fmt check clean bench bench-grant
+.PHONY: install run stop test faults image-test lint fmt check clean bench bench-instructions bench-grant
 
 # `make run` installs what running needs; everything else the test extras.
 $(RUN_STAMP): pyproject.toml
@@ -80,6 +80,10 @@ bench: $(STAMP)
 	scripts/ensure-tools.sh bench
 	$(BENCH_ENV) $(BIN)/python -m bench.run $(BENCH_ARGS)
 	$(BENCH_ENV) $(BIN)/python -m bench.grant_csv
+
+bench-instructions: $(STAMP)
+	scripts/ensure-tools.sh bench
+	$(BENCH_ENV) $(BIN)/python -m bench.instructions $(BENCH_ARGS)
 
 bench-grant: $(STAMP)
 	$(BENCH_ENV) $(BIN)/python -m bench.grant_csv

@@ -1,17 +1,17 @@
 #!/usr/bin/env bash
 # Installs, from Debian's packages, the system tools a target runs for real,
 # when they are missing; a no-op when all are present.
-#   scripts/ensure-tools.sh test    Prometheus + promtool, docker-compose
-#   scripts/ensure-tools.sh bench   wrk, pgbench
+#   scripts/ensure-tools.sh test    Prometheus + promtool, docker-compose, valgrind
+#   scripts/ensure-tools.sh bench   wrk, pgbench, valgrind
 #   scripts/ensure-tools.sh faults  PostgreSQL's cluster tools and server, redis-server
 #   scripts/ensure-tools.sh image   podman, debootstrap
 set -euo pipefail
 
 case "${1:-}" in
-    test) wanted=("prometheus:prometheus" "promtool:prometheus" "docker-compose:docker-compose") ;;
+    test) wanted=("prometheus:prometheus" "promtool:prometheus" "docker-compose:docker-compose" "valgrind:valgrind") ;;
     bench)
         pg="postgresql-$(ls /usr/lib/postgresql 2>/dev/null | sort -n | tail -1)"
-        wanted=("wrk:wrk" "pgbench:${pg}")
+        wanted=("wrk:wrk" "pgbench:${pg}" "valgrind:valgrind")
         ;;
     faults)
         pg="postgresql-$(ls /usr/lib/postgresql 2>/dev/null | sort -n | tail -1)"

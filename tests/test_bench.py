@@ -1,4 +1,5 @@
-"""The benchmark's CPU accounting (``bench.run.cpu_seconds``)."""
+"""The benchmark's CPU accounting (``bench.run.cpu_seconds``) and its
+instruction counts (``bench.instructions.sections``)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import subprocess
 import sys
 import time
 
+from bench.instructions import sections
 from bench.run import cpu_seconds, cpu_used
 
 
@@ -36,3 +38,25 @@ def test_a_process_that_ended_counts_nothing():
     before = {**cpu_seconds(os.getpid()), child.pid: ("web", 5.0)}
     child.communicate(b"\n", timeout=10)
     assert 0 <= web_seconds(before) < 1
+
+
+SECTIONS = """\
+import os
+os.getppid()
+sum(range(100_000))
+os.getppid()
+sum(range(1_000_000))
+os.getppid()
+print("done")
+"""
+
+
+def test_instructions_are_counted_per_section_and_repeat(tmp_path):
+    program = [sys.executable, "-c", SECTIONS]
+    totals, out = sections(program, tmp_path / "first", dict(os.environ))
+    assert out == "done\n"
+    # Start-up, then the two sums; what follows the last call is left out.
+    assert len(totals) == 3
+    assert 9 < totals[2] / totals[1] < 11
+    again, _ = sections(program, tmp_path / "again", dict(os.environ))
+    assert abs(again[2] / totals[2] - 1) < 0.01
