@@ -39,6 +39,10 @@ DEFAULTS: dict[str, Any] = {
     # of the site (each one holds a worker while it waits); one beyond that
     # answers at once, as without ``wait``. 0: no long polls.
     "EVENTS_MAX_WAITING": 2,
+    # Entries and balances are rendered by ``plain()`` functions that a test
+    # holds equal to DRF's field-by-field output; False renders them DRF's
+    # way (slower; the A/B of docs/performance.md).
+    "PLAIN_REPRESENTATION": True,
 }
 
 

@@ -243,6 +243,7 @@ LEDGER_WEBHOOK_TIMEOUT = env.float("LEDGER_WEBHOOK_TIMEOUT", default=10.0)
 LEDGER_WEBHOOK_ALLOW_PRIVATE = env.bool("LEDGER_WEBHOOK_ALLOW_PRIVATE", default=False)
 LEDGER_EVENTS_MAX_WAIT = env.int("LEDGER_EVENTS_MAX_WAIT", default=30)
 LEDGER_EVENTS_MAX_WAITING = env.int("LEDGER_EVENTS_MAX_WAITING", default=2)
+LEDGER_PLAIN_REPRESENTATION = env.bool("LEDGER_PLAIN_REPRESENTATION", default=True)
 
 # --- I18N / time ----------------------------------------------------------
 LANGUAGE_CODE = "en-us"
