@@ -14,6 +14,8 @@ import environ
 import psycopg
 
 ROOT = Path(__file__).resolve().parents[1]
+#: Owners ``owner1`` .. ``owner2000`` that the benchmarks' requests spread over.
+OWNERS = 2000
 RESULTS = ROOT / "bench" / "results"
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/ledger"
 
@@ -100,6 +102,23 @@ def stack_env(url: str, run_id: str, metrics_dir: Path, **overrides: str) -> dic
         PROMETHEUS_MULTIPROC_DIR=str(metrics_dir),
         **overrides,
     )
+
+
+def with_variant(env: dict[str, str], variant: dict[str, str], metrics_dir: Path) -> dict[str, str]:
+    """``env`` with an A/B's settings added: the same database, its own cache
+    keys and metrics directory."""
+    return {**env, **variant, "CACHE_KEY_PREFIX": env["CACHE_KEY_PREFIX"] + "-b",
+            "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}  # fmt: skip
+
+
+def seed_owners(dsn: str, owners: int = OWNERS) -> None:
+    """Balance rows for ``owner1`` .. ``owner<owners>``."""
+    with psycopg.connect(dsn) as conn:
+        conn.execute(
+            "INSERT INTO ledger_core_balance (owner_id, balance, version, updated_at) "
+            "SELECT 'owner' || i, 0, 0, now() FROM generate_series(1, %s) AS i",
+            [owners],
+        )
 
 
 def manage(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:

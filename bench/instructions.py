@@ -36,15 +36,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bench.common import (
+    OWNERS,
     RESULTS,
     ROOT,
     manage,
+    seed_owners,
     service_account_password,
     stack_env,
     temp_database,
+    with_variant,
 )
 
-OWNERS = 2000
 BATCH = 100
 WARM_UP = 20
 #: Scenario -> requests counted per ``--requests`` 100 (a batch is 100 entries).
@@ -200,20 +202,12 @@ def main() -> None:
     with temp_database("ledger_instructions") as (url, dsn):
         env = stack_env(url, f"instr-{run_id}", tmp / "prometheus-a")
         manage(env, "migrate", "--noinput")
-        import psycopg
-
-        with psycopg.connect(dsn) as conn:
-            conn.execute(
-                "INSERT INTO ledger_core_balance (owner_id, balance, version, updated_at) "
-                "SELECT 'owner' || i, 0, 0, now() FROM generate_series(1, %s) AS i",
-                [OWNERS],
-            )
+        seed_owners(dsn)
         account = manage(env, "create_service_account", "bench-manager").stdout
         env.update(BENCH_USER="bench-manager", BENCH_PASSWORD=service_account_password(account))
         sides = {"a": env}
         if variant:
-            sides["b"] = {**env, **variant, "CACHE_KEY_PREFIX": f"instr-{run_id}-b",
-                          "PROMETHEUS_MULTIPROC_DIR": str(tmp / "prometheus-b")}  # fmt: skip
+            sides["b"] = with_variant(env, variant, tmp / "prometheus-b")
         for side, side_env in sides.items():
             Path(side_env["PROMETHEUS_MULTIPROC_DIR"]).mkdir(parents=True, exist_ok=True)
             started = time.monotonic()

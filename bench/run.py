@@ -39,19 +39,21 @@ from typing import Any
 import psycopg
 
 from bench.common import (
+    OWNERS,
     RESULTS,
     ROOT,
     free_port,
     manage,
+    seed_owners,
     service_account_password,
     site_env,
     stack_env,
     temp_database,
     wait_up,
+    with_variant,
 )
 
 WRK_DIR = ROOT / "bench" / "wrk"
-OWNERS = 2000
 
 PGBENCH_SCRIPT = """\\set owner random(1, {owners})
 BEGIN;
@@ -63,15 +65,6 @@ INSERT INTO ledger_core_ledgerentry (owner_id, app, operation, amount, balance_a
   md5(random()::text || clock_timestamp()::text), 'f', NULL, NULL, now(), 'pgbench');
 END;
 """
-
-
-def seed_owners(dsn: str, owners: int) -> None:
-    with psycopg.connect(dsn) as conn:
-        conn.execute(
-            "INSERT INTO ledger_core_balance (owner_id, balance, version, updated_at) "
-            "SELECT 'owner' || i, 0, 0, now() FROM generate_series(1, %s) AS i",
-            [owners],
-        )
 
 
 # The same post with the hash chain's work (the new head computed in the
@@ -470,9 +463,7 @@ def main() -> None:  # noqa: PLR0915
         servers = [server]
         variant_base = None
         if variant_env:
-            # Same database, its own metrics directory and cache keys.
-            b_env = {**env, **variant_env, "CACHE_KEY_PREFIX": f"bench-{run_id}-b",
-                     "PROMETHEUS_MULTIPROC_DIR": str(tmp / "prometheus-b")}  # fmt: skip
+            b_env = with_variant(env, variant_env, tmp / "prometheus-b")
             variant_base, variant_server = start_server(
                 b_env, tmp / "gunicorn-b.log", app=variant_app
             )
