@@ -9,6 +9,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -50,6 +51,7 @@ def test_compose_file_is_valid(tmp_path):
     assert any("pgdata" in v for v in services["db"]["volumes"])
     for name in ("db", "redis", "web"):
         assert services[name]["healthcheck"]["test"], name
+    assert services["web"]["healthcheck"]["test"] == ["CMD", "python", "docker/healthcheck.py"]
     assert services["web"]["depends_on"]["db"]["condition"] == "service_healthy"
     assert services["web"]["depends_on"]["redis"]["condition"] == "service_healthy"
     mounts = " ".join(services["prometheus"]["volumes"])
@@ -98,7 +100,8 @@ def test_dockerfile_shape():
     assert "-slim" in text
     assert re.search(r"^USER \d+", runtime, re.M)
     assert "collectstatic" in runtime
-    assert "HEALTHCHECK" in runtime and "/healthz" in runtime
+    healthcheck = r'^HEALTHCHECK .*\n\s+CMD \["python", "docker/healthcheck.py"\]'
+    assert re.search(healthcheck, runtime, re.M)
     assert "gcc" not in runtime and "build-essential" not in runtime
 
 
@@ -215,3 +218,82 @@ def test_production_server_redirects_to_https_and_serves_static_files(tmp_path, 
         for asset in assets:
             if asset.startswith("/static/"):
                 assert fetch(f"{base}{asset}", {"X-Forwarded-Proto": "https"})[0] == 200, asset
+
+
+def healthcheck_module():
+    """docker/healthcheck.py, the image's HEALTHCHECK (not part of the wheel)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("healthcheck", ROOT / "docker" / "healthcheck.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize(
+    ("bind", "address"),
+    [
+        ("0.0.0.0:8000", ("127.0.0.1", 8000)),
+        ("", ("127.0.0.1", 8000)),
+        ("127.0.0.1:9123", ("127.0.0.1", 9123)),
+        ("[::]:9000", ("::1", 9000)),
+        ("[::1]:9001", ("::1", 9001)),
+        ("8001", ("127.0.0.1", 8001)),
+        ("web", ("web", 8000)),
+        ("web:8080", ("web", 8080)),
+    ],
+)
+def test_healthcheck_asks_the_address_gunicorn_binds(bind, address):
+    conn = healthcheck_module().connection(bind)
+    assert (conn.host, conn.port) == address
+
+
+def test_healthcheck_reaches_a_unix_socket_bind_and_names_an_allowed_host():
+    healthcheck = healthcheck_module()
+    conn = healthcheck.connection("unix:/run/ledger/gunicorn.sock")
+    assert isinstance(conn, healthcheck.UnixHTTPConnection)
+    assert conn.path == "/run/ledger/gunicorn.sock"
+    assert healthcheck.host_header("") == "localhost"
+    assert healthcheck.host_header("*") == "localhost"
+    assert healthcheck.host_header("ledger.example.com, web") == "ledger.example.com"
+    assert healthcheck.host_header(" , .example.com") == "example.com"
+
+
+def run_healthcheck(**env: str) -> int:
+    result = subprocess.run(
+        [sys.executable, "docker/healthcheck.py"], cwd=ROOT, env=site_env(**env),
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    return result.returncode
+
+
+@pytest.mark.slow
+def test_healthcheck_follows_the_bind_and_the_allowed_hosts_of_a_real_server(tmp_path):
+    """A deployment on another port, on a Unix socket, allowing only its public
+    name: the HEALTHCHECK still says healthy, and says unhealthy when nothing answers."""
+    port = free_port()
+    socket_path = tmp_path / "gunicorn.sock"
+    allowed = "ledger.example.com"
+    env = gunicorn_env(tmp_path, DJANGO_ALLOWED_HOSTS=allowed)
+    command = gunicorn_cmd(port, 1, "--bind", f"unix:{socket_path}")
+    tcp = {"GUNICORN_BIND": f"127.0.0.1:{port}", "DJANGO_ALLOWED_HOSTS": allowed}
+    log = (tmp_path / "gunicorn.log").open("w")
+    server = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)  # noqa: S603
+    try:
+        for _ in range(60):  # bounded: 60 tries, 0.5 s apart
+            if run_healthcheck(**tcp) == 0:
+                break
+            assert server.poll() is None, (tmp_path / "gunicorn.log").read_text()[-3000:]
+            time.sleep(0.5)
+        else:
+            raise AssertionError((tmp_path / "gunicorn.log").read_text()[-3000:])
+        socket_bind = {"GUNICORN_BIND": f"unix:{socket_path}", "DJANGO_ALLOWED_HOSTS": allowed}
+        assert run_healthcheck(**socket_bind) == 0
+        # What a check naming 127.0.0.1 gets from this deployment.
+        assert fetch(f"http://127.0.0.1:{port}/healthz")[0] == 400
+    finally:
+        server.terminate()
+        server.wait(30)
+        log.close()
+    assert run_healthcheck(**tcp) == 1
+    assert run_healthcheck(GUNICORN_BIND=f"127.0.0.1:{free_port()}") == 1

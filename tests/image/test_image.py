@@ -27,13 +27,12 @@ from pathlib import Path
 
 import pytest
 
-from bench.common import temp_database
+from bench.common import free_port, temp_database
 from tests.livehelpers import ROOT, call, wait_for
 
 pytestmark = [pytest.mark.image, pytest.mark.slow]
 
 TAG = "localhost/shared-ledger:test"
-PORT = 8000  # the image's HEALTHCHECK asks 127.0.0.1:8000
 ADMIN_USER, ADMIN_PASSWORD = "image-admin", "image-admin-passphrase-7"
 
 
@@ -112,17 +111,19 @@ def admin_login(opener, base: str) -> None:
 
 
 def test_runtime_image_serves_what_a_deployer_relies_on(image):
-    port_free = subprocess.run(["ss", "-ltn", f"sport = :{PORT}"], capture_output=True, text=True)
-    assert f":{PORT} " not in port_free.stdout, f"port {PORT} is taken; the HEALTHCHECK needs it"
-    base = f"http://127.0.0.1:{PORT}"
+    # Not the default port: the HEALTHCHECK must follow GUNICORN_BIND.
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
     with temp_database("ledger_image") as (database_url, _dsn), image_root() as root:
         env = {
             "DATABASE_URL": database_url,
             "REDIS_URL": "redis://127.0.0.1:6379/5",
             "DJANGO_SECRET_KEY": "image-test-secret-key-with-some-length-0123456789",
             "DJANGO_SECURE": "0",  # plain HTTP on loopback
-            "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
-            "GUNICORN_BIND": f"127.0.0.1:{PORT}",
+            # The public name first, as a deployment would: the HEALTHCHECK
+            # must still be answered 200.
+            "DJANGO_ALLOWED_HOSTS": "ledger.example.com,127.0.0.1,localhost",
+            "GUNICORN_BIND": f"127.0.0.1:{port}",
             "GUNICORN_WORKERS": "2",
             "DJANGO_SUPERUSER_USERNAME": ADMIN_USER,
             "DJANGO_SUPERUSER_PASSWORD": ADMIN_PASSWORD,
