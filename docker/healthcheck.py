@@ -64,7 +64,7 @@ def healthy(bind: str, allowed_hosts: str = "", timeout: float = TIMEOUT) -> boo
     try:
         conn.request("GET", "/healthz", headers={"Host": host_header(allowed_hosts)})
         return conn.getresponse().status == 200
-    except OSError:
+    except (OSError, http.client.HTTPException):
         return False
     finally:
         conn.close()
