@@ -58,16 +58,17 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_up(url: str, timeout: float = 60) -> None:
-    """Poll ``url`` until it answers, or raise TimeoutError."""
+def wait_up(url: str, timeout: float = 60, headers: dict[str, str] | None = None) -> None:
+    """Poll ``url`` (sent with ``headers``) until it answers, or raise TimeoutError."""
     import time
     import urllib.error
     import urllib.request
 
+    request = urllib.request.Request(url, headers=headers or {})  # noqa: S310 (loopback)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            with urllib.request.urlopen(url, timeout=2):  # noqa: S310 (loopback)
+            with urllib.request.urlopen(request, timeout=2):  # noqa: S310 (loopback)
                 return
         except (urllib.error.URLError, ConnectionError, OSError):
             time.sleep(0.2)

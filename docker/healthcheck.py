@@ -35,15 +35,15 @@ class UnixHTTPConnection(http.client.HTTPConnection):
 
 def connection(bind: str, timeout: float = TIMEOUT) -> http.client.HTTPConnection:
     """A connection to the address gunicorn's ``bind`` setting names."""
-    first = bind.strip() or DEFAULT_BIND
-    if first.startswith("unix:"):
-        return UnixHTTPConnection(first[len("unix:") :], timeout)
-    if first.isdigit():  # a bare port
-        host, port = "", first
-    elif first.endswith("]") or ":" not in first:  # a host alone: gunicorn's port 8000
-        host, port = first, "8000"
+    address = bind.strip() or DEFAULT_BIND
+    if address.startswith("unix:"):
+        return UnixHTTPConnection(address[len("unix:") :], timeout)
+    if address.isdigit():  # a bare port
+        host, port = "", address
+    elif address.endswith("]") or ":" not in address:  # a host alone: gunicorn's port 8000
+        host, port = address, "8000"
     else:
-        host, _, port = first.rpartition(":")
+        host, _, port = address.rpartition(":")
     host = host.strip("[]")
     if host in ("", "0.0.0.0", "::"):  # noqa: S104 - a wildcard bind is asked on loopback
         host = "::1" if host == "::" else "127.0.0.1"

@@ -48,15 +48,20 @@ def manage(env: dict[str, str], *args: str, timeout: float = 120) -> subprocess.
     return result
 
 
-def wait_for(url: str, timeout: float = 30.0) -> None:
-    common.wait_up(url, timeout)
+def wait_for(url: str, timeout: float = 30.0, headers: dict[str, str] | None = None) -> None:
+    common.wait_up(url, timeout, headers)
 
 
 @contextlib.contextmanager
 def running_server(
-    cmd: list[str], env: dict[str, str], health_url: str, log_path: Path | None = None
+    cmd: list[str],
+    env: dict[str, str],
+    health_url: str,
+    log_path: Path | None = None,
+    health_headers: dict[str, str] | None = None,
 ) -> Iterator[subprocess.Popen]:
-    """Run ``cmd`` until the block ends; its output goes to ``log_path`` (or a temp file)."""
+    """Run ``cmd`` until the block ends, once ``health_url`` (asked with
+    ``health_headers``) answers; its output goes to ``log_path`` (or a temp file)."""
     import tempfile
 
     if log_path is None:
@@ -67,7 +72,7 @@ def running_server(
         )
         try:
             try:
-                wait_for(health_url)
+                wait_for(health_url, headers=health_headers)
             except TimeoutError:
                 proc.kill()
                 proc.wait(timeout=10)
