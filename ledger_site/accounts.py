@@ -38,7 +38,7 @@ from .jwt import (
 from .services import session_revoke, user_register
 
 USERNAME_RE = re.compile(r"\A[A-Za-z0-9_.@+\-]{1,128}\Z")
-# Path segments of the ledger API that cannot double as an owner id there.
+# Path segments of the ledger API's list routes: a user's own ledger URL must not be one.
 RESERVED_USERNAMES = list_route_segments()
 
 

@@ -365,6 +365,16 @@ class LedgerViewSet(viewsets.GenericViewSet):
         status_code = status.HTTP_201_CREATED if atomic and created else status.HTTP_200_OK
         return Response({"atomic": atomic, "results": items}, status=status_code)
 
+    # ``ledger/batch/`` and ``ledger/holds/`` are list routes, and they are also
+    # the balance URL of the owners ``batch`` and ``holds`` (valid owner ids):
+    # a GET there is that owner's balance. The schema documents it once, as
+    # ``ledger/{owner_id}/``.
+    @extend_schema(exclude=True)
+    @batch.mapping.get
+    def batch_owner_balance(self, request: Request) -> Response:
+        """The balance of the owner ``batch``."""
+        return self.retrieve(request, owner_id="batch")
+
     @extend_schema(
         summary="Reverse an entry of this app (managers): one REVERSAL entry, at most once",
         request=ReverseSerializer,
@@ -454,6 +464,12 @@ class LedgerViewSet(viewsets.GenericViewSet):
             return Response(HoldDryRunSerializer({"dry_run": True, "hold": result.hold}).data)
         return replay_response(HoldSerializer(result.hold).data, replayed=result.replayed)
 
+    @extend_schema(exclude=True)
+    @hold_create.mapping.get
+    def holds_owner_balance(self, request: Request) -> Response:
+        """The balance of the owner ``holds`` (see ``batch_owner_balance``)."""
+        return self.retrieve(request, owner_id="holds")
+
     @extend_schema(
         summary="A hold of this app",
         responses={200: HoldSerializer, 404: NOT_FOUND, **READ_ERRORS},
@@ -538,8 +554,8 @@ def _item_error(index: int, errors: dict) -> InvalidEntry:
 
 def list_route_segments(viewset: type[LedgerViewSet] = LedgerViewSet) -> frozenset[str]:
     """The path segments of ``viewset``'s list routes (``batch``, ``holds``):
-    ``ledger/<segment>/`` answers that route, so an owner with such an id has
-    no balance URL, and no user may register it as their username."""
+    ``ledger/<segment>/`` is that route and, for a GET, the balance of the
+    owner with that id; no user may register one as their username."""
     return frozenset(action.url_path for action in viewset.get_extra_actions() if not action.detail)
 
 

@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from ledger_core.api import list_route_segments
 from ledger_core.models import Balance, LedgerEntry
 from tests.conftest import bearer_client, fund
 from tests.factories import UserFactory
@@ -59,6 +60,28 @@ def test_auditor_and_manager_read_any(auditor, manager_client):
     fund("bob", 3)
     assert bearer_client(auditor).get(f"{CONTENT}bob/").json()["balance"] == 3
     assert manager_client.get(f"{REWARDS}bob/entries/").status_code == 200
+
+
+@pytest.mark.parametrize("owner", sorted(list_route_segments()))
+def test_an_owner_named_like_a_list_route_has_its_ledger_urls(manager_client, alice_client, owner):
+    # ledger/batch/ and ledger/holds/ are list routes (POST); a GET there is the
+    # balance of the owner of that id, like any other owner's URL (a new list
+    # route shows up here and needs the same GET).
+    posted = manager_client.post(
+        CONTENT, body(owner_id=owner, operation="CREDIT_ADD", amount=7), format="json"
+    )
+    assert posted.status_code == 201, posted.content
+    for app in (CONTENT, REWARDS):
+        balance = manager_client.get(f"{app}{owner}/")
+        assert balance.status_code == 200, balance.content
+        assert (balance.json()["owner_id"], balance.json()["balance"]) == (owner, 7)
+    created = posted.json()["created_at"]
+    past = manager_client.get(f"{CONTENT}{owner}/", {"at": created}).json()
+    assert (past["owner_id"], past["balance"], past["at"]) == (owner, 7, created)
+    entries = manager_client.get(f"{CONTENT}{owner}/entries/").json()["results"]
+    assert [entry["id"] for entry in entries] == [posted.json()["id"]]
+    assert manager_client.get(f"{CONTENT}{owner}/holds/").status_code == 200
+    assert_error(alice_client.get(f"{CONTENT}{owner}/"), 403, "forbidden")
 
 
 def test_auditor_cannot_post(auditor):

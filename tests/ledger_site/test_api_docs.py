@@ -51,6 +51,14 @@ def test_every_endpoint_is_documented(schema):
         assert expected in paths, expected
 
 
+def test_list_routes_are_documented_by_their_post_only(schema):
+    # A GET of ledger/batch/ or ledger/holds/ is the balance of the owner of
+    # that id, documented once as ledger/{owner_id}/.
+    for app in ("content", "rewards"):
+        for route in ("batch", "holds"):
+            assert set(schema["paths"][f"/api/{app}/ledger/{route}/"]) == {"post"}, (app, route)
+
+
 def test_every_operation_documents_its_errors(schema):
     problems = []
     for path, method, operation in operations(schema):
