@@ -198,3 +198,20 @@ def check_ledger_viewsets(app_configs: Any = None, **kwargs: Any) -> list:
                 )
             )
     return errors
+
+
+@register()
+def check_webhook_proxy(app_configs: Any = None, **kwargs: Any) -> list:
+    """``LEDGER_WEBHOOK_PROXY`` is empty or an HTTP proxy's URL with a port."""
+    from .webhooks import proxy_problem
+
+    problem = proxy_problem(ledger_settings.WEBHOOK_PROXY)
+    if problem is None:
+        return []
+    return [
+        Error(
+            f"LEDGER_WEBHOOK_PROXY {problem}.",
+            hint="Set it to e.g. http://proxy.internal:3128, or unset it to connect directly.",
+            id="ledger_core.E010",
+        )
+    ]

@@ -32,6 +32,9 @@ DEFAULTS: dict[str, Any] = {
     # refused, so a manager cannot make the server call its own network.
     # True allows them (receivers on an internal network, tests).
     "WEBHOOK_ALLOW_PRIVATE": False,
+    # An HTTP proxy webhooks go through, "http://[user:password@]host:port"
+    # (it must allow CONNECT to the destinations' addresses); "" connects directly.
+    "WEBHOOK_PROXY": "",
     # The longest an event-feed long poll may hold a worker (seconds); a
     # larger ``wait`` is cut to it.
     "EVENTS_MAX_WAIT": 30,

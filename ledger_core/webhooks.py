@@ -20,11 +20,17 @@ Destinations are public addresses only (unless ``LEDGER_WEBHOOK_ALLOW_PRIVATE``)
 an IP literal or ``localhost`` is checked at subscription, and every delivery
 resolves the host, refuses it if any address is not public, and connects to
 an address it checked (so a DNS answer that changes in between cannot point
-the request elsewhere). Requests go through ``http.client`` without proxies.
+the request elsewhere). Requests go through ``http.client``; the
+``HTTP(S)_PROXY`` variables are not used (the proxy would resolve the name
+itself). A deployment whose way out is an egress proxy sets
+``LEDGER_WEBHOOK_PROXY``: the worker still resolves and checks the host, and
+asks the proxy (HTTP ``CONNECT``) for a tunnel to the address it checked; TLS
+inside the tunnel is verified against the subscribed host name.
 """
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import hashlib
 import hmac
@@ -37,7 +43,7 @@ import socket
 import ssl
 import time
 from datetime import datetime, timedelta
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, unquote, urlsplit
 
 from django.db import connection
 from django.utils import timezone
@@ -62,6 +68,14 @@ _NOT_PUBLIC = (
 
 class DestinationRefused(OSError):
     """A webhook's host is, or resolves to, an address that is not public."""
+
+
+class ProxyRefused(OSError):
+    """The egress proxy did not open a tunnel."""
+
+
+#: The longest answer to a CONNECT that is read (bytes).
+PROXY_ANSWER_MAX = 16 * 1024
 
 
 def is_public(address: str) -> bool:
@@ -94,15 +108,42 @@ def destination_problem(url: object) -> str | None:
     return None if public else f"url: {host} {_NOT_PUBLIC}."
 
 
+def proxy_problem(value: object) -> str | None:
+    """Why ``value`` cannot be ``LEDGER_WEBHOOK_PROXY``, or None ("" is no proxy)."""
+    if value == "":
+        return None
+    expected = "must be http://[user:password@]host:port (an HTTP proxy that allows CONNECT)"
+    if not isinstance(value, str):
+        return expected
+    try:
+        parts = urlsplit(value)
+        port = parts.port
+    except ValueError:
+        return expected
+    if parts.scheme != "http" or not parts.hostname or port is None:
+        return expected
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        return expected
+    return None
+
+
 def _connect(host: str, port: int, timeout: float) -> socket.socket:
-    """A TCP connection to ``host``, to an address that was checked."""
+    """A TCP connection to ``host`` (through the egress proxy, if one is set),
+    to an address that was checked."""
     found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     if not ledger_settings.WEBHOOK_ALLOW_PRIVATE:
         for *_, sockaddr in found:
             if not is_public(sockaddr[0]):
                 raise DestinationRefused(f"{host} resolves to {sockaddr[0]}, which {_NOT_PUBLIC}")
+    proxy = ledger_settings.WEBHOOK_PROXY
     error: OSError = OSError(f"{host}: no address")
     for family, kind, proto, _, sockaddr in found:
+        if proxy:
+            try:
+                return _tunnel(urlsplit(proxy), sockaddr[0], port, timeout)
+            except OSError as exc:
+                error = exc
+                continue
         sock = socket.socket(family, kind, proto)
         sock.settimeout(timeout)
         try:
@@ -113,6 +154,48 @@ def _connect(host: str, port: int, timeout: float) -> socket.socket:
             continue
         return sock
     raise error
+
+
+def _tunnel(proxy: SplitResult, address: str, port: int, timeout: float) -> socket.socket:
+    """A connection through the HTTP proxy ``proxy`` to ``address`` (an IP
+    literal), opened with ``CONNECT``; the proxy's credentials, if its URL
+    has them, go as ``Proxy-Authorization: Basic``."""
+    name = f"{proxy.hostname}:{proxy.port}"  # errors name the proxy, never its credentials
+    target = f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+    request = f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n"
+    if proxy.username is not None:
+        credentials = f"{unquote(proxy.username)}:{unquote(proxy.password or '')}".encode()
+        request += f"Proxy-Authorization: Basic {base64.b64encode(credentials).decode()}\r\n"
+    try:
+        sock = socket.create_connection((proxy.hostname, proxy.port), timeout=timeout)
+    except OSError as exc:
+        raise OSError(f"proxy {name}: {exc}") from exc
+    try:
+        sock.sendall(f"{request}\r\n".encode())
+        answer = _answer_head(sock)
+    except OSError as exc:
+        sock.close()
+        raise OSError(f"proxy {name}: {exc}") from exc
+    status = answer.split(b"\r\n", 1)[0].decode("latin-1")
+    version, _, rest = status.partition(" ")
+    if not (version.startswith("HTTP/1.") and rest[:1] == "2"):
+        sock.close()
+        raise ProxyRefused(f"proxy {name} answered {status[:200]!r} to CONNECT {target}")
+    return sock
+
+
+def _answer_head(sock: socket.socket) -> bytes:
+    """A proxy's answer up to its blank line, read a byte at a time so that
+    nothing the tunnel carries after it is consumed."""
+    head = b""
+    while not head.endswith(b"\r\n\r\n"):
+        if len(head) >= PROXY_ANSWER_MAX:
+            raise ProxyRefused(f"answer to CONNECT longer than {PROXY_ANSWER_MAX} bytes")
+        byte = sock.recv(1)
+        if not byte:
+            raise ProxyRefused("closed the connection before answering CONNECT")
+        head += byte
+    return head
 
 
 class _HTTPConnection(http.client.HTTPConnection):
