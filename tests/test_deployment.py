@@ -121,6 +121,24 @@ def test_env_example_covers_the_configuration_table():
         assert name in names, name
 
 
+def test_every_variable_the_site_reads_is_documented():
+    # Each name the settings, the gunicorn configuration and the image's
+    # scripts read from the environment is in the README's Configuration or
+    # Deployment section, so an operator can find every knob.
+    sources = [*(ROOT / "ledger_site").glob("*.py"), *(ROOT / "docker").glob("*.py")]
+    read = re.compile(r'(?:env(?:\.\w+)?\(|environ(?:\.get)?[\[(]|getenv\()\s*"([A-Z][A-Z0-9_]+)"')
+    names = {name for source in sources for name in read.findall(source.read_text())}
+    assert {"DATABASE_URL", "JWT_SIGNING_KEY", "GUNICORN_BIND"} <= names, names
+    readme = (ROOT / "README.md").read_text()
+    start, deployment = readme.index("\n## Configuration"), readme.index("\n## Deployment")
+    documented = readme[start : readme.index("\n## ", deployment + 1)]
+    # `RATE_LIMIT_LEDGER_WRITE` / `_LEDGER_READ` / `_AUTH` name three in one row.
+    documented = re.sub(r"`RATE_LIMIT_(\w+)` / `_(\w+)` / `_(\w+)`",
+                        r"RATE_LIMIT_\1 RATE_LIMIT_\2 RATE_LIMIT_\3", documented)  # fmt: skip
+    missing = sorted(name for name in names if not re.search(rf"\b{name}\b", documented))
+    assert missing == [], missing
+
+
 def run_manage(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "manage.py", *args],
