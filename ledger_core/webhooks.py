@@ -172,7 +172,8 @@ def _tunnel(proxy: SplitResult, address: str, port: int, timeout: float) -> sock
         raise OSError(f"proxy {name}: {exc}") from exc
     try:
         sock.sendall(f"{request}\r\n".encode())
-        answer = _answer_head(sock)
+        answer = _answer_head(sock, deadline=time.monotonic() + timeout)
+        sock.settimeout(timeout)
     except OSError as exc:
         sock.close()
         raise OSError(f"proxy {name}: {exc}") from exc
@@ -184,14 +185,22 @@ def _tunnel(proxy: SplitResult, address: str, port: int, timeout: float) -> sock
     return sock
 
 
-def _answer_head(sock: socket.socket) -> bytes:
+def _answer_head(sock: socket.socket, *, deadline: float) -> bytes:
     """A proxy's answer up to its blank line, read a byte at a time so that
-    nothing the tunnel carries after it is consumed."""
+    nothing the tunnel carries after it is consumed; all of it by ``deadline``
+    (``time.monotonic()``), so a proxy that trickles cannot hold the worker."""
     head = b""
     while not head.endswith(b"\r\n\r\n"):
         if len(head) >= PROXY_ANSWER_MAX:
             raise ProxyRefused(f"answer to CONNECT longer than {PROXY_ANSWER_MAX} bytes")
-        byte = sock.recv(1)
+        left = deadline - time.monotonic()
+        try:
+            if left <= 0:
+                raise TimeoutError
+            sock.settimeout(left)
+            byte = sock.recv(1)
+        except TimeoutError:
+            raise TimeoutError("no complete answer to CONNECT in time") from None
         if not byte:
             raise ProxyRefused("closed the connection before answering CONNECT")
         head += byte

@@ -573,3 +573,34 @@ def test_a_bad_proxy_setting_is_a_system_check_error(settings, value):
     assert "secret" not in error.msg
     settings.LEDGER_WEBHOOK_PROXY = "http://u:secret@proxy.internal:3128"
     assert check_webhook_proxy() == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_proxy_that_trickles_its_answer_is_given_up_on_after_the_timeout(settings):
+    class Trickle(socketserver.StreamRequestHandler):
+        def handle(self) -> None:
+            while self.rfile.readline(8192).strip():
+                pass
+            with contextlib.suppress(OSError):
+                for byte in b"HTTP/1.1 200 Connection established, slowly"[:30]:
+                    self.wfile.write(bytes([byte]))
+                    time.sleep(0.1)  # 3 s in all, never a blank line
+
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Trickle)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        settings.LEDGER_WEBHOOK_PROXY = f"http://127.0.0.1:{server.server_address[1]}"
+        settings.LEDGER_WEBHOOK_TIMEOUT = 0.5
+        sub = subscription_create(url="http://127.0.0.1:9/h", actor=MANAGER)
+        fund("a", 1)
+        started = time.monotonic()
+        assert deliver_once(sub.pk).result == "failed"
+        assert time.monotonic() - started < 2.5  # each byte came well within the timeout
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert (
+        "no complete answer to CONNECT in time"
+        in WebhookSubscription.objects.get(pk=sub.pk).last_error
+    )
