@@ -23,7 +23,8 @@ DEFAULTS: dict[str, Any] = {
     # The app label management commands post as when --app is not given.
     "COMMAND_APP": "content",
     # Webhooks: a subscription failing for longer than this (seconds) is
-    # disabled; retries back off exponentially up to the cap (seconds).
+    # disabled; retries back off exponentially up to the cap (seconds); a
+    # delivery waits this long to connect, then for the answer's whole head.
     "WEBHOOK_DISABLE_AFTER": 24 * 3600,
     "WEBHOOK_BACKOFF_MAX": 600,
     "WEBHOOK_TIMEOUT": 10,

@@ -74,8 +74,9 @@ class ProxyRefused(OSError):
     """The egress proxy did not open a tunnel."""
 
 
-#: The longest answer to a CONNECT that is read (bytes).
-PROXY_ANSWER_MAX = 16 * 1024
+#: The longest answer head (status line and headers) read from a proxy or
+#: a receiver, bytes. A receiver's body is never read.
+HEAD_MAX = 64 * 1024
 
 
 def is_public(address: str) -> bool:
@@ -172,39 +173,53 @@ def _tunnel(proxy: SplitResult, address: str, port: int, timeout: float) -> sock
         raise OSError(f"proxy {name}: {exc}") from exc
     try:
         sock.sendall(f"{request}\r\n".encode())
-        answer = _answer_head(sock, deadline=time.monotonic() + timeout)
+        status, _ = _answer(sock, deadline=time.monotonic() + timeout, to="CONNECT")
         sock.settimeout(timeout)
     except OSError as exc:
         sock.close()
         raise OSError(f"proxy {name}: {exc}") from exc
-    status = answer.split(b"\r\n", 1)[0].decode("latin-1")
-    version, _, rest = status.partition(" ")
-    if not (version.startswith("HTTP/1.") and rest[:1] == "2"):
+    if not 200 <= status.code < 300:
         sock.close()
-        raise ProxyRefused(f"proxy {name} answered {status[:200]!r} to CONNECT {target}")
+        raise ProxyRefused(f"proxy {name} answered {status.line!r} to CONNECT {target}")
     return sock
 
 
-def _answer_head(sock: socket.socket, *, deadline: float) -> bytes:
-    """A proxy's answer up to its blank line, read a byte at a time so that
-    nothing the tunnel carries after it is consumed; all of it by ``deadline``
-    (``time.monotonic()``), so a proxy that trickles cannot hold the worker."""
+@dataclasses.dataclass(frozen=True)
+class _Status:
+    code: int
+    line: str
+
+
+def _answer(sock: socket.socket, *, deadline: float, to: str) -> tuple[_Status, dict[str, str]]:
+    """The status and the header fields (names in lower case) of the HTTP/1
+    answer on ``sock``, read a byte at a time so that nothing after its blank
+    line is consumed, and all of it by ``deadline`` (``time.monotonic()``): a
+    peer that trickles bytes cannot hold the worker for longer."""
     head = b""
     while not head.endswith(b"\r\n\r\n"):
-        if len(head) >= PROXY_ANSWER_MAX:
-            raise ProxyRefused(f"answer to CONNECT longer than {PROXY_ANSWER_MAX} bytes")
-        left = deadline - time.monotonic()
+        if len(head) >= HEAD_MAX:
+            raise OSError(f"answer to {to} longer than {HEAD_MAX} bytes")
         try:
+            left = deadline - time.monotonic()
             if left <= 0:
                 raise TimeoutError
             sock.settimeout(left)
             byte = sock.recv(1)
         except TimeoutError:
-            raise TimeoutError("no complete answer to CONNECT in time") from None
+            raise TimeoutError(f"no complete answer to {to} in time") from None
         if not byte:
-            raise ProxyRefused("closed the connection before answering CONNECT")
+            raise ConnectionError(f"closed the connection before answering {to}")
         head += byte
-    return head
+    line, *lines = head.decode("latin-1").split("\r\n")
+    version, _, rest = line.partition(" ")
+    if not (version.startswith("HTTP/1.") and rest[:3].isdigit()):
+        raise OSError(f"not an HTTP answer to {to}: {line[:200]!r}")
+    fields = {}
+    for field in lines:
+        name, colon, value = field.partition(":")
+        if colon:
+            fields[name.strip().lower()] = value.strip()
+    return _Status(int(rest[:3]), line[:200]), fields
 
 
 class _HTTPConnection(http.client.HTTPConnection):
@@ -336,20 +351,24 @@ def _post(sub: WebhookSubscription, body: bytes, event_ids: list[str]) -> str | 
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     try:
         client.request("POST", target, body=body, headers=headers)
-        response = client.getresponse()
-        response.read()
+        # The answer's head, not its body (never needed: the connection is
+        # closed after it), in time; interim 1xx answers come first.
+        deadline = time.monotonic() + float(ledger_settings.WEBHOOK_TIMEOUT)
+        status, fields = _answer(client.sock, deadline=deadline, to="the POST")
+        while 100 <= status.code < 200:
+            status, fields = _answer(client.sock, deadline=deadline, to="the POST")
     except DestinationRefused as exc:
         return f"refused: {exc}"
     except (OSError, http.client.HTTPException, ValueError) as exc:  # ValueError: e.g. TLS name
         return f"{type(exc).__name__}: {exc}"
     finally:
         client.close()
-    if 200 <= response.status < 300:
+    if 200 <= status.code < 300:
         return None
-    if 300 <= response.status < 400:
-        location = response.getheader("Location", "")[:200]
-        return f"HTTP {response.status} to {location} (redirects are not followed)"
-    return f"HTTP {response.status}"
+    if 300 <= status.code < 400:
+        location = fields.get("location", "")[:200]
+        return f"HTTP {status.code} to {location} (redirects are not followed)"
+    return f"HTTP {status.code}"
 
 
 def event_json(event: Event) -> dict:

@@ -604,3 +604,88 @@ def test_a_proxy_that_trickles_its_answer_is_given_up_on_after_the_timeout(setti
         "no complete answer to CONNECT in time"
         in WebhookSubscription.objects.get(pk=sub.pk).last_error
     )
+
+
+# --- receivers that answer badly -------------------------------------------------
+
+
+@contextlib.contextmanager
+def raw_receiver(answer: Any) -> Iterator[tuple[int, list[bytes]]]:
+    """A receiver on a raw socket: it reads each POST whole (kept in the
+    yielded list), then ``answer(wfile)`` writes whatever it likes."""
+    bodies: list[bytes] = []
+
+    class Handler(socketserver.StreamRequestHandler):
+        def handle(self) -> None:
+            length = 0
+            while line := self.rfile.readline(65536).strip():
+                name, _, value = line.decode().partition(":")
+                if name.lower() == "content-length":
+                    length = int(value)
+            bodies.append(self.rfile.read(length))
+            with contextlib.suppress(OSError):
+                answer(self.wfile)
+
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield server.server_address[1], bodies
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def deliver_to(port: int) -> tuple[str, str, float]:
+    """One delivery of a new event to ``port``: its result, the error kept, the seconds."""
+    sub = subscription_create(url=f"http://127.0.0.1:{port}/h", actor=MANAGER)
+    fund("a", 1)
+    started = time.monotonic()
+    result = deliver_once(sub.pk).result
+    return result, WebhookSubscription.objects.get(pk=sub.pk).last_error, time.monotonic() - started
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_receiver_that_trickles_its_answer_is_given_up_on_after_the_timeout(settings):
+    def trickle(wfile: Any) -> None:
+        for byte in b"HTTP/1.1 204 No Content\r\nX-Slow: yes"[:30]:
+            wfile.write(bytes([byte]))
+            time.sleep(0.1)  # 3 s in all, each byte well within the timeout
+
+    settings.LEDGER_WEBHOOK_TIMEOUT = 0.5
+    with raw_receiver(trickle) as (port, bodies):
+        result, error, seconds = deliver_to(port)
+    assert (result, len(bodies)) == ("failed", 1)
+    assert "no complete answer to the POST in time" in error and seconds < 2.5
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_receivers_body_is_not_read(settings):
+    # A 2xx with an endless body: acknowledged at once, the body left unread.
+    def endless(wfile: Any) -> None:
+        wfile.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100000000000\r\n\r\n")
+        for _ in range(200):  # 20 s at most, while the worker has long moved on
+            wfile.write(b"x" * 65536)
+            time.sleep(0.1)
+
+    settings.LEDGER_WEBHOOK_TIMEOUT = 5
+    with raw_receiver(endless) as (port, bodies):
+        result, error, seconds = deliver_to(port)
+    assert (result, error, len(bodies)) == ("delivered", "", 1) and seconds < 4
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(
+    ("answer", "result", "error"),
+    [
+        (b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n", "delivered", ""),
+        (b"HTTP/1.0 503 Busy\r\nRetry-After: 1\r\n\r\n", "failed", "HTTP 503"),
+        (b"SSH-2.0-OpenSSH_9.2\r\n\r\n", "failed", "OSError: not an HTTP answer to the POST"),
+        (b"HTTP/1.1 204", "failed", "closed the connection before answering the POST"),
+    ],
+)
+def test_what_a_receiver_answers_decides_the_delivery(answer, result, error):
+    with raw_receiver(lambda wfile: wfile.write(answer)) as (port, bodies):
+        got, kept, _ = deliver_to(port)
+    assert got == result and (error in kept if error else kept == ""), kept
+    assert len(bodies) == 1 and json.loads(bodies[0])["events"]
