@@ -2,13 +2,13 @@
 
 Design decision: balance rows are locked in owner order (no deadlocks between
 batches), existing nonces and limits are read in one query per chunk, and new
-entries are inserted with ``unnest()`` arrays, so a batch of thousands costs a
-handful of statements; side effects run once per batch after commit. Due
-holds and lots of the locked owners are settled first; debits leave ``held``
-alone; entries continue each owner's hash chain (computed here, as the single
-post's statement would). Items of owners with credit lots (or getting one)
-are posted one by one through the single post's path, under the same locks,
-so their debits consume lots in order.
+entries are inserted with ``unnest()`` arrays (bound in binary), so a batch
+of thousands costs a handful of statements; side effects run once per batch
+after commit. Due holds and lots of the locked owners are settled first;
+debits leave ``held`` alone; entries continue each owner's hash chain
+(computed here, as the single post's statement would). Items of owners with
+credit lots (or getting one) are posted one by one through the single post's
+path, under the same locks, so their debits consume lots in order.
 """
 
 from __future__ import annotations
@@ -91,7 +91,7 @@ def _batch_lock_balances(owners: list[str], create: set[str], now: datetime) -> 
             chunk = to_create[start : start + _LOCK_CHUNK]
             cursor.execute(
                 f"INSERT INTO {_BALANCE_TABLE} (owner_id, balance, version, updated_at) "  # noqa: S608
-                "SELECT o, 0, 0, %s FROM unnest(%s::text[]) AS o "
+                "SELECT o, 0, 0, %s FROM unnest(%b::text[]) AS o "
                 "ON CONFLICT (owner_id) DO NOTHING",
                 [now, chunk],
             )
@@ -100,7 +100,7 @@ def _batch_lock_balances(owners: list[str], create: set[str], now: datetime) -> 
             chunk = owners[start : start + _LOCK_CHUNK]
             cursor.execute(
                 f"SELECT {_STATE_COLUMNS} FROM {_BALANCE_TABLE} "  # noqa: S608
-                "WHERE owner_id = ANY(%s::text[]) ORDER BY owner_id FOR UPDATE",
+                "WHERE owner_id = ANY(%b::text[]) ORDER BY owner_id FOR UPDATE",
                 [chunk],
             )
             for owner_id, *row in cursor.fetchall():
@@ -111,7 +111,7 @@ def _batch_lock_balances(owners: list[str], create: set[str], now: datetime) -> 
         with connection.cursor() as cursor:
             cursor.execute(
                 f"SELECT {_STATE_COLUMNS} FROM {_BALANCE_TABLE} "  # noqa: S608
-                "WHERE owner_id = ANY(%s::text[])",
+                "WHERE owner_id = ANY(%b::text[])",
                 [unsettled],
             )
             for owner_id, *row in cursor.fetchall():
@@ -142,7 +142,7 @@ def _batch_existing(prepared: list[PreparedEntry]) -> tuple[dict, set]:
         # A join on the exact (owner_id, nonce) pairs uses the unique index.
         found = LedgerEntry.objects.raw(
             f"SELECT {_ENTRY_COLUMNS} FROM {LedgerEntry._meta.db_table} e "  # noqa: S608
-            "JOIN unnest(%s::text[], %s::text[]) AS p(owner_id, nonce) "
+            "JOIN unnest(%b::text[], %b::text[]) AS p(owner_id, nonce) "
             "ON e.owner_id = p.owner_id AND e.nonce = p.nonce",
             [pair_owners, pair_nonces],
         )
@@ -170,8 +170,8 @@ def _batch_update_balances(
             cursor.execute(
                 f"UPDATE {_BALANCE_TABLE} AS b SET balance = v.balance, version = v.version, "  # noqa: S608
                 "updated_at = v.at, head_hash = v.head, head_prev = v.prev "
-                "FROM unnest(%s::text[], %s::bigint[], %s::bigint[], %s::timestamptz[], "
-                "%s::text[], %s::text[]) AS v(owner_id, balance, version, at, head, prev) "
+                "FROM unnest(%b::text[], %b::bigint[], %b::bigint[], %b::timestamptz[], "
+                "%b::text[], %b::text[]) AS v(owner_id, balance, version, at, head, prev) "
                 "WHERE b.owner_id = v.owner_id",
                 [
                     chunk,

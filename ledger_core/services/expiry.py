@@ -49,7 +49,7 @@ _RELEASE_SQL = f"""
 WITH due AS (
     UPDATE {_HOLD_TABLE} SET status = '{HoldStatus.EXPIRED}', resolved_at = %(now)s,
         resolved_by = 'system'
-    WHERE owner_id = ANY(%(owners)s::text[]) AND status = '{HoldStatus.PENDING}'
+    WHERE owner_id = ANY(%(owners)b::text[]) AND status = '{HoldStatus.PENDING}'
         AND expires_at <= %(now)s
     RETURNING id, owner_id, app, operation, amount, reserved, status, expires_at, nonce,
         created_at, resolved_at, entry
@@ -79,7 +79,7 @@ SELECT id, owner_id, app, operation, amount FROM due
 # Due lots, in consumption order per owner.
 _DUE_SQL = f"""
 SELECT entry, owner_id, app, remaining, expiries FROM {_LOT_TABLE}
-WHERE owner_id = ANY(%(owners)s::text[]) AND remaining > 0 AND expires_at <= %(now)s
+WHERE owner_id = ANY(%(owners)b::text[]) AND remaining > 0 AND expires_at <= %(now)s
 ORDER BY owner_id, expires_at, entry
 """  # noqa: S608
 _MICROSECOND = timedelta(microseconds=1)
@@ -131,7 +131,7 @@ def _expire_due(cursor, owners: list[str], now: datetime) -> list[ExpiryEntry]:
         return []
     cursor.execute(
         f"SELECT owner_id, balance, version, lot_credits, head_hash, updated_at "  # noqa: S608
-        f"FROM {_BALANCE_TABLE} WHERE owner_id = ANY(%s::text[])",
+        f"FROM {_BALANCE_TABLE} WHERE owner_id = ANY(%b::text[])",
         [sorted({row[1] for row in due})],
     )
     state = {row[0]: list(row[1:]) for row in cursor.fetchall()}
@@ -155,15 +155,15 @@ def _expire_due(cursor, owners: list[str], now: datetime) -> list[ExpiryEntry]:
     entries_insert(entries)
     cursor.execute(
         f"UPDATE {_LOT_TABLE} AS l SET expired = l.expired + l.remaining, remaining = 0, "  # noqa: S608
-        "expiries = l.expiries + 1 WHERE l.entry = ANY(%s::bigint[])",
+        "expiries = l.expiries + 1 WHERE l.entry = ANY(%b::bigint[])",
         [[row[0] for row in due]],
     )
     owners_changed = sorted(state)
     cursor.execute(
         f"UPDATE {_BALANCE_TABLE} AS b SET balance = v.balance, version = v.version, "  # noqa: S608
         "lot_credits = v.lot_credits, head_hash = v.head, head_prev = v.prev, updated_at = v.at "
-        "FROM unnest(%s::text[], %s::bigint[], %s::bigint[], %s::bigint[], %s::text[], "
-        "%s::text[], %s::timestamptz[]) AS v(owner_id, balance, version, lot_credits, head, "
+        "FROM unnest(%b::text[], %b::bigint[], %b::bigint[], %b::bigint[], %b::text[], "
+        "%b::text[], %b::timestamptz[]) AS v(owner_id, balance, version, lot_credits, head, "
         "prev, at) WHERE b.owner_id = v.owner_id",
         [
             owners_changed,
@@ -267,7 +267,7 @@ def _sweep(owners_sql: str, limit: int) -> Settled:
             if not owners:
                 return Settled()
             cursor.execute(
-                f"SELECT owner_id FROM {_BALANCE_TABLE} WHERE owner_id = ANY(%s::text[]) "  # noqa: S608
+                f"SELECT owner_id FROM {_BALANCE_TABLE} WHERE owner_id = ANY(%b::text[]) "  # noqa: S608
                 "ORDER BY owner_id FOR UPDATE",
                 [owners],
             )

@@ -84,7 +84,7 @@ def lots_plan(
 LOTS_MOVE_SQL = f"""
 UPDATE {_LOT_TABLE} AS l SET remaining = l.remaining + m.remaining,
     consumed = l.consumed + m.consumed
-FROM unnest(%(move_lots)s::bigint[], %(move_remaining)s::bigint[], %(move_consumed)s::bigint[])
+FROM unnest(%(move_lots)b::bigint[], %(move_remaining)b::bigint[], %(move_consumed)b::bigint[])
     AS m(entry, remaining, consumed)
 WHERE l.entry = m.entry AND l.owner_id = %(owner)s::text"""  # noqa: S608
 

@@ -1,5 +1,12 @@
 """Entries as stored: the payload fingerprint, and storing many at once
-(batches, expiry sweeps)."""
+(batches, expiry sweeps).
+
+Design decision: set-based statements here and in the batch, lot and expiry
+services pass their columns as arrays bound in binary (psycopg's ``%b``
+placeholder). In text form psycopg quotes every element in Python, which was
+a sixth of a batch's instructions (docs/performance.md); the binary form
+copies them. Both server-side and client-side binding accept it.
+"""
 
 from __future__ import annotations
 
@@ -29,9 +36,9 @@ def entries_insert(rows: list[Any]) -> None:
         "prev_hash, hash) "
         "SELECT o, a, op, am, ba, n, f, lk, md::jsonb, ca, cb, sq, ea, co::jsonb, ph, h "
         "FROM unnest("
-        "%s::text[], %s::text[], %s::text[], %s::bigint[], %s::bigint[], %s::text[], "
-        "%s::text[], %s::text[], %s::text[], %s::timestamptz[], %s::text[], %s::bigint[], "
-        "%s::timestamptz[], %s::text[], %s::text[], %s::text[]"
+        "%b::text[], %b::text[], %b::text[], %b::bigint[], %b::bigint[], %b::text[], "
+        "%b::text[], %b::text[], %b::text[], %b::timestamptz[], %b::text[], %b::bigint[], "
+        "%b::timestamptz[], %b::text[], %b::text[], %b::text[]"
         ") AS t(o, a, op, am, ba, n, f, lk, md, ca, cb, sq, ea, co, ph, h) RETURNING id"
     )
     with connection.cursor() as cursor:
