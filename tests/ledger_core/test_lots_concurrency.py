@@ -3,18 +3,23 @@ PostgreSQL connection, spending while sweepers expire lots."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import Counter
 from datetime import timedelta
 
 import pytest
-from django.db import connection
+from django.db import connection, connections, transaction
 from django.utils import timezone
 
 from ledger_core.models import CreditLot, LedgerEntry
 from ledger_core.services import EntryRequest, due_lots_sweep, entry_post, entry_post_batch
 from tests.conftest import SYSTEM
-from tests.ledger_core.test_concurrency import assert_invariants, run_concurrently
+from tests.ledger_core.test_concurrency import (
+    THREAD_TIMEOUT,
+    assert_invariants,
+    run_concurrently,
+)
 from tests.ledger_core.test_lots import MANAGER, assert_lots_add_up
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
@@ -103,3 +108,71 @@ def test_spends_racing_the_sweeper_never_take_an_expired_credit_nor_lose_one():
     assert connection.vendor == "postgresql"
     assert_invariants("alice")
     assert_lots_add_up()
+
+
+def test_a_spend_planned_before_another_write_commits_plans_again():
+    # A spend plans what it takes from lots without locking, then posts only
+    # if the owner's balance row is the version it planned on. Here a credit
+    # expiring sooner than every lot commits between the two: the spend must
+    # take that credit first, not the lot it planned on.
+    now = timezone.now()
+    later = entry_post(
+        owner_id="alice", operation="CREDIT_ADD", nonce="later", app="content",
+        actor=SYSTEM, amount=1, expires_at=now + timedelta(hours=2),
+    ).entry  # fmt: skip
+    granted, release = threading.Event(), threading.Event()
+    results: dict[str, object] = {}
+
+    def grant_sooner() -> None:
+        try:
+            with transaction.atomic():
+                results["sooner"] = entry_post(
+                    owner_id="alice", operation="CREDIT_ADD", nonce="sooner", app="content",
+                    actor=SYSTEM, amount=1, expires_at=now + timedelta(hours=1),
+                ).entry  # fmt: skip
+                granted.set()
+                release.wait(THREAD_TIMEOUT)
+        finally:
+            granted.set()
+            connections.close_all()
+
+    def spend() -> None:
+        try:
+            results["spend"] = entry_post(
+                owner_id="alice", operation="CREDIT_SPEND", nonce="spend", app="content",
+                actor=MANAGER,
+            ).entry  # fmt: skip
+        except Exception as exc:  # noqa: BLE001 - asserted on below
+            results["spend"] = exc
+        finally:
+            connections.close_all()
+
+    granter = threading.Thread(target=grant_sooner)
+    granter.start()
+    assert granted.wait(THREAD_TIMEOUT)
+    spender = threading.Thread(target=spend)
+    spender.start()
+    # The spend's post waits for the row the uncommitted grant holds.
+    deadline = time.monotonic() + THREAD_TIMEOUT
+    while not waiting_for_a_lock() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert waiting_for_a_lock(), "the spend never waited for the grant's row"
+    release.set()
+    for thread in (granter, spender):
+        thread.join(THREAD_TIMEOUT)
+        assert not thread.is_alive()
+    spent = results["spend"]
+    assert isinstance(spent, LedgerEntry), spent
+    assert spent.consumed == [{"entry": results["sooner"].pk, "amount": 1}]
+    assert CreditLot.objects.get(entry=later.pk).remaining == 1
+    assert_invariants("alice")
+    assert_lots_add_up()
+
+
+def waiting_for_a_lock() -> bool:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        )
+        return cursor.fetchone()[0] > 0
