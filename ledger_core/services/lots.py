@@ -7,27 +7,19 @@ first (the oldest entry first on ties), then from the pool, so the credits
 that would be lost soonest are used first. Plans are made under the owner's
 balance-row lock, after due lots were expired at the same instant, so no plan
 takes an expired credit and no two plans take the same one.
-
-Every change to an owner's lots also updates the owner's balance row, in the
-same transaction (the entry that creates or consumes them, ``held`` for a hold
-that reserves or returns them). So a plan made without the lock
-(``lots_snapshot``) is still right while that row has the version it was made
-on: the post applies it only then (``services.posting``).
 """
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 from django.db import connection
 
-from ..models import Balance, CreditLot
+from ..models import CreditLot
 
 _LOT_TABLE = CreditLot._meta.db_table
-_BALANCE_TABLE = Balance._meta.db_table
 _FIRST_PAGE = 8
 _PAGE = 200
 
@@ -70,93 +62,31 @@ def lots_plan(
                 },
             )  # fmt: skip
             rows = cursor.fetchall()
-            need, found_due = _take(rows, need, plan, now=now)
-            due = due or found_due
-            after = (rows[-1][2], rows[-1][0]) if rows else after
+            for lot, remaining, expires_at in rows:
+                after = (expires_at, lot)
+                if expires_at <= now:
+                    due = True
+                    continue
+                take = min(remaining, need)
+                plan.append((lot, take))
+                need -= take
+                if need == 0:
+                    break
             if len(rows) < page:
                 break
             page = _PAGE
     return tuple(plan), due
 
 
-def _take(
-    rows: Sequence[tuple[int, int, datetime]],
-    need: int,
-    plan: list[tuple[int, int]],
-    *,
-    now: datetime | None,
-) -> tuple[int, bool]:
-    """Append to ``plan`` what ``need`` takes from ``rows`` (lots as
-    ``(entry, remaining, expires_at)`` in consumption order), leaving out lots
-    expiring at or before ``now``; the need left, and whether such a lot was seen."""
-    due = False
-    for lot, remaining, expires_at in rows:
-        if now is not None and expires_at <= now:
-            due = True
-            continue
-        if need == 0:
-            break
-        take = min(remaining, need)
-        plan.append((lot, take))
-        need -= take
-    return need, due
-
-
-@dataclasses.dataclass(frozen=True)
-class LotsSnapshot:
-    """A plan made without the owner's row lock, and what it holds only while true:
-    the balance row's version (``xmin``) it was made on, and the expiry of the
-    soonest lot (the plan is void from then on)."""
-
-    plan: tuple[tuple[int, int], ...]
-    version: str
-    soonest_expiry: datetime
-
-
-# The owner's balance row (version, ``held``) and the first page of its lots in
-# consumption order, one row per lot, read in one snapshot without locking.
-_SNAPSHOT_SQL = f"""
-SELECT b.xmin::text, b.held, l.entry, l.remaining, l.expires_at
-FROM {_BALANCE_TABLE} AS b JOIN LATERAL (
-    SELECT entry, remaining, expires_at FROM {_LOT_TABLE}
-    WHERE owner_id = b.owner_id AND remaining > 0
-    ORDER BY expires_at, entry LIMIT %(page)s
-) AS l ON true
-WHERE b.owner_id = %(owner)s::text
-ORDER BY l.expires_at, l.entry"""  # noqa: S608
-
-
-def lots_snapshot(owner_id: str, need: int) -> LotsSnapshot | None:
-    """What a debit of ``need`` takes from ``owner_id``'s lots, planned in one
-    statement without a lock; None unless the first page of lots settles it
-    and the owner has no credits held (a hold's expiry changes what is
-    available). The caller applies the plan only if the balance row still
-    has ``version`` and no lot has expired by then; otherwise it plans again
-    under the row lock (``lots_plan``)."""
-    with connection.cursor() as cursor:
-        cursor.execute(_SNAPSHOT_SQL, {"owner": owner_id, "page": _FIRST_PAGE})
-        rows = cursor.fetchall()
-    if not rows or rows[0][1]:
-        return None
-    plan: list[tuple[int, int]] = []
-    left, _ = _take([row[2:] for row in rows], need, plan, now=None)
-    if left and len(rows) == _FIRST_PAGE:
-        return None  # more lots than one page may take part
-    return LotsSnapshot(plan=tuple(plan), version=rows[0][0], soonest_expiry=rows[0][4])
-
-
 # Changes ``(lot, remaining delta, consumed delta)`` to an owner's lots, one
 # row per lot; its parameters are ``lots_move_params``. The single post runs
-# it inside its own statement. ``l.entry = ANY(...)`` repeats the join's
-# condition for the planner: a prepared statement's generic plan cannot see
-# how few lots the array holds and otherwise scans all of the owner's lots.
+# it inside its own statement.
 LOTS_MOVE_SQL = f"""
 UPDATE {_LOT_TABLE} AS l SET remaining = l.remaining + m.remaining,
     consumed = l.consumed + m.consumed
 FROM unnest(%(move_lots)b::bigint[], %(move_remaining)b::bigint[], %(move_consumed)b::bigint[])
     AS m(entry, remaining, consumed)
-WHERE l.entry = m.entry AND l.owner_id = %(owner)s::text
-    AND l.entry = ANY(%(move_lots)b::bigint[])"""  # noqa: S608
+WHERE l.entry = m.entry AND l.owner_id = %(owner)s::text"""  # noqa: S608
 
 
 def lots_move_params(owner_id: str, moves: Sequence[tuple[int, int, int]]) -> dict[str, Any]:

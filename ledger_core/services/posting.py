@@ -15,12 +15,10 @@ logs, signal) wait for ``on_commit``.
 
 The same statement keeps what the balance row also carries: credits reserved
 by holds (a debit must leave ``held`` alone), credit lots (an owner with lots
-is refused by the statement; a debit then plans what it consumes on a
-snapshot of the lots and posts it in one statement that applies only to the
-balance row's version it planned on, ``_post_planned``, and otherwise under
-the row lock, ``_post_settled``, which settles due holds and lots first), and
-the owner's hash chain (the new head is computed in the UPDATE,
-``ledger_core.chain``).
+is refused by the statement and posted under the row lock by
+``_post_settled``, which settles due holds and lots and plans what the debit
+consumes), and the owner's hash chain (the new head is computed in the
+UPDATE, ``ledger_core.chain``).
 """
 
 from __future__ import annotations
@@ -58,7 +56,7 @@ from ..selectors import balance_get
 from ..signals import entry_posted
 from ..validation import metadata_validate, nonce_validate, owner_id_validate
 from .expiry import lock_balance, settle_locked
-from .lots import LOTS_MOVE_SQL, lots_move_params, lots_plan, lots_snapshot, parts_json
+from .lots import LOTS_MOVE_SQL, lots_move_params, lots_plan, parts_json
 from .rows import entry_fingerprint
 
 logger = logging.getLogger("ledger_core.services")
@@ -124,9 +122,7 @@ RETURNING balance, version, updated_at, head_prev, head_hash
 # Both are columns of the row being updated, so the condition is re-checked
 # on the newest row version when the UPDATE waited for the row lock. An owner
 # with credit lots (``lot_credits > 0``) is refused here unless the lots were
-# planned under the row's lock (``lots_checked``): see ``_post_settled``. A
-# plan made without the lock (``planned_on``, the row's version then) applies
-# only to that version of the row and before the soonest lot expires.
+# planned under the row's lock (``lots_checked``): see ``_post_settled``.
 _DEBIT_SQL = f"""
 UPDATE {_BALANCE_TABLE} AS B
 SET balance = B.balance + %(amount)s, held = B.held - %(release)s,
@@ -139,8 +135,6 @@ SET balance = B.balance + %(amount)s, held = B.held - %(release)s,
 FROM x
 WHERE B.owner_id = %(owner)s::text AND B.balance + %(amount)s >= B.held - %(release)s
     AND (%(lots_checked)s OR B.lot_credits = 0)
-    AND (%(planned_on)s::text IS NULL OR (B.xmin::text = %(planned_on)s::text
-        AND {_NEXT_TIME.format(ts="x.ts")} < %(plan_expires)s::timestamptz))
 RETURNING B.balance, B.version, B.updated_at, B.head_prev, B.head_hash
 """  # noqa: S608
 
@@ -314,13 +308,8 @@ class PreparedEntry:
     consumed: tuple[tuple[int, int], ...] = ()
     lot_delta: int = 0
     lot_moves: tuple[tuple[int, int, int], ...] = ()
-    #: Set once the lots were planned (under the owner's row lock, or on
-    #: ``planned_on``).
+    #: Set once the lots were planned under the owner's row lock.
     lots_checked: bool = False
-    #: A plan made without the lock: the balance row's version (``xmin``) it
-    #: holds for, and the instant it stops holding (its soonest lot's expiry).
-    planned_on: str | None = None
-    plan_expires: datetime | None = None
     #: Consume this lot first (reversing the lot's own grant).
     first_lot: int | None = None
     #: The entry's time when decided under the row lock (else the clock's at
@@ -441,8 +430,6 @@ def _pg_post(p: PreparedEntry, now: datetime) -> LedgerEntry:
         "consumed": None if not p.consumed else json.dumps(p.consumed_json()),
         "lot_delta": p.lot_delta,
         "lots_checked": p.lots_checked,
-        "planned_on": p.planned_on,
-        "plan_expires": p.plan_expires,
         "at": p.at,
         "static": p.static_part(),
         "genesis": chain.GENESIS,
@@ -716,13 +703,8 @@ def _post_settled(
     """A post the one-statement path refused (a debit short of ``available``,
     or of an owner with lots): under the owner's row lock, release due holds
     and expire due lots (``settle_locked``) at the lock's instant, plan what
-    the debit consumes from lots, and post, or refuse. A debit from lots
-    outside a caller's transaction first tries ``_post_planned``."""
+    the debit consumes from lots, and post, or refuse."""
     owner_id = prepared.owner_id
-    if prepared.amount < 0 and not connection.in_atomic_block:
-        planned = _post_planned(prepared, actor=actor, now=now, started=started)
-        if planned is not None:
-            return planned
     try:
         with write_transaction():
             state = lock_balance(owner_id)
@@ -750,39 +732,6 @@ def _post_settled(
             entry = _pg_post(ready, now)
     except _Refused:
         return _refusal(prepared)
-    except IntegrityError:
-        return _after_integrity_error(prepared, now)
-    return _posted(entry, actor, started)
-
-
-def _post_planned(
-    prepared: PreparedEntry, *, actor: Actor, now: datetime, started: float
-) -> PostResult | None:
-    """A debit from lots in two statements and no transaction: plan it on a
-    snapshot of the owner's lots (``lots_snapshot``), then post it in one
-    statement that applies only while the owner's balance row is the version
-    planned on (no lot changes without that row changing) and before the
-    soonest lot expires. None when the snapshot cannot settle it or the post
-    is refused: the locked path (``_post_settled``) decides then."""
-    if prepared.first_lot is not None or prepared.release:
-        return None
-    snapshot = lots_snapshot(prepared.owner_id, -prepared.amount)
-    if snapshot is None:
-        return None
-    ready = dataclasses.replace(
-        prepared,
-        consumed=snapshot.plan,
-        lot_delta=prepared.lot_delta - sum(amount for _, amount in snapshot.plan),
-        lot_moves=tuple((lot, -amount, amount) for lot, amount in snapshot.plan),
-        lots_checked=True,
-        planned_on=snapshot.version,
-        plan_expires=snapshot.soonest_expiry,
-    )
-    try:
-        with _outcome_unknown_on_connection_loss():
-            entry = _pg_post(ready, now)
-    except _Refused:
-        return None
     except IntegrityError:
         return _after_integrity_error(prepared, now)
     return _posted(entry, actor, started)

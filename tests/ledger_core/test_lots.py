@@ -11,9 +11,7 @@ from datetime import timedelta
 
 import pytest
 from django.core.management import call_command
-from django.db import connection
 from django.db.models import Sum
-from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from ledger_core.actors import Actor
@@ -81,17 +79,6 @@ def assert_lots_add_up(owner_id="alice"):
 
 # --- lots and consumption order ----------------------------------------------
 
-#: A debit from lots inside a transaction (every test here runs in one) plans
-#: under the owner's row lock; outside one (``transaction=True``) it plans on
-#: a snapshot first. Tests of what a debit consumes run both ways.
-BOTH_PATHS = pytest.mark.parametrize(
-    "path",
-    [
-        pytest.param("locked", marks=pytest.mark.django_db),
-        pytest.param("planned", marks=pytest.mark.django_db(transaction=True)),
-    ],
-)
-
 
 def test_a_credit_with_an_expiry_is_a_lot():
     entry = grant(5, days=3)
@@ -105,8 +92,7 @@ def test_a_credit_with_an_expiry_is_a_lot():
     assert_lots_add_up()
 
 
-@BOTH_PATHS
-def test_debits_consume_soonest_expiry_first_then_non_expiring(path):
+def test_debits_consume_soonest_expiry_first_then_non_expiring():
     fund("alice", 10)  # never expires: consumed last
     later = grant(4, days=3)
     sooner = grant(3, days=1)
@@ -125,8 +111,7 @@ def test_debits_consume_soonest_expiry_first_then_non_expiring(path):
     assert_lots_add_up()
 
 
-@BOTH_PATHS
-def test_expiry_time_ties_go_to_the_oldest_entry(path):
+def test_expiry_time_ties_go_to_the_oldest_entry():
     expires_at = timezone.now() + timedelta(days=2)
     lots = [
         entry_post(owner_id="alice", operation="CREDIT_ADD", nonce=f"t{i}", app="content",
@@ -136,26 +121,11 @@ def test_expiry_time_ties_go_to_the_oldest_entry(path):
     assert [part["entry"] for part in spend(3).consumed] == lots
 
 
-@BOTH_PATHS
-def test_a_debit_takes_lots_beyond_the_first_page(path):
+def test_a_debit_takes_lots_beyond_the_first_page():
     lots = [grant(1, days=1 + i / 100).pk for i in range(12)]
     fund("alice", 5)
     assert [part["entry"] for part in spend(10).consumed] == lots[:10]
     assert [part["entry"] for part in spend(4).consumed] == lots[10:]
-    assert_lots_add_up()
-
-
-@pytest.mark.django_db(transaction=True)
-def test_a_debit_from_lots_outside_a_transaction_takes_no_lock():
-    # The one-statement post (refused: the owner has lots), the snapshot of the
-    # lots, and the post of the plan: three statements, each its own transaction.
-    grant(2, days=1)
-    with CaptureQueriesContext(connection) as queries:
-        debit = spend(1)
-    statements = [query["sql"] for query in queries.captured_queries]
-    assert len(statements) == 3, statements
-    assert not any("FOR UPDATE" in sql for sql in statements), statements
-    assert debit.consumed is not None and debit.balance_after == 1
     assert_lots_add_up()
 
 
@@ -210,8 +180,7 @@ def test_operation_default_lifetime(settings):
 # --- expiry ----------------------------------------------------------------------
 
 
-@BOTH_PATHS
-def test_expired_credits_are_gone_before_any_sweep_and_the_next_write_posts_the_expiry(path):
+def test_expired_credits_are_gone_before_any_sweep_and_the_next_write_posts_the_expiry():
     fund("alice", 2)
     lot = grant(5, soon=True)
     assert balance_get(owner_id="alice").balance == 7

@@ -110,11 +110,11 @@ def test_spends_racing_the_sweeper_never_take_an_expired_credit_nor_lose_one():
     assert_lots_add_up()
 
 
-def test_a_spend_planned_before_another_write_commits_plans_again():
-    # A spend plans what it takes from lots without locking, then posts only
-    # if the owner's balance row is the version it planned on. Here a credit
-    # expiring sooner than every lot commits between the two: the spend must
-    # take that credit first, not the lot it planned on.
+def test_a_spend_waiting_for_the_owner_plans_after_the_write_it_waited_for():
+    # A credit expiring sooner than every lot is posted in a transaction that
+    # holds the owner's balance row while a spend waits for it: once it
+    # commits, the spend must take that credit first (its plan is made under
+    # the row lock, after the wait, not from what it saw before).
     now = timezone.now()
     later = entry_post(
         owner_id="alice", operation="CREDIT_ADD", nonce="later", app="content",
@@ -152,7 +152,7 @@ def test_a_spend_planned_before_another_write_commits_plans_again():
     assert granted.wait(THREAD_TIMEOUT)
     spender = threading.Thread(target=spend)
     spender.start()
-    # The spend's post waits for the row the uncommitted grant holds.
+    # The spend waits for the row the uncommitted grant holds.
     deadline = time.monotonic() + THREAD_TIMEOUT
     while not waiting_for_a_lock() and time.monotonic() < deadline:
         time.sleep(0.01)
