@@ -421,20 +421,26 @@ def main() -> None:  # noqa: PLR0915
         action="append",
         default=[],
         metavar="NAME=VALUE",
-        help="A/B: also run posts and reads, in the same rounds, against a second server "
+        help="A/B: also run posts, reads and batches, in the same rounds, against a second server "
         "whose environment adds NAME=VALUE (repeatable), e.g. LEDGER_BALANCE_CACHE=0",
+    )
+    parser.add_argument(
+        "--variant-app",
+        metavar="MODULE:APP",
+        help="A/B: the second server serves this WSGI application (a variant of the site), "
+        "e.g. bench.textarrays_wsgi:application",
     )
     parser.add_argument(
         "--hash-ab",
         action="store_true",
-        help="A/B: also run posts and reads, in the same rounds, against a server whose "
+        help="A/B: also run posts, reads and batches, in the same rounds, against a server whose "
         "single posts skip the hash chain's work (bench.nohash_wsgi)",
     )
     args = parser.parse_args()
     variant_env = dict(item.split("=", 1) for item in args.variant)
-    variant_app = "bench.nohash_wsgi:application" if args.hash_ab else None
+    variant_app = "bench.nohash_wsgi:application" if args.hash_ab else args.variant_app
     if variant_app:
-        variant_env.setdefault("BENCH_VARIANT", "no-hash")
+        variant_env.setdefault("BENCH_VARIANT", variant_app.split(":")[0].rsplit(".", 1)[-1])
     for tool in ("wrk", "pgbench"):
         if not shutil.which(tool):
             sys.exit(f"{tool} is missing: run scripts/ensure-tools.sh bench")
@@ -499,6 +505,7 @@ def main() -> None:  # noqa: PLR0915
                     "batches",
                     "b-posts",
                     "b-reads",
+                    "b-batches",
                 )
             }
             if variant_base:
@@ -535,10 +542,11 @@ def main() -> None:  # noqa: PLR0915
                         slices[prefix + name].append(
                             timed_wrk(pid, script, url, slice_s, conns, threads, **side_run)
                         )
-                slices["batches"].append(
-                    timed_wrk(server.pid, "batch.lua", base, slice_s, max(2, conns // 4),
-                              threads, **{**run, "BENCH_BATCH": str(args.batch)})
-                )  # fmt: skip
+                for prefix, pid, url, side_run in sides:
+                    slices[prefix + "batches"].append(
+                        timed_wrk(pid, "batch.lua", url, slice_s, max(2, conns // 4), threads,
+                                  **{**side_run, "BENCH_BATCH": str(args.batch)})
+                    )  # fmt: skip
             report["pgbench_hashed"] = {
                 "tps": statistics.median(x["tps"] for x in slices["pgbench-hashed"]),
                 "slices_tps": [x["tps"] for x in slices["pgbench-hashed"]],
@@ -558,6 +566,7 @@ def main() -> None:  # noqa: PLR0915
                     "env": variant_env,
                     "posts": combine(slices["b-posts"]),
                     "reads": combine(slices["b-reads"]),
+                    "batches": combine(slices["b-batches"]),
                 }
             report["slices"] = {
                 name: [x["rps"] for x in runs]
@@ -640,7 +649,7 @@ def main() -> None:  # noqa: PLR0915
     if "variant" in report:
         variant = report["variant"]
         label = " ".join(f"{k}={v}" for k, v in variant["env"].items())
-        for kind in ("posts", "reads"):
+        for kind in ("posts", "reads", "batches"):
             ratio = variant[kind]["rps"] / report[kind]["rps"]
             per_round = [
                 b / a for a, b in zip(report["slices"][kind], report["slices"][f"b-{kind}"],
