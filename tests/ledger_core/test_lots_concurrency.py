@@ -148,19 +148,22 @@ def test_a_spend_waiting_for_the_owner_plans_after_the_write_it_waited_for():
             connections.close_all()
 
     granter = threading.Thread(target=grant_sooner)
-    granter.start()
-    assert granted.wait(THREAD_TIMEOUT)
     spender = threading.Thread(target=spend)
-    spender.start()
-    # The spend waits for the row the uncommitted grant holds.
-    deadline = time.monotonic() + THREAD_TIMEOUT
-    while not waiting_for_a_lock() and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert waiting_for_a_lock(), "the spend never waited for the grant's row"
-    release.set()
-    for thread in (granter, spender):
-        thread.join(THREAD_TIMEOUT)
-        assert not thread.is_alive()
+    granter.start()
+    try:
+        assert granted.wait(THREAD_TIMEOUT)
+        spender.start()
+        # The spend waits for the row the uncommitted grant holds.
+        deadline = time.monotonic() + THREAD_TIMEOUT
+        while not waiting_for_a_lock() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert waiting_for_a_lock(), "the spend never waited for the grant's row"
+    finally:
+        release.set()
+        for thread in (granter, spender):
+            if thread.is_alive():
+                thread.join(THREAD_TIMEOUT)
+            assert not thread.is_alive()
     spent = results["spend"]
     assert isinstance(spent, LedgerEntry), spent
     assert spent.consumed == [{"entry": results["sooner"].pk, "amount": 1}]
