@@ -518,6 +518,13 @@ def main() -> None:  # noqa: PLR0915
                     threads,
                     **{**common, "BENCH_RUN": run_id + "bw"},
                 )
+            # The stack's scenarios, run on each side of an A/B: name, wrk
+            # script, connections, and the script's own settings.
+            scenarios = (
+                ("posts", "post.lua", conns, {}),
+                ("reads", "read.lua", conns, {}),
+                ("batches", "batch.lua", max(2, conns // 4), {"BENCH_BATCH": str(args.batch)}),
+            )
             for round_ in range(rounds):
                 print(f"round {round_ + 1}/{rounds}: {slice_s}s per scenario ...", flush=True)
                 slices["pgbench"].append(pgbench_ceiling(pg_dsn, slice_s, clients=8))
@@ -538,15 +545,11 @@ def main() -> None:  # noqa: PLR0915
                     if round_ % 2:
                         sides.reverse()
                 for prefix, pid, url, side_run in sides:
-                    for name, script in (("posts", "post.lua"), ("reads", "read.lua")):
+                    for name, script, connections, extra in scenarios:
                         slices[prefix + name].append(
-                            timed_wrk(pid, script, url, slice_s, conns, threads, **side_run)
-                        )
-                for prefix, pid, url, side_run in sides:
-                    slices[prefix + "batches"].append(
-                        timed_wrk(pid, "batch.lua", url, slice_s, max(2, conns // 4), threads,
-                                  **{**side_run, "BENCH_BATCH": str(args.batch)})
-                    )  # fmt: skip
+                            timed_wrk(pid, script, url, slice_s, connections, threads,
+                                      **side_run, **extra)
+                        )  # fmt: skip
             report["pgbench_hashed"] = {
                 "tps": statistics.median(x["tps"] for x in slices["pgbench-hashed"]),
                 "slices_tps": [x["tps"] for x in slices["pgbench-hashed"]],
