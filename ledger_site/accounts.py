@@ -38,8 +38,10 @@ from .jwt import (
 from .services import session_revoke, user_register
 
 USERNAME_RE = re.compile(r"\A[A-Za-z0-9_.@+\-]{1,128}\Z")
-# Path segments of the ledger API's list routes: a user's own ledger URL must not be one.
-RESERVED_USERNAMES = list_route_segments()
+# A user's own ledger URL (ledger/<username>/) must not be one of the ledger API's
+# list routes, nor a dot segment, which browsers, curl and most HTTP clients remove
+# from a URL before sending it (RFC 3986, 5.2.4).
+RESERVED_USERNAMES = list_route_segments() | {".", ".."}
 
 
 class RegisterSerializer(serializers.Serializer):

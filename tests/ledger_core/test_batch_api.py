@@ -141,10 +141,11 @@ def test_batch_requires_auth(api_client):
     assert api_client.post(BATCH, {"entries": [item()]}, format="json").status_code == 401
 
 
-@pytest.mark.parametrize("username", ["Batch", "batch", "holds", "HOLDS"])
+@pytest.mark.parametrize("username", ["Batch", "batch", "holds", "HOLDS", ".", ".."])
 def test_a_list_route_segment_is_a_reserved_username(api_client, username):
     # ledger/batch/ and ledger/holds/ are list routes: a user's own ledger URL
-    # is not one (a GET there is the balance of the owner batch or holds).
+    # is not one (a GET there is the balance of the owner batch or holds). Nor is
+    # it a dot segment: ledger/../ reaches most HTTP clients' servers as the parent.
     response = api_client.post(
         "/api/auth/register/",
         {"username": username, "password": "correct-Horse-battery-9"},
@@ -155,20 +156,22 @@ def test_a_list_route_segment_is_a_reserved_username(api_client, username):
     assert not get_user_model().objects.filter(username__iexact=username).exists()
 
 
-def test_other_usernames_are_not_reserved(api_client):
-    # "entries" is only a path segment under ledger/<owner_id>/ and ledger/entries/<id>/.
+@pytest.mark.parametrize("username", ["entries", "..."])
+def test_other_usernames_are_not_reserved(api_client, username):
+    # "entries" is only a path segment under ledger/<owner_id>/ and ledger/entries/<id>/;
+    # three dots are no dot segment.
     response = api_client.post(
         "/api/auth/register/",
-        {"username": "entries", "password": "correct-Horse-battery-9"},
+        {"username": username, "password": "correct-Horse-battery-9"},
         format="json",
     )
     assert response.status_code == 201
     token = api_client.post(
         "/api/auth/token/",
-        {"username": "entries", "password": "correct-Horse-battery-9"},
+        {"username": username, "password": "correct-Horse-battery-9"},
         format="json",
     ).json()["access"]
     api_client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
-    read = api_client.get("/api/content/ledger/entries/")
+    read = api_client.get(f"/api/content/ledger/{username}/")
     assert read.status_code == 200
-    assert read.json()["owner_id"] == "entries"
+    assert read.json()["owner_id"] == username
