@@ -1,7 +1,8 @@
 """The fault suite's own servers and its bank-style workload.
 
 Every fault is real and local: a PostgreSQL cluster of its own
-(`pg_createcluster` on a free loopback port, dropped afterwards), a
+(`pg_createcluster` on a free loopback port, restarted, stopped, frozen with
+SIGSTOP, dropped afterwards), a
 redis-server of its own (killed, restarted, frozen with SIGSTOP), gunicorn
 with the production configuration (workers SIGKILLed, the master reloaded
 with SIGHUP). Nothing here touches the machine's shared PostgreSQL or Redis,
@@ -38,6 +39,8 @@ class PostgresCluster:
     def __init__(self) -> None:
         self.name = f"faults{os.getpid()}"
         self.port = free_port()
+        self.data_directory: Path | None = None
+        self.frozen: list[int] = []
 
     def create(self) -> None:
         _run("pg_createcluster", PG_VERSION, self.name, "-p", str(self.port),
@@ -45,6 +48,7 @@ class PostgresCluster:
         self.start()
         with psycopg.connect(self.dsn("postgres"), autocommit=True) as conn:
             conn.execute("CREATE DATABASE ledger")
+            self.data_directory = Path(conn.execute("SHOW data_directory").fetchone()[0])
 
     def dsn(self, dbname: str = "ledger") -> str:
         return f"host=127.0.0.1 port={self.port} user=postgres dbname={dbname}"
@@ -65,7 +69,28 @@ class PostgresCluster:
     def restart(self, mode: str) -> None:
         self.ctl("restart", "-m", mode)
 
+    def freeze(self) -> None:
+        """SIGSTOP the postmaster, then its children (backends and auxiliary
+        processes): connections are accepted by the kernel and nothing answers."""
+        assert self.data_directory is not None
+        postmaster = int((self.data_directory / "postmaster.pid").read_text().split()[0])
+        os.kill(postmaster, signal.SIGSTOP)  # first, so that it forks nothing new
+        self.frozen = [postmaster, *worker_pids(postmaster)]
+        for pid in self.frozen[1:]:
+            os.kill(pid, signal.SIGSTOP)
+        deadline = time.monotonic() + 5
+        while not all(_stopped(pid) for pid in self.frozen) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert all(_stopped(pid) for pid in self.frozen), "PostgreSQL did not stop"
+
+    def thaw(self) -> None:
+        for pid in reversed(self.frozen):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+        self.frozen = []
+
     def drop(self) -> None:
+        self.thaw()  # a frozen cluster must be able to stop
         subprocess.run(["pg_dropcluster", "--stop", PG_VERSION, self.name],
                        capture_output=True, timeout=120)  # fmt: skip
 
@@ -112,6 +137,12 @@ class RedisServer:
     def thaw(self) -> None:
         assert self.process is not None
         self.process.send_signal(signal.SIGCONT)
+
+
+def _stopped(pid: int) -> bool:
+    """Whether ``pid`` is stopped by a signal (state T in /proc/<pid>/stat)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return stat[stat.rindex(")") + 2] == "T"
 
 
 def worker_pids(master: int) -> list[int]:

@@ -106,6 +106,7 @@ def run_scenario(site, servers, name: str, fault, recover=None, recover_at: floa
     result = check(cluster.dsn(), ledger, owners, funded=FUNDING * len(owners))
     result["acknowledged"] = len(ledger.acknowledged)
     result["reads"] = len(ledger.reads)
+    result["retries"] = ledger.retries
     report = manage(env, "verify_ledger", "--no-progress").stdout
     result["verify_ledger_clean"] = int("ledger consistent" in report)
     print(f"{name}: {result}")  # shown with -s / -rA: what each scenario did
@@ -113,8 +114,8 @@ def run_scenario(site, servers, name: str, fault, recover=None, recover_at: floa
 
 
 def assert_clean(result: dict) -> None:
-    bad = {k: v for k, v in result.items()
-           if k not in ("acknowledged", "reads", "verify_ledger_clean") and v}  # fmt: skip
+    counts = ("acknowledged", "reads", "retries", "verify_ledger_clean")
+    bad = {k: v for k, v in result.items() if k not in counts and v}
     assert not bad and result["verify_ledger_clean"], result
 
 
@@ -142,6 +143,19 @@ def test_postgresql_stopped_for_a_while(site, servers):
     cluster = servers[0]
     # Down for 8 s: longer than the load; clients keep retrying what is in flight.
     assert_clean(run_scenario(site, servers, "pgstop", cluster.stop, cluster.start, 9.5))
+
+
+@pytest.mark.parametrize("seconds", [5, 12])
+def test_postgresql_frozen(site, servers, seconds):
+    cluster = servers[0]
+    # SIGSTOP: requests wait on a server that accepts connections and never
+    # answers. 12 s outlasts the clients' 10 s timeout: they retry a post that
+    # is still in flight in a frozen backend and commits when it thaws.
+    result = run_scenario(site, servers, f"pgfreeze{seconds}", cluster.freeze, cluster.thaw,
+                          FAULT_AT + seconds)  # fmt: skip
+    assert_clean(result)
+    if seconds > 10:
+        assert result["retries"] > 0, "no client timed out and retried during the freeze"
 
 
 def test_redis_killed_and_restarted(site, servers):
