@@ -107,6 +107,13 @@ else:
 
     DATABASES = {"default": embedded_database(data_dir())}
 DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("DATABASE_CONN_MAX_AGE", default=60))
+# A server that accepts connections and never answers (frozen, or a dead path
+# through the network) costs a request this many seconds and a 503, not a
+# worker held until gunicorn's timeout (libpq's connect_timeout; a
+# `?connect_timeout=` in DATABASE_URL wins).
+DATABASES["default"].setdefault("OPTIONS", {}).setdefault(
+    "connect_timeout", env.int("DATABASE_CONNECT_TIMEOUT", default=5)
+)
 # Persistent connections are checked (SELECT 1) before a request reuses them,
 # so a server restart costs no failed request (see docs/performance.md).
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = env.bool("DATABASE_HEALTH_CHECKS", default=True)

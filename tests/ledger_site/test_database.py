@@ -1,6 +1,10 @@
-"""PostgreSQL keeps the hot statements prepared (DATABASE_PREPARED_STATEMENTS)."""
+"""PostgreSQL keeps the hot statements prepared (DATABASE_PREPARED_STATEMENTS),
+and a server that never answers costs a request seconds (DATABASE_CONNECT_TIMEOUT)."""
 
 from __future__ import annotations
+
+import socket
+import time
 
 import psycopg
 import pytest
@@ -9,6 +13,7 @@ from django.db import connection
 
 from ledger_site.backends import user_with_permissions
 from tests.conftest import fund
+from tests.livehelpers import call, free_port, gunicorn_cmd, gunicorn_env, running_server
 
 pytestmark = pytest.mark.django_db
 
@@ -56,3 +61,27 @@ def test_a_prepared_user_look_up_survives_a_migration_elsewhere(manager):
             other.execute(f"ALTER TABLE {table} DROP COLUMN nickname")
     assert user.username == "manager"
     assert user.has_perm("ledger_core.post_any_entry")
+
+
+@pytest.mark.slow
+def test_a_database_that_accepts_and_never_answers_gets_a_503_in_seconds(tmp_path):
+    # As a frozen server does: the kernel completes the handshake, nobody reads.
+    with socket.create_server(("127.0.0.1", 0), backlog=16) as silent:
+        port = silent.getsockname()[1]
+        env = gunicorn_env(
+            tmp_path,
+            DATABASE_URL=f"postgres://postgres@127.0.0.1:{port}/ledger",
+            DATABASE_CONNECT_TIMEOUT="2",
+        )
+        web = free_port()
+        base = f"http://127.0.0.1:{web}"
+        with running_server(gunicorn_cmd(web, 1), env, f"{base}/healthz"):
+            started = time.monotonic()
+            status, body, _ = call("GET", f"{base}/readyz")
+            assert (status, body["checks"]["database"]) == (503, "error: OperationalError")
+            status, body, _ = call(
+                "POST", f"{base}/api/auth/token/", {"username": "u", "password": "p"}
+            )
+            assert (status, body["code"]) == (503, "unavailable"), body
+            # Each waited the 2 s timeout, not the client's 10 s or gunicorn's 30 s.
+            assert time.monotonic() - started < 9
