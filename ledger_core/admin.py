@@ -50,7 +50,7 @@ from .models import (
 )
 from .operations import all_operation_values, registry
 from .services import entry_post, entry_reverse, hold_capture, hold_void
-from .webhooks import destination_problem, subscription_create
+from .webhooks import app_problem, destination_problem, subscription_create
 
 
 class LargeTablePaginator(Paginator):
@@ -557,8 +557,8 @@ class BalanceAdmin(ReadOnlyAdmin):
 
 
 class WebhookSubscriptionForm(forms.ModelForm):
-    """A subscription's URL gets the API's destination rules as a form error
-    (public addresses only, unless ``LEDGER_WEBHOOK_ALLOW_PRIVATE``)."""
+    """A subscription's URL and app get the API's rules as form errors (public
+    addresses only, unless ``LEDGER_WEBHOOK_ALLOW_PRIVATE``; a registered app)."""
 
     url = forms.URLField(max_length=500, assume_scheme="https")
 
@@ -572,6 +572,13 @@ class WebhookSubscriptionForm(forms.ModelForm):
         if problem is not None:
             raise forms.ValidationError(problem)
         return url
+
+    def clean_app(self) -> str:
+        app = self.cleaned_data["app"]
+        problem = app_problem(app)
+        if problem is not None:
+            raise forms.ValidationError(problem)
+        return app
 
 
 @admin.register(WebhookSubscription)

@@ -53,6 +53,7 @@ from .conf import ledger_settings
 from .events import EVENT_TYPES, Cursor, Event, event_page
 from .exceptions import Forbidden, InvalidEntry
 from .models import WebhookSubscription
+from .operations import registry
 
 logger = logging.getLogger("ledger_core.webhooks")
 
@@ -237,6 +238,15 @@ class _HTTPSConnection(http.client.HTTPSConnection):
         self.sock = self.tls.wrap_socket(sock, server_hostname=self.host)
 
 
+def app_problem(app: str) -> str | None:
+    """Why a subscription cannot be limited to ``app``, or None ("" is every app):
+    entries carry the label of a registered app, so any other would never match."""
+    if not app or registry.get_app(app) is not None:
+        return None
+    known = ", ".join(sorted(registered.label for registered in registry.apps()))
+    return f"Unknown app {app!r} (known apps: {known}; leave it blank for every app)."
+
+
 def subscription_create(
     *, url: str, actor: Actor, event_types: list[str] | None = None, app: str = ""
 ) -> WebhookSubscription:
@@ -250,6 +260,9 @@ def subscription_create(
     unknown = sorted(set(event_types or ()) - set(EVENT_TYPES))
     if unknown:
         raise InvalidEntry(f"Unknown event types: {', '.join(unknown)}.", field="event_types")
+    problem = app_problem(app)
+    if problem is not None:
+        raise InvalidEntry(problem, field="app")
     _, start = event_page(after=Cursor(), limit=1, types=())
     return WebhookSubscription.objects.create(
         url=url, event_types=list(event_types or ()), app=app or "",

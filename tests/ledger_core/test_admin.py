@@ -390,3 +390,13 @@ def test_webhook_destinations_are_checked_in_the_admin_forms(admin_client):
     assert "not a public address" in response.content.decode()
     subscription.refresh_from_db()
     assert subscription.url == "https://hooks.example.com/x"
+    # The app, too, must be a registered one (on adding and on changing).
+    response = admin_client.post(change, {**form, "url": subscription.url, "app": "contnet"})
+    assert response.status_code == 200
+    assert "Unknown app" in response.content.decode()
+    response = admin_client.post(WEBHOOKS + "add/", {**form, "url": subscription.url,
+                                                     "app": "contnet"})  # fmt: skip
+    assert response.status_code == 200 and "Unknown app" in response.content.decode()
+    assert WebhookSubscription.objects.count() == 1
+    subscription.refresh_from_db()
+    assert subscription.app == ""

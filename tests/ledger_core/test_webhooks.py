@@ -251,6 +251,24 @@ def test_webhook_api(manager_client, alice_client):
                              format="json").status_code == 403  # fmt: skip
 
 
+def test_a_subscription_to_an_app_that_is_not_registered_is_refused(manager_client):
+    # Entries carry a registered app's label: a typo would subscribe to nothing.
+    response = manager_client.post(
+        "/api/webhooks/", {"url": "https://example.test/hook", "app": "contnet"}, format="json"
+    )
+    assert response.status_code == 400, response.content
+    body = response.json()
+    assert body["code"] == "invalid" and body["field"] == "app"
+    assert "known apps: content, rewards" in body["detail"]
+    assert not WebhookSubscription.objects.exists()
+    for app in ("content", ""):
+        response = manager_client.post(
+            "/api/webhooks/", {"url": "https://example.test/hook", "app": app}, format="json"
+        )
+        assert response.status_code == 201, response.content
+        assert response.json()["app"] == app
+
+
 def test_the_readme_receiver_check_accepts_our_signature_and_nothing_else():
     import re
     from pathlib import Path
