@@ -236,6 +236,23 @@ def test_csv_header_is_checked(tmp_path):
         run("grant_credits", "--csv", write_csv(tmp_path, "owner,amount\nalice,1\n"))
 
 
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("owner_id,amount,nonce\nalice,1,n\n".encode("utf-16"), "not UTF-8 text"),
+        (b"owner_id,amount,nonce\nalice,1,n\nbob,1,\xff\n", "not UTF-8 text"),
+        (f'owner_id,amount,nonce\nalice,1,"{"x" * 200_000}"\n'.encode(), "not a readable CSV"),
+    ],
+)
+def test_a_file_that_is_not_utf8_csv_is_a_clear_error(tmp_path, content, message):
+    # A spreadsheet saved in another encoding, or a field no CSV reader takes.
+    path = tmp_path / "grants.csv"
+    path.write_bytes(content)
+    with pytest.raises(CommandError, match=message):
+        run("grant_credits", "--csv", str(path))
+    assert not LedgerEntry.objects.exists()
+
+
 # --- verify_ledger -------------------------------------------------------------------
 
 

@@ -131,6 +131,19 @@ class Command(BaseCommand):
     ) -> list:
         if not path.is_file():
             raise CommandError(f"{path}: no such file")
+        try:
+            rows = self._rows(path, default_operation, default_expires_at, metadata)
+        except UnicodeDecodeError:
+            raise CommandError(f"{path}: not UTF-8 text (save the sheet as CSV UTF-8)") from None
+        except csv.Error as exc:
+            raise CommandError(f"{path}: not a readable CSV file ({exc})") from None
+        if not rows:
+            raise CommandError(f"{path}: no rows")
+        return rows
+
+    def _rows(
+        self, path: Path, default_operation: str, default_expires_at: str | None, metadata: dict
+    ) -> list:
         with path.open(newline="", encoding="utf-8-sig") as handle:
             reader = csv.DictReader(handle)
             header = [h.strip() for h in (reader.fieldnames or [])]
@@ -149,8 +162,6 @@ class Command(BaseCommand):
                 raw["operation"] = raw["operation"] or default_operation
                 raw["expires_at"] = raw.get("expires_at") or default_expires_at or ""
                 rows.append((line, _request(raw, metadata)))
-        if not rows:
-            raise CommandError(f"{path}: no rows")
         return rows
 
     def _validate(
