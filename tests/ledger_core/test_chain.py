@@ -183,6 +183,7 @@ def test_since_head_proves_a_kept_checkpoint(manager_client, tmp_path):
     kept = Balance.objects.get(owner_id="alice").head_hash
     fund("alice", 1)
     assert verify("--since-head", f"alice={kept}")[0] == 0
+    assert verify("--since-head", f"alice={kept.upper()}")[0] == 0  # as copied from a sheet
     code, report = verify("--since-head", f"alice={'f' * 64}")
     assert code == 1 and "is not a link of the owner's intact chain" in report
     assert run_verifier(tmp_path, api_history(manager_client, "alice"), kept).returncode == 0

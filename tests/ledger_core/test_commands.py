@@ -256,6 +256,26 @@ def test_a_file_that_is_not_utf8_csv_is_a_clear_error(tmp_path, content, message
 # --- verify_ledger -------------------------------------------------------------------
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["verify_ledger", "--owner", "not an owner!"], "owner_id must be"),
+        (["verify_ledger", "--since-head", f"alice={'z' * 64}"], "64 hex digits"),
+        (["verify_ledger", "--max-report", "-1"], "not a count"),
+        (["expire_credits", "--loop", "-5"], "not a number of seconds above 0"),
+        (["expire_holds", "--loop", "0"], "not a number of seconds above 0"),
+        (["deliver_webhooks", "--loop", "nan"], "not a number of seconds above 0"),
+        (["expire_credits", "--metrics-port", "99999"], "not a port"),
+        (["deliver_webhooks", "--metrics-port", "-1"], "not a port"),
+    ],
+)
+def test_bad_command_arguments_are_clear_errors(args, message):
+    # Refused before any work (a negative --loop used to fail only after the
+    # first sweep, with a traceback from time.sleep).
+    with pytest.raises(CommandError, match=message):
+        run(*args)
+
+
 def test_verify_unknown_owner_says_so():
     with pytest.raises(CommandError, match="'nobody-here' has no ledger and no user"):
         run("verify_ledger", "--owner", "nobody-here", "--no-progress")

@@ -15,6 +15,8 @@ merge join), so memory stays flat on any table size. Exits 1 if anything is off.
 
 from __future__ import annotations
 
+import argparse
+import re
 import sys
 import time
 from collections.abc import Iterator
@@ -27,6 +29,7 @@ from django.db.models import OuterRef, Subquery, Sum
 from django.db.models.functions import Coalesce
 
 from ledger_core import chain
+from ledger_core.exceptions import LedgerError
 from ledger_core.models import Balance, CreditLot, HoldStatus, LedgerEntry, LedgerHold
 from ledger_core.selectors import owners_unknown
 from ledger_core.validation import owner_id_validate
@@ -96,6 +99,16 @@ def _link_problem(entry: Any, head: str, seq: int) -> str | None:
     return None
 
 
+_HASH = re.compile(r"[0-9a-f]{64}")
+
+
+def _count(value: str) -> int:
+    """A number of lines for ``--max-report``: 0 or more."""
+    if not (value.isascii() and value.isdigit()):
+        raise argparse.ArgumentTypeError(f"{value!r} is not a count (0 or more)")
+    return int(value)
+
+
 class Command(BaseCommand):
     help = "Recompute balances from entries and report every discrepancy (exit 1 if any)."
 
@@ -115,19 +128,23 @@ class Command(BaseCommand):
             "is a discrepancy (else a note)",
         )
         parser.add_argument(
-            "--max-report", type=int, default=1000, help="discrepancies printed at most"
+            "--max-report", type=_count, default=1000, help="discrepancies printed at most"
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
         owner = options["owner"]
         self.checkpoint: str | None = None
         if options["since_head"]:
-            owner, _, self.checkpoint = options["since_head"].partition("=")
-            if len(self.checkpoint) != 64:
+            owner, _, checkpoint = options["since_head"].partition("=")
+            self.checkpoint = checkpoint.lower()
+            if not _HASH.fullmatch(self.checkpoint):
                 raise CommandError("--since-head takes OWNER=HASH (64 hex digits)")
         self.checkpoint_seen = False
         if owner is not None:
-            owner_id_validate(owner)
+            try:
+                owner_id_validate(owner)
+            except LedgerError as exc:
+                raise CommandError(exc.detail) from None
             if owners_unknown(owner_ids=[owner]):
                 raise CommandError(f"owner {owner!r} has no ledger and no user; nothing to check")
         entries = LedgerEntry.objects.order_by("owner_id", "id")
