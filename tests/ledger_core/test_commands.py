@@ -384,3 +384,13 @@ def test_create_service_account_refuses_existing_unless_reset():
     assert "password" in out
     with pytest.raises(CommandError):
         run("create_service_account", "bad name")
+
+
+@pytest.mark.parametrize("flags", [[], ["--view-only"], ["--reset-password"]])
+def test_a_service_account_is_not_given_an_owners_ledger(flags):
+    # "cust-42" has credits but no user (an owner id credited directly); an
+    # account of that name would be their owner, and an owner may spend them.
+    fund("cust-42", 40)
+    with pytest.raises(CommandError, match="'cust-42' already has a ledger"):
+        run("create_service_account", "cust-42", *flags)
+    assert not get_user_model().objects.filter(username__iexact="cust-42").exists()

@@ -10,6 +10,7 @@ from django.contrib.auth.models import Permission
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 
+from ledger_core.selectors import ledger_exists
 from ledger_core.validation import is_valid_owner_id
 
 
@@ -48,6 +49,14 @@ class Command(BaseCommand):
                     f"user {user.get_username()!r} exists; use --reset-password to rotate it"
                 )
             if user is None:
+                if ledger_exists(owner_id=name):
+                    # A user's owner id is their username: the account would own
+                    # (and, as any owner may, spend) that ledger's credits.
+                    raise CommandError(
+                        f"{name!r} already has a ledger (a deleted account's, or an owner id "
+                        "credited directly); a service account of that name would own its "
+                        "credits: choose another name"
+                    )
                 user = User.objects.create_user(username=name, password=password)
             else:
                 user.set_password(password)
