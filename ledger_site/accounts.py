@@ -6,7 +6,6 @@ to characters an owner id may hold and are unique case-insensitively.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from django.conf import settings
@@ -26,29 +25,22 @@ from rest_framework_simplejwt.tokens import RefreshToken
 from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
 
 from ledger_core.actors import POST_ANY_PERMISSION, VIEW_ANY_PERMISSION
-from ledger_core.api import list_route_segments
 from ledger_core.api.schema import BAD_REQUEST, RATE_LIMITED, UNAUTHORIZED, UNAVAILABLE
-from ledger_core.selectors import balance_get, ledger_exists
+from ledger_core.selectors import balance_get
 
 from .jwt import (
     CLAIM_SESSION,
     LedgerTokenObtainPairSerializer,
     LedgerTokenRefreshSerializer,
 )
-from .services import session_revoke, user_register
-
-USERNAME_RE = re.compile(r"\A[A-Za-z0-9_.@+\-]{1,128}\Z")
-# A user's own ledger URL (ledger/<username>/) must not be one of the ledger API's
-# list routes, nor a dot segment, which browsers, curl and most HTTP clients remove
-# from a URL before sending it (RFC 3986, 5.2.4).
-RESERVED_USERNAMES = list_route_segments() | {".", ".."}
+from .services import USERNAME_RULE, session_revoke, user_register, username_problem
 
 
 class RegisterSerializer(serializers.Serializer):
     username = serializers.CharField(
         max_length=128,
         trim_whitespace=False,
-        help_text="1-128 characters of A-Z a-z 0-9 _ . @ + - (your ledger owner id)",
+        help_text=f"{USERNAME_RULE} (your ledger owner id)",
     )
     password = serializers.CharField(
         max_length=128, write_only=True, trim_whitespace=False, style={"input_type": "password"}
@@ -56,18 +48,10 @@ class RegisterSerializer(serializers.Serializer):
     email = serializers.EmailField(required=False, allow_blank=True)
 
     def validate_username(self, value: str) -> str:
-        if not USERNAME_RE.match(value):
-            raise serializers.ValidationError(
-                "Use 1-128 characters of A-Z a-z 0-9 _ . @ + -.", code="invalid"
-            )
-        if value.lower() in RESERVED_USERNAMES:
-            raise serializers.ValidationError("This username is reserved.", code="reserved")
-        if get_user_model().objects.filter(username__iexact=value).exists():
-            raise serializers.ValidationError("This username is taken.", code="taken")
-        if ledger_exists(owner_id=value):
-            # The ledger of a deleted or renamed account, or one a manager
-            # credited: registering the name must not hand over its credits.
-            raise serializers.ValidationError("This username is taken.", code="taken")
+        problem = username_problem(value)
+        if problem is not None:
+            code, message = problem
+            raise serializers.ValidationError(message, code=code)
         return value
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:

@@ -1,15 +1,33 @@
-"""The user admin, with usernames fixed once created.
+"""The user admin, with usernames checked like registration's and fixed once created.
 
-A regular user's ledger owner id is their username: renaming a user would
-detach them from their credits (and free the old name for somebody else).
+A regular user's ledger owner id is their username: a new user's name must be a
+valid owner id that is neither reserved nor the name of an existing ledger
+(``ledger_site.services.username_problem``), and renaming a user would detach
+them from their credits (and free the old name for somebody else).
 """
 
+from django import forms
 from django.contrib import admin
 from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import UserAdmin
+from django.contrib.auth.forms import AdminUserCreationForm
+
+from .services import username_problem
+
+
+class LedgerUserCreationForm(AdminUserCreationForm):
+    def clean_username(self) -> str:
+        username = super().clean_username()
+        problem = username_problem(username) if username else None
+        if problem is not None:
+            code, message = problem
+            raise forms.ValidationError(message, code=code)
+        return username
 
 
 class LedgerUserAdmin(UserAdmin):
+    add_form = LedgerUserCreationForm
+
     def get_readonly_fields(self, request, obj=None):
         fields = list(super().get_readonly_fields(request, obj))
         if obj is not None:

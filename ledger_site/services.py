@@ -3,6 +3,7 @@ the end of a login session."""
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from typing import Any
 
@@ -12,12 +13,38 @@ from django.utils import timezone
 from rest_framework_simplejwt.settings import api_settings as jwt_settings
 
 from ledger_core.actors import Actor
+from ledger_core.api import list_route_segments
+from ledger_core.selectors import ledger_exists
 from ledger_core.services import entry_post
 
 from .models import RevokedSession
 
 SIGNUP_NONCE = "signup"
 SITE_APP = "site"
+
+USERNAME_RULE = "1-128 characters of A-Z a-z 0-9 _ . @ + -"
+USERNAME_RE = re.compile(r"\A[A-Za-z0-9_.@+\-]{1,128}\Z")
+# A user's own ledger URL (ledger/<username>/) must not be one of the ledger API's
+# list routes, nor a dot segment, which browsers, curl and most HTTP clients remove
+# from a URL before sending it (RFC 3986, 5.2.4).
+RESERVED_USERNAMES = list_route_segments() | {".", ".."}
+
+
+def username_problem(username: str) -> tuple[str, str] | None:
+    """Why ``username`` cannot be a new user's, as ``(code, message)``, or None.
+    A regular user's owner id is their username, so it must be a valid owner id,
+    not a reserved one, not taken in any letter case, and not the name of an
+    existing ledger (a deleted account's, or an owner id credited directly):
+    its new user would own those credits."""
+    if not USERNAME_RE.match(username):
+        return "invalid", f"Use {USERNAME_RULE}."
+    if username.lower() in RESERVED_USERNAMES:
+        return "reserved", "This username is reserved."
+    if get_user_model().objects.filter(username__iexact=username).exists():
+        return "taken", "This username is taken."
+    if ledger_exists(owner_id=username):
+        return "taken", "This username is taken."
+    return None
 
 
 def user_register(*, username: str, password: str, email: str = "") -> Any:

@@ -12,7 +12,7 @@ from django.test.utils import CaptureQueriesContext
 
 from ledger_core.models import Balance, LedgerEntry
 from tests.conftest import fund
-from tests.factories import UserFactory
+from tests.factories import PASSWORD, UserFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -231,6 +231,33 @@ def test_usernames_cannot_be_changed_in_the_admin(admin_client):
     )
     assert get_user_model().objects.get(pk=alice.pk).username == "alice"
     assert admin_client.get("/admin/auth/user/add/").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("username", "message"),
+    [
+        ("cust-42", "This username is taken."),  # has a ledger, no user: its credits
+        ("ALICE", "A user with that username already exists."),
+        ("batch", "This username is reserved."),
+        ("..", "This username is reserved."),
+        ("josé", "Use 1-128 characters"),  # Django would take it; no owner id can
+    ],
+)
+def test_a_user_added_in_the_admin_gets_the_rules_of_registration(admin_client, username,
+                                                                  message):  # fmt: skip
+    from django.contrib.auth import get_user_model
+
+    UserFactory(username="alice")
+    fund("cust-42", 40)
+    form = {"username": username, "usable_password": "true", "password1": PASSWORD,
+            "password2": PASSWORD}  # fmt: skip
+    response = admin_client.post("/admin/auth/user/add/", form)
+    assert response.status_code == 200  # the form again, with the error
+    assert message in response.content.decode()
+    assert not get_user_model().objects.filter(username=username).exists()
+    response = admin_client.post("/admin/auth/user/add/", {**form, "username": "dora"})
+    assert response.status_code == 302
+    assert get_user_model().objects.filter(username="dora").exists()
 
 
 def test_reverse_from_the_entry_page_goes_through_the_service(admin_client, entries):
