@@ -50,6 +50,7 @@ from .models import (
 )
 from .operations import all_operation_values, registry
 from .services import entry_post, entry_reverse, hold_capture, hold_void
+from .validation import is_valid_owner_id
 from .webhooks import app_problem, destination_problem, subscription_create
 
 
@@ -513,6 +514,13 @@ class BalanceAdmin(ReadOnlyAdmin):
     ) -> tuple[QuerySet, bool]:
         term = search_term.strip()
         return (queryset.filter(owner_id=term) if term else queryset), False
+
+    def get_object(self, request: HttpRequest, object_id: str, from_field: str | None = None):
+        # The key is the owner id (text): one no owner can have (a NUL byte,
+        # which PostgreSQL refuses in text) is a missing balance, not an error.
+        if not is_valid_owner_id(object_id):
+            return None
+        return super().get_object(request, object_id, from_field)
 
     @admin.display(description="entries")
     def entries(self, obj: Balance) -> str:

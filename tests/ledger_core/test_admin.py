@@ -147,6 +147,17 @@ def test_balance_list_links_to_entries(admin_client, entries):
     assert admin_client.get(f"{BALANCES}alice/change/").status_code == 200
 
 
+def test_a_balance_page_for_any_owner_id_and_none_for_an_impossible_one(admin_client):
+    fund("svc:a@b.c+1_x", 3)
+    html = admin_client.get(BALANCES).content.decode()
+    link = re.search(r'href="(/admin/ledger_core/balance/[^"]+/change/)"', html).group(1)
+    page = admin_client.get(link)
+    assert page.status_code == 200 and "svc:a@b.c+1_x" in page.content.decode()
+    # No owner id has a NUL byte (PostgreSQL refuses one in text): not found, not a 500.
+    response = admin_client.get(f"{BALANCES}%00/change/")
+    assert response.status_code == 302 and response["Location"] == "/admin/"
+
+
 def test_correcting_entry_goes_through_the_service(admin_client, entries):
     response = admin_client.post(
         f"{ENTRIES}post/",
