@@ -574,19 +574,18 @@ class WebhookSubscriptionForm(forms.ModelForm):
         model = WebhookSubscription
         fields = ["url", "event_types", "app", "active"]
 
-    def clean_url(self) -> str:
-        url = self.cleaned_data["url"]
-        problem = destination_problem(url)
+    def _checked(self, field: str, problem_of: Callable[[str], str | None]) -> str:
+        value = self.cleaned_data[field]
+        problem = problem_of(value)
         if problem is not None:
             raise forms.ValidationError(problem)
-        return url
+        return value
+
+    def clean_url(self) -> str:
+        return self._checked("url", destination_problem)
 
     def clean_app(self) -> str:
-        app = self.cleaned_data["app"]
-        problem = app_problem(app)
-        if problem is not None:
-            raise forms.ValidationError(problem)
-        return app
+        return self._checked("app", app_problem)
 
 
 @admin.register(WebhookSubscription)
