@@ -1,5 +1,6 @@
-"""The site's writes: registration, which opens the new owner's ledger, and
-the end of a login session."""
+"""The site's writes: registration, which opens the new owner's ledger (with
+the rules a new username must meet, for the API and the admin alike), and the
+end of a login session."""
 
 from __future__ import annotations
 
