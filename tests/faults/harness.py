@@ -77,11 +77,14 @@ class PostgresCluster:
         os.kill(postmaster, signal.SIGSTOP)  # first, so that it forks nothing new
         self.frozen = [postmaster, *worker_pids(postmaster)]
         for pid in self.frozen[1:]:
-            os.kill(pid, signal.SIGSTOP)
+            with contextlib.suppress(ProcessLookupError):  # a backend that just exited
+                os.kill(pid, signal.SIGSTOP)
         deadline = time.monotonic() + 5
         while not all(_stopped(pid) for pid in self.frozen) and time.monotonic() < deadline:
             time.sleep(0.01)
-        assert all(_stopped(pid) for pid in self.frozen), "PostgreSQL did not stop"
+        if not all(_stopped(pid) for pid in self.frozen):
+            self.thaw()
+            raise AssertionError("PostgreSQL did not stop")
 
     def thaw(self) -> None:
         for pid in reversed(self.frozen):
@@ -140,9 +143,13 @@ class RedisServer:
 
 
 def _stopped(pid: int) -> bool:
-    """Whether ``pid`` is stopped by a signal (state T in /proc/<pid>/stat)."""
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    return stat[stat.rindex(")") + 2] == "T"
+    """Whether ``pid`` is stopped by a signal (state T in /proc/<pid>/stat), or
+    has exited (a zombie its stopped parent cannot reap, or gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    return stat[stat.rindex(")") + 2] in "TZ"
 
 
 def worker_pids(master: int) -> list[int]:
