@@ -198,6 +198,11 @@ class OperationRegistry:
     def get_app(self, app_label: str) -> RegisteredApp | None:
         return self._apps.get(app_label)
 
+    def known_labels(self) -> str:
+        """The registered apps' labels, sorted and comma-separated (for messages
+        that refuse an unknown one)."""
+        return ", ".join(sorted(self._apps))
+
     def label_of(self, operations: type[LedgerOperation]) -> str | None:
         """The label of the app that registered ``operations``, or None."""
         for app in self._apps.values():

@@ -243,8 +243,10 @@ def app_problem(app: str) -> str | None:
     entries carry the label of a registered app, so any other would never match."""
     if not app or registry.get_app(app) is not None:
         return None
-    known = ", ".join(sorted(registered.label for registered in registry.apps()))
-    return f"Unknown app {app!r} (known apps: {known}; leave it blank for every app)."
+    return (
+        f"Unknown app {app!r} (known apps: {registry.known_labels()}; "
+        "leave it blank for every app)."
+    )
 
 
 def subscription_create(

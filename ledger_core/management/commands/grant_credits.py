@@ -75,8 +75,7 @@ class Command(BaseCommand):
         if not app:
             raise CommandError("--app is required (no LEDGER_COMMAND_APP setting)")
         if registry.get_app(app) is None:
-            known = ", ".join(sorted(a.label for a in registry.apps()))
-            raise CommandError(f"unknown app {app!r} (known apps: {known})")
+            raise CommandError(f"unknown app {app!r} (known apps: {registry.known_labels()})")
         actor = Actor(
             name=f"cli:grant_credits:{_os_user()}"[:200],
             can_post_any=True,
