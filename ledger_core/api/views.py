@@ -156,6 +156,12 @@ class LedgerSchema(AutoSchema):
         return operation_id
 
 
+#: ``?dry_run=`` values, compared in lower case.
+DRY_RUN_VALUES = {"true": True, "1": True, "false": False, "0": False}
+#: The viewset's writes that have no dry run.
+WRITES_WITHOUT_DRY_RUN = frozenset({"batch", "reverse", "hold_capture", "hold_void"})
+
+
 class LedgerViewSet(viewsets.GenericViewSet):
     """Balance, post, history and holds for one consumer app's operations."""
 
@@ -234,7 +240,8 @@ class LedgerViewSet(viewsets.GenericViewSet):
                 OpenApiTypes.BOOL,
                 description="true: answer 200 {dry_run: true, entry} (the entry as it would "
                 "be, without an id) or the error the post would get; nothing is stored, no "
-                "nonce is used, and it counts against the read rate limit",
+                "nonce is used, and it counts against the read rate limit. true/1 or "
+                "false/0 (any case); any other value is 400",
             )
         ],
         responses={
@@ -275,8 +282,28 @@ class LedgerViewSet(viewsets.GenericViewSet):
 
     @property
     def dry_run(self) -> bool:
-        """A ``?dry_run=true`` request: checked like the real one, stores nothing."""
-        return self.request.query_params.get("dry_run", "").lower() in ("true", "1")
+        """A ``?dry_run=true`` request: checked like the real one, stores nothing.
+
+        Any other value than ``true``/``1``/``false``/``0`` (any case) is a
+        400, so a dry run meant as ``?dry_run`` or ``?dry_run=yes`` never
+        posts for real."""
+        raw = self.request.query_params.get("dry_run")
+        if raw is None:
+            return False
+        value = DRY_RUN_VALUES.get(raw.lower())
+        if value is None:
+            raise ValidationError({"dry_run": ["Must be true or false."]})
+        return value
+
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        """DRF's checks (authentication, permissions, rate limit); then a
+        ``dry_run`` asked of a write that has none (batch, reversal, capture,
+        void) is refused rather than ignored: ignoring it would store the write."""
+        super().initial(request, *args, **kwargs)
+        if self.action in WRITES_WITHOUT_DRY_RUN and self.dry_run:
+            raise ValidationError(
+                {"dry_run": ["Only single posts and holds have a dry run; nothing was stored."]}
+            )
 
     @property
     def ratelimit_group(self) -> str | None:
@@ -425,7 +452,8 @@ class LedgerViewSet(viewsets.GenericViewSet):
                 "dry_run",
                 OpenApiTypes.BOOL,
                 description="true: answer 200 {dry_run: true, hold} or the error the hold "
-                "would get; nothing is stored and it counts against the read rate limit",
+                "would get; nothing is stored and it counts against the read rate limit. "
+                "true/1 or false/0 (any case); any other value is 400",
             )
         ],
         responses={

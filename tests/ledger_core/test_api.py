@@ -513,3 +513,51 @@ def test_dry_run_counts_against_the_read_limit(alice_client, settings):
         assert alice_client.post(CONTENT + "?dry_run=true", spend, format="json").status_code == 200
     real = body(owner_id="alice", operation="CREDIT_SPEND", nonce="real")
     assert alice_client.post(CONTENT, real, format="json").status_code == 201
+
+
+@pytest.mark.parametrize("query", ["dry_run", "dry_run=", "dry_run=yes", "dry_run=on", "dry_run=2"])
+@pytest.mark.parametrize("path", [CONTENT, CONTENT + "holds/"])
+def test_a_dry_run_value_other_than_true_or_false_is_refused_not_posted(alice_client, path, query):
+    fund("alice", 3)
+    before = LedgerEntry.objects.count()
+    spend = body(owner_id="alice", operation="CREDIT_SPEND", nonce="maybe")
+    response = alice_client.post(f"{path}?{query}", spend, format="json")
+    error = assert_error(response, 400, "invalid")
+    assert error["errors"] == {"dry_run": ["Must be true or false."]}
+    assert LedgerEntry.objects.count() == before
+    assert Balance.objects.get(owner_id="alice").held == 0
+
+
+@pytest.mark.parametrize(
+    ("query", "dry"),
+    [("dry_run=TRUE", True), ("dry_run=1", True), ("dry_run=False", False), ("dry_run=0", False)],
+)
+def test_dry_run_true_and_false_in_any_case(alice_client, query, dry):
+    fund("alice", 3)
+    spend = body(owner_id="alice", operation="CREDIT_SPEND", nonce="case")
+    response = alice_client.post(f"{CONTENT}?{query}", spend, format="json")
+    assert response.status_code == (200 if dry else 201), response.content
+    assert LedgerEntry.objects.filter(nonce="case").exists() is not dry
+
+
+def test_writes_without_a_dry_run_refuse_one_instead_of_storing(manager_client):
+    entry = fund("alice", 5)
+    hold = manager_client.post(
+        CONTENT + "holds/", body(owner_id="alice", operation="CREDIT_SPEND", nonce="h"),
+        format="json",
+    ).json()  # fmt: skip
+    before = LedgerEntry.objects.count()
+    writes = {
+        "batch/": {"entries": [body(owner_id="bob", operation="CREDIT_ADD", nonce="b")]},
+        f"entries/{entry.pk}/reverse/": {"nonce": "r", "reason": "test"},
+        f"holds/{hold['id']}/capture/": {},
+        f"holds/{hold['id']}/void/": {},
+    }
+    for suffix, payload in writes.items():
+        response = manager_client.post(f"{CONTENT}{suffix}?dry_run=true", payload, format="json")
+        assert "dry_run" in assert_error(response, 400, "invalid")["errors"], suffix
+    assert LedgerEntry.objects.count() == before
+    assert manager_client.get(f"{CONTENT}holds/{hold['id']}/").json()["status"] == "pending"
+    # dry_run=false there is the write itself.
+    voided = manager_client.post(f"{CONTENT}holds/{hold['id']}/void/?dry_run=false", {})
+    assert voided.status_code == 200 and voided.json()["status"] == "voided", voided.content
