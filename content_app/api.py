@@ -6,11 +6,11 @@ from django.http import Http404
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.pagination import CursorPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from ledger_core.api import LedgerViewSet, domain_nonce_field, replay_response, request_actor
+from ledger_core.api.pagination import StrictCursorPagination
 from ledger_core.api.schema import (
     BAD_REQUEST,
     NOT_FOUND,
@@ -58,10 +58,8 @@ class ItemAccessResponseSerializer(ItemSerializer):
         read_only_fields = fields
 
 
-class ItemPagination(CursorPagination):
-    ordering = "-id"
+class ItemPagination(StrictCursorPagination):
     page_size = 20
-    page_size_query_param = "page_size"
     max_page_size = 100
 
 

@@ -1,14 +1,18 @@
-"""Keyset (cursor) pagination for entry history, newest first."""
+"""Keyset (cursor) pagination, newest first, with bad input answered as 400."""
 
 from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.pagination import CursorPagination
 
 
-class EntryCursorPagination(CursorPagination):
+class StrictCursorPagination(CursorPagination):
+    """DRF's cursor pagination, except that a mangled ``cursor`` or a
+    ``page_size`` that is not a positive integer is a 400 ``invalid`` (DRF
+    answers 404 to the first and ignores the second). A ``page_size`` above
+    ``max_page_size`` is lowered to it, as in DRF. Consumer apps' lists use it
+    too, so every list of the site treats its query the same way."""
+
     ordering = "-id"
-    page_size = 50
     page_size_query_param = "page_size"
-    max_page_size = 200
 
     def paginate_queryset(self, queryset, request, view=None):
         try:
@@ -22,3 +26,22 @@ class EntryCursorPagination(CursorPagination):
         if raw is not None and (not raw.isdigit() or int(raw) < 1):
             raise ValidationError({"page_size": ["Must be a positive integer."]})
         return super().get_page_size(request)
+
+    def get_schema_operation_parameters(self, view):
+        parameters = super().get_schema_operation_parameters(view)
+        for parameter in parameters:
+            if parameter["name"] == self.page_size_query_param:
+                parameter["schema"]["minimum"] = 1
+                parameter["description"] = self.page_size_description()
+        return parameters
+
+    @classmethod
+    def page_size_description(cls) -> str:
+        return f"1-{cls.max_page_size} (more is lowered to it), default {cls.page_size}"
+
+
+class EntryCursorPagination(StrictCursorPagination):
+    """Entry history and holds: 50 a page, at most 200."""
+
+    page_size = 50
+    max_page_size = 200

@@ -156,6 +156,15 @@ class LedgerSchema(AutoSchema):
         return operation_id
 
 
+#: The query of a page of entries or holds (their actions paginate by hand).
+PAGE_PARAMETERS = [
+    OpenApiParameter("cursor", OpenApiTypes.STR, description="from next/previous"),
+    OpenApiParameter(
+        "page_size",
+        {"type": "integer", "minimum": 1},
+        description=EntryCursorPagination.page_size_description(),
+    ),
+]
 #: ``?dry_run=`` values, compared in lower case.
 DRY_RUN_VALUES = {"true": True, "1": True, "false": False, "0": False}
 #: The viewset's writes that have no dry run.
@@ -425,8 +434,7 @@ class LedgerViewSet(viewsets.GenericViewSet):
         parameters=[
             OWNER_PARAMETER,
             EntryFilterSerializer,
-            OpenApiParameter("cursor", OpenApiTypes.STR, description="from next/previous"),
-            OpenApiParameter("page_size", OpenApiTypes.INT, description="1-200, default 50"),
+            *PAGE_PARAMETERS,
         ],
         responses={200: EntryPageSerializer, **READ_ERRORS},
     )
@@ -558,8 +566,7 @@ class LedgerViewSet(viewsets.GenericViewSet):
         parameters=[
             OWNER_PARAMETER,
             HoldFilterSerializer,
-            OpenApiParameter("cursor", OpenApiTypes.STR, description="from next/previous"),
-            OpenApiParameter("page_size", OpenApiTypes.INT, description="1-200, default 50"),
+            *PAGE_PARAMETERS,
         ],
         responses={200: HoldPageSerializer, **READ_ERRORS},
     )

@@ -136,6 +136,28 @@ def test_list_and_detail_show_only_own_items(alice_client, user, other_user):
     assert alice_client.get(f"{ITEMS}abc/").status_code == 404
 
 
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"cursor": "garbage"}, "cursor"),
+        ({"page_size": "0"}, "page_size"),
+        ({"page_size": "x"}, "page_size"),
+        ({"page_size": "-2"}, "page_size"),
+    ],
+)
+def test_item_list_bad_page_query_is_400_as_for_entries(alice_client, user, params, field):
+    response = alice_client.get(ITEMS, params)
+    assert response.status_code == 400, response.content
+    assert response.json()["code"] == "invalid" and field in response.json()["errors"]
+
+
+def test_item_list_page_size_above_the_maximum_is_lowered_to_it(alice_client, user):
+    fund("alice", 5 * 101)
+    for i in range(101):
+        item_create(owner=user, title=f"t{i}", body="", nonce=None, actor=Actor.for_user(user))
+    assert len(alice_client.get(ITEMS, {"page_size": 500}).json()["results"]) == 100
+
+
 def test_access_any_item_records_zero_entry(alice_client, user, other_user):
     fund("bob", 10)
     bob_item = create(bearer_client(other_user), body="secret body").json()

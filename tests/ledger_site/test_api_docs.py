@@ -83,6 +83,17 @@ def test_every_operation_documents_its_errors(schema):
     assert problems == []
 
 
+def test_every_page_size_parameter_states_its_range(schema):
+    found = []
+    for path, method, operation in operations(schema):
+        for parameter in operation.get("parameters", []):
+            if parameter["name"] == "page_size":
+                found.append(path)
+                assert parameter["schema"] == {"type": "integer", "minimum": 1}, (path, method)
+                assert parameter["description"].startswith("1-"), (path, parameter)
+    assert "/api/content/items/" in found and "/api/content/ledger/{owner_id}/entries/" in found
+
+
 def test_ledger_post_has_examples_and_replay(schema):
     post = schema["paths"]["/api/content/ledger/"]["post"]
     assert {"200", "201", "409"} <= set(post["responses"])
