@@ -6,7 +6,7 @@ from typing import Any
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
-from django.urls import reverse
+from django.urls import NoReverseMatch, reverse
 from django.views.defaults import bad_request as django_bad_request
 from django.views.defaults import page_not_found
 from drf_spectacular.utils import extend_schema
@@ -16,14 +16,27 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from ledger_core.api.exceptions import error_body
+from ledger_core.operations import registry
 
-#: The consumer apps whose ledger endpoints the API root lists (URL namespaces).
-LEDGER_APPS = ("content", "rewards")
+
+def ledger_apps() -> list[str]:
+    """The registered consumer apps whose ledger endpoints the site mounts (a
+    URL namespace named after the app's label, as ``ledger_urls`` expects), in
+    registration order: an app added to the site appears here by itself."""
+    mounted = []
+    for app in registry.apps():
+        try:
+            reverse(f"{app.label}:ledger-list")
+        except NoReverseMatch:
+            continue  # registered without endpoints of its own (e.g. "site")
+        mounted.append(app.label)
+    return mounted
 
 
 def index(request: HttpRequest) -> HttpResponse:
     """What this site is, and where to go from here."""
-    return render(request, "ledger_site/index.html", {"apps": LEDGER_APPS})
+    apps = [(label, reverse(f"{label}:ledger-list")) for label in ledger_apps()]
+    return render(request, "ledger_site/index.html", {"apps": apps})
 
 
 def _links(request: Request) -> dict[str, Any]:
@@ -41,16 +54,19 @@ def _links(request: Request) -> dict[str, Any]:
             "session_login": url("rest_framework:login"),
         },
     }
-    for app in LEDGER_APPS:
+    for app in ledger_apps():
         links[app] = {
             "post": url(f"{app}:ledger-list"),
             "batch": url(f"{app}:ledger-batch"),
             "balance": url(f"{app}:ledger-detail", **example),
             "entries": url(f"{app}:ledger-entries", **example),
+            "holds": url(f"{app}:ledger-hold-create"),
+            "owner_holds": url(f"{app}:ledger-owner-holds", **example),
         }
     links["content"]["items"] = url("content:item-list")
     links["rewards"]["daily"] = url("rewards:daily")
     links["rewards"]["referrals"] = url("rewards:referrals")
+    links["events"] = {"feed": url("events"), "webhooks": url("webhooks")}
     links["docs"] = {
         "schema": url("schema"),
         "swagger": url("swagger-ui"),

@@ -29,6 +29,13 @@ def test_api_root_lists_every_app(api_client):
     assert body["rewards"]["entries"] == "http://testserver/api/rewards/ledger/OWNER/entries/"
     assert body["auth"]["token"] == "http://testserver/api/auth/token/"
     assert body["content"]["items"].endswith("/api/content/items/")
+    assert body["content"]["holds"] == "http://testserver/api/content/ledger/holds/"
+    assert body["rewards"]["owner_holds"].endswith("/api/rewards/ledger/OWNER/holds/")
+    assert body["events"] == {
+        "feed": "http://testserver/api/events/",
+        "webhooks": "http://testserver/api/webhooks/",
+    }
+    assert "site" not in body  # registered (registration credits), but without endpoints
     html = api_client.get("/api/", HTTP_ACCEPT="text/html")
     assert html.status_code == 200 and b"/api/content/ledger/" in html.content
 
