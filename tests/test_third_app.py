@@ -116,7 +116,13 @@ def test_a_third_app_built_from_the_doc_serves_its_ledger(tmp_path: Path):
             [sys.executable, "manage.py", "shell", "-c", f"PASSWORD = {PASSWORD!r}\n{CLIENT}"],
             cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
         )  # fmt: skip
-    assert result.returncode == 0, result.stdout + result.stderr
+        assert result.returncode == 0, result.stdout + result.stderr
+        # The operator's tools know the app too (an unknown --app is refused).
+        granted = manage(env, "grant_credits", "--owner", "alice", "--amount", "10",
+                         "--nonce", "grant-1", "--app", "shop", "--no-progress")  # fmt: skip
+        verified = manage(env, "verify_ledger", "--owner", "alice")
+    assert granted.stdout.startswith("granted 1 entry (+10 credits)"), granted.stdout
+    assert "3 entries" in verified.stdout and "ledger consistent" in verified.stdout, verified
     seen = json.loads(result.stdout.split("SEEN ", 1)[1])
 
     assert seen["register"] == 201
