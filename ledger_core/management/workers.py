@@ -1,14 +1,23 @@
-"""Options shared by the long-running commands (sweepers, webhook delivery):
-``--loop SECONDS`` and, for those with gauges of their own, ``--metrics-port``."""
+"""What the long-running commands (sweepers, webhook delivery) share: the
+options ``--loop SECONDS`` and, for those with gauges of their own,
+``--metrics-port``, and the loop itself (``run``)."""
 
 from __future__ import annotations
 
 import argparse
+import logging
 import math
+import time
+from collections.abc import Callable
 from typing import Any
 
 from django.core.management.base import CommandParser
+from django.db import InterfaceError, OperationalError, close_old_connections
 from prometheus_client import start_http_server
+
+from ledger_core.circuit import Circuit
+
+logger = logging.getLogger("ledger_core.workers")
 
 
 def seconds(value: str) -> float:
@@ -46,3 +55,36 @@ def serve_metrics(options: dict[str, Any]) -> None:
     """Serve this process's Prometheus metrics if ``--metrics-port`` was given."""
     if options.get("metrics_port"):
         start_http_server(options["metrics_port"], addr=options["metrics_address"])
+
+
+def run(interval: float | None, one_pass: Callable[[], bool], *, name: str) -> None:
+    """``one_pass`` once (no ``--loop``), or for ever: again at once when it
+    returns True (more work is waiting), else after ``interval`` seconds.
+
+    In a loop, a lost or unreachable database ends only the pass: the outage
+    is logged once (and its end), the broken connection is dropped before the
+    next pass, which reconnects; so a PostgreSQL restart or fail-over does not
+    stop the worker. Every pass is a transaction or several, so a pass cut
+    short leaves nothing half done. Without ``--loop`` the error propagates:
+    the exit status tells whoever ran the command."""
+    outage = (
+        Circuit("database", logger, f"{name} tries again every {interval:g}s") if interval else None
+    )
+    while True:
+        # As around a request: a connection that failed or is older than
+        # CONN_MAX_AGE is closed, and the pass opens a new one.
+        close_old_connections()
+        try:
+            busy = one_pass()
+        except (OperationalError, InterfaceError) as exc:
+            if outage is None:
+                raise
+            outage.trip(exc, "a pass")
+            busy = False
+        else:
+            if outage is not None:
+                outage.reset()
+        if not interval:
+            return
+        if not busy:
+            time.sleep(interval)

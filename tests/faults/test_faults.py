@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -26,7 +28,15 @@ from tests.faults.harness import (
     check,
     worker_pids,
 )
-from tests.livehelpers import call, free_port, gunicorn_cmd, gunicorn_env, manage, running_server
+from tests.livehelpers import (
+    ROOT,
+    call,
+    free_port,
+    gunicorn_cmd,
+    gunicorn_env,
+    manage,
+    running_server,
+)
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
 
@@ -193,3 +203,50 @@ def test_replay_after_redis_freeze_and_reload_reads_its_write(site, servers):
         status, balance, _ = call("GET", f"{url}repro/", token=token)
         assert (status, balance["balance"]) == (200, 99), balance
     assert Path(f"/proc/{server.pid}").exists()
+
+
+WORKERS_LOOPING = {
+    "expire_credits": ["--loop", "0.3", "--no-progress"],
+    "expire_holds": ["--loop", "0.3"],
+    "deliver_webhooks": ["--loop", "0.3"],
+}
+
+
+def test_workers_keep_running_through_a_postgresql_restart_and_outage(site, servers, tmp_path):
+    """The long-running commands survive their database going away: a
+    restart (their connections are terminated) and then 3 s with no server
+    (they cannot connect). Each logs the outage once and its end, and goes on
+    working afterwards."""
+    env = {**site[3], "PYTHONUNBUFFERED": "1", "LOG_LEVEL": "WARNING"}
+    cluster = servers[0]
+    logs = {name: tmp_path / f"{name}.log" for name in WORKERS_LOOPING}
+    workers = {}
+    try:
+        for name, args in WORKERS_LOOPING.items():
+            with open(logs[name], "w") as log:
+                workers[name] = subprocess.Popen(  # noqa: S603 (our own command line)
+                    [sys.executable, "manage.py", name, *args],
+                    cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                )  # fmt: skip
+        time.sleep(2)  # a few passes each, with a connection open
+        cluster.restart("fast")
+        time.sleep(1)
+        cluster.stop()
+        time.sleep(3)
+        cluster.start()
+        time.sleep(3)  # passes after the outage
+        alive = {name: proc.poll() is None for name, proc in workers.items()}
+    finally:
+        for proc in workers.values():
+            proc.terminate()
+            proc.wait(timeout=15)
+    texts = {name: log.read_text() for name, log in logs.items()}
+    assert all(alive.values()), (alive, texts)
+    for name, text in texts.items():
+        assert "Traceback" not in text, (name, text)
+        # One warning per outage (the restart's and the stop's may be one).
+        assert 1 <= text.count("database unavailable") <= 2, (name, text)
+        assert text.count("database available again") == text.count("database unavailable")
+    for name, done in (("expire_credits", "lots expired"), ("expire_holds", "holds released")):
+        after = texts[name].rsplit("database available again", 1)[1]
+        assert done in after, (name, texts[name])

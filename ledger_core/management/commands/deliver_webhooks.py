@@ -9,13 +9,12 @@ subscription for Prometheus.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 from prometheus_client import Counter, Gauge
 
-from ledger_core.management.workers import add_worker_arguments, serve_metrics
+from ledger_core.management.workers import add_worker_arguments, run, serve_metrics
 from ledger_core.webhooks import BATCH, deliver_once, due_subscriptions
 
 DELIVERIES = Counter(
@@ -41,14 +40,11 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         serve_metrics(options)
-        interval = options["loop"]
-        while True:
-            sent = self.pass_once()
-            if not interval:
-                self.stdout.write(f"{sent} events delivered")
-                return
-            if not sent:
-                time.sleep(interval)
+        if options["loop"]:
+            # Straight on while events go out; a pause once nothing did.
+            run(options["loop"], lambda: self.pass_once() > 0, name="webhook delivery")
+        else:
+            self.stdout.write(f"{self.pass_once()} events delivered")
 
     def pass_once(self) -> int:
         """One delivery attempt per subscription; how many events were acknowledged."""

@@ -21,7 +21,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandParser
 from prometheus_client import Gauge
 
-from ledger_core.management.workers import add_worker_arguments, serve_metrics
+from ledger_core.management.workers import add_worker_arguments, run, serve_metrics
 from ledger_core.services import due_holds_sweep, due_lots_sweep, sweep_lag_seconds
 
 # The sweeper's own gauges, served by --metrics-port (the web's /metrics has
@@ -46,25 +46,25 @@ class Command(BaseCommand):
         parser.add_argument("--no-progress", action="store_true")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        interval = options["loop"]
         serve_metrics(options)
         progress = not options["no_progress"] and self.stderr.isatty()
-        while True:
-            started = time.perf_counter()
-            SWEEP_LAG.set(sweep_lag_seconds())
-            settled = 0
-            while swept := due_lots_sweep():
-                settled += swept
-                if progress:
-                    self.stderr.write(f"\r{settled} lots expired", style_func=str, ending="")
-            if progress and settled:
-                self.stderr.write("", style_func=str)
-            holds = sum(iter(due_holds_sweep, 0))
-            elapsed = time.perf_counter() - started
-            SWEEP_LAST_RUN.set(time.time())
-            self.stdout.write(
-                f"{settled} lots expired, {holds} expired holds released in {elapsed:.2f}s"
-            )
-            if not interval:
-                return
-            time.sleep(interval)
+        run(options["loop"], lambda: self.sweep(progress), name="the credit sweeper")
+
+    def sweep(self, progress: bool) -> bool:
+        """One pass: every lot and hold due now."""
+        started = time.perf_counter()
+        SWEEP_LAG.set(sweep_lag_seconds())
+        settled = 0
+        while swept := due_lots_sweep():
+            settled += swept
+            if progress:
+                self.stderr.write(f"\r{settled} lots expired", style_func=str, ending="")
+        if progress and settled:
+            self.stderr.write("", style_func=str)
+        holds = sum(iter(due_holds_sweep, 0))
+        elapsed = time.perf_counter() - started
+        SWEEP_LAST_RUN.set(time.time())
+        self.stdout.write(
+            f"{settled} lots expired, {holds} expired holds released in {elapsed:.2f}s"
+        )
+        return False

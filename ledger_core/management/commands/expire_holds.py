@@ -10,12 +10,11 @@ balance rows and marks only holds still pending.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from ledger_core.management.workers import add_worker_arguments
+from ledger_core.management.workers import add_worker_arguments, run
 from ledger_core.services import due_holds_sweep
 
 
@@ -30,12 +29,12 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        interval = options["loop"]
-        while True:
-            released = 0
-            while swept := due_holds_sweep():
-                released += swept
-            self.stdout.write(f"{released} expired holds released")
-            if not interval:
-                return
-            time.sleep(interval)
+        run(options["loop"], self.sweep, name="the hold sweeper")
+
+    def sweep(self) -> bool:
+        """One pass: every hold due now."""
+        released = 0
+        while swept := due_holds_sweep():
+            released += swept
+        self.stdout.write(f"{released} expired holds released")
+        return False
