@@ -71,9 +71,6 @@ def run(interval: float | None, one_pass: Callable[[], bool], *, name: str) -> N
         Circuit("database", logger, f"{name} tries again every {interval:g}s") if interval else None
     )
     while True:
-        # As around a request: a connection that failed or is older than
-        # CONN_MAX_AGE is closed, and the pass opens a new one.
-        close_old_connections()
         try:
             busy = one_pass()
         except (OperationalError, InterfaceError) as exc:
@@ -88,3 +85,6 @@ def run(interval: float | None, one_pass: Callable[[], bool], *, name: str) -> N
             return
         if not busy:
             time.sleep(interval)
+        # Between passes, as between requests: a connection that failed or is
+        # older than CONN_MAX_AGE is closed, and the next pass opens a new one.
+        close_old_connections()
