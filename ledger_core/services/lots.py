@@ -38,12 +38,14 @@ def lots_plan(
     with connection.cursor() as cursor:
         if first is not None:
             cursor.execute(
-                f"SELECT remaining FROM {_LOT_TABLE} WHERE entry = %(first)s "  # noqa: S608
-                "AND owner_id = %(owner)s AND remaining > 0 AND expires_at > %(now)s",
-                {"first": first, "owner": owner_id, "now": now},
+                f"SELECT remaining, expires_at FROM {_LOT_TABLE} "  # noqa: S608
+                "WHERE entry = %(first)s AND owner_id = %(owner)s AND remaining > 0",
+                {"first": first, "owner": owner_id},
             )
             row = cursor.fetchone()
-            if row is not None:
+            if row is not None and row[1] <= now:
+                due = True  # the caller settles it, like any lot past its expiry
+            elif row is not None:
                 plan.append((first, min(row[0], need)))
                 need -= plan[-1][1]
         after: tuple = ()

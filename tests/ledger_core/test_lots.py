@@ -324,6 +324,33 @@ def test_reversing_a_grant_takes_its_own_lot_first():
     assert_lots_add_up()
 
 
+def test_reversing_a_grant_whose_lot_expired_unswept_cannot_spend_the_expired_credits():
+    grant(7, days=1)
+    expired = grant(30, soon=True)
+    wait_for_expiry()  # no sweep: the balance row still counts the 30
+    with pytest.raises(InsufficientBalance) as refused:
+        entry_reverse(entry_id=expired.pk, app="content", actor=MANAGER, nonce="r", reason="x")
+    assert (refused.value.extra["available"], refused.value.extra["required"]) == (7, 30)
+    assert balance_get(owner_id="alice").balance == 7
+    assert not LedgerEntry.objects.filter(operation="REVERSAL").exists()
+    assert_lots_add_up()
+
+
+def test_reversing_a_grant_whose_lot_expired_unswept_takes_other_credits():
+    fund("alice", 100)
+    expired = grant(30, soon=True)
+    wait_for_expiry()
+    reversal = entry_reverse(
+        entry_id=expired.pk, app="content", actor=MANAGER, nonce="r", reason="x"
+    ).entry
+    # The lot's rest expired first (its own entry), then the reversal took
+    # its 30 from the credits that do not expire.
+    expiry = LedgerEntry.objects.get(operation="CREDIT_EXPIRY")
+    assert (expiry.amount, expiry.seq, reversal.seq) == (-30, 3, 4)
+    assert (reversal.amount, reversal.balance_after, reversal.consumed) == (-30, 70, None)
+    assert_lots_add_up()
+
+
 def test_expiry_entries_cannot_be_reversed():
     grant(2, soon=True)
     wait_for_expiry()

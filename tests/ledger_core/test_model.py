@@ -1,0 +1,361 @@
+"""The ledger against a model of it: hypothesis drives random sequences of
+grants (plain and expiring), spends, holds, captures, voids, reversals,
+replays, sweeps and the passing of time through the real services, and after
+every step the balance that reads show must be the model's, and
+``verify_ledger`` must find the owner's rows consistent.
+
+The model is the contract, written plainly: credits that expire are lots,
+consumed soonest expiry first (the oldest entry on ties), then the pool of
+credits that do not expire; a hold reserves the same way; from ``expires_at``
+on, a lot's rest and a hold's reservation stop counting whether or not a
+sweep or a write has settled them; a reversal of a grant takes from the
+grant's own lot first; a reversal of a debit gives back what it consumed.
+
+Time is real: short lots live 0.6 s and short holds 1 s. Before each step
+and each check the machine steps clear of any expiry that is less than
+``GUARD`` away, so every step lands unambiguously before or after it."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import itertools
+import time
+from datetime import datetime, timedelta
+
+import pytest
+from django.core.management import call_command
+from django.utils import timezone
+from hypothesis import HealthCheck, Phase, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+from ledger_core.actors import Actor
+from ledger_core.exceptions import (
+    AlreadyReversed,
+    HoldExpired,
+    HoldNotPending,
+    InsufficientBalance,
+    NonceConflict,
+    NotReversible,
+)
+from ledger_core.models import REVERSAL
+from ledger_core.selectors import balance_get
+from ledger_core.services import (
+    due_holds_sweep,
+    due_lots_sweep,
+    entry_post,
+    entry_reverse,
+    hold_capture,
+    hold_place,
+    hold_void,
+)
+
+APP = "content"
+SYSTEM = Actor.system("system:model")
+SHORT_LOT = timedelta(seconds=0.6)
+LONG_LOT = timedelta(days=1)
+SHORT_HOLD = 1  # seconds (the shortest a hold may live)
+GUARD = timedelta(seconds=0.3)  # no step may straddle an expiry
+AFTER = timedelta(seconds=0.05)
+_examples = itertools.count()
+
+
+@dataclasses.dataclass
+class Lot:
+    expires_at: datetime
+    remaining: int  # neither consumed, nor reserved by a pending hold, nor expired
+
+
+@dataclasses.dataclass
+class Hold:
+    amount: int  # credits reserved (positive)
+    reserved: list[tuple[int, int]]  # (lot, part) taken from lots; the rest is pool
+    expires_at: datetime
+    status: str = "pending"
+    captured: int | None = None
+
+
+@dataclasses.dataclass
+class Entry:
+    amount: int
+    operation: str
+    consumed: list[tuple[int, int]]
+    lot: bool  # a grant that is a lot
+    reversed: bool = False
+    request: dict | None = None  # how it was posted (for replays)
+
+
+class LedgerModel(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.owner = f"model-{next(_examples)}"
+        self.pool = 0  # credits that do not expire (those reserved by holds included)
+        self.lots: dict[int, Lot] = {}
+        self.holds: dict[int, Hold] = {}
+        self.entries: dict[int, Entry] = {}
+        self.nonces = itertools.count()
+
+    # --- time -------------------------------------------------------------
+
+    def expiries(self) -> list[datetime]:
+        pending = [h.expires_at for h in self.holds.values() if h.status == "pending"]
+        return [lot.expires_at for lot in self.lots.values()] + pending
+
+    def clear_of_expiries(self) -> datetime:
+        """Now, once no expiry is within ``GUARD`` ahead or ``AFTER`` behind;
+        the model settled as of then (what reads must show)."""
+        while True:
+            now = timezone.now()
+            close = [e for e in self.expiries() if e - GUARD <= now < e + AFTER]
+            if not close:
+                break
+            time.sleep((max(close) + AFTER - now).total_seconds())
+        for hold in self.holds.values():
+            if hold.status == "pending" and hold.expires_at <= now:
+                hold.status = "expired"
+                for lot, part in hold.reserved:
+                    self.lots[lot].remaining += part
+        for lot in self.lots.values():
+            if lot.expires_at <= now:
+                lot.remaining = 0
+        return now
+
+    # --- the model's arithmetic -------------------------------------------
+
+    def balance(self) -> int:
+        pending = [h for h in self.holds.values() if h.status == "pending"]
+        reserved = sum(part for h in pending for _, part in h.reserved)
+        return self.pool + sum(lot.remaining for lot in self.lots.values()) + reserved
+
+    def held(self) -> int:
+        return sum(h.amount for h in self.holds.values() if h.status == "pending")
+
+    def plan(self, need: int, first: int | None = None) -> list[tuple[int, int]]:
+        """What ``need`` credits take from lots, in consumption order."""
+        order = sorted(
+            (lot_id for lot_id, lot in self.lots.items() if lot.remaining > 0 and lot_id != first),
+            key=lambda lot_id: (self.lots[lot_id].expires_at, lot_id),
+        )
+        if first is not None and first in self.lots and self.lots[first].remaining > 0:
+            order.insert(0, first)
+        parts = []
+        for lot_id in order:
+            if need == 0:
+                break
+            take = min(need, self.lots[lot_id].remaining)
+            parts.append((lot_id, take))
+            need -= take
+        return parts
+
+    def take(self, amount: int, parts: list[tuple[int, int]]) -> None:
+        """A debit of ``amount`` that takes ``parts`` from lots, the rest from the pool."""
+        for lot, part in parts:
+            self.lots[lot].remaining -= part
+        self.pool -= amount - sum(part for _, part in parts)
+
+    def nonce(self) -> str:
+        return f"n{next(self.nonces)}"
+
+    def record(self, entry, *, lot: bool = False, request: dict | None = None) -> None:
+        consumed = [(p["entry"], p["amount"]) for p in entry.consumed or ()]
+        self.entries[entry.pk] = Entry(entry.amount, entry.operation, consumed, lot, False, request)
+
+    # --- rules --------------------------------------------------------------
+
+    @rule(amount=st.integers(1, 40), lifetime=st.sampled_from([None, SHORT_LOT, LONG_LOT]))
+    def grant(self, amount, lifetime):
+        now = self.clear_of_expiries()
+        expires_at = now + lifetime if lifetime is not None else None
+        request = {"operation": "CREDIT_ADD", "amount": amount, "expires_at": expires_at,
+                   "nonce": self.nonce()}  # fmt: skip
+        result = entry_post(owner_id=self.owner, app=APP, actor=SYSTEM, **request)
+        assert not result.replayed
+        self.record(result.entry, lot=expires_at is not None, request=request)
+        if expires_at is None:
+            self.pool += amount
+        else:
+            self.lots[result.entry.pk] = Lot(expires_at, amount)
+
+    @rule(amount=st.integers(1, 40))
+    def spend(self, amount):
+        self.clear_of_expiries()
+        request = {"operation": "CREDIT_SPEND", "amount": -amount, "nonce": self.nonce()}
+        expected = self.plan(amount)
+        if self.balance() - self.held() < amount:
+            with pytest.raises(InsufficientBalance):
+                entry_post(owner_id=self.owner, app=APP, actor=SYSTEM, **request)
+            return
+        entry = entry_post(owner_id=self.owner, app=APP, actor=SYSTEM, **request).entry
+        self.record(entry, request=request)
+        assert self.entries[entry.pk].consumed == expected
+        self.take(amount, expected)
+
+    @rule(amount=st.integers(1, 30), short=st.booleans())
+    def hold(self, amount, short):
+        self.clear_of_expiries()
+        expected = self.plan(amount)
+        arguments = {"operation": "CREDIT_SPEND", "amount": -amount, "nonce": self.nonce(),
+                     "expires_in": SHORT_HOLD if short else 900}  # fmt: skip
+        if self.balance() - self.held() < amount:
+            with pytest.raises(InsufficientBalance):
+                hold_place(owner_id=self.owner, app=APP, actor=SYSTEM, **arguments)
+            return
+        placed = hold_place(owner_id=self.owner, app=APP, actor=SYSTEM, **arguments).hold
+        reserved = [(p["entry"], p["amount"]) for p in placed.reserved or ()]
+        assert reserved == expected
+        for lot, part in reserved:
+            self.lots[lot].remaining -= part
+        self.holds[placed.pk] = Hold(amount, reserved, placed.expires_at)
+
+    @precondition(lambda self: self.holds)
+    @rule(data=st.data())
+    def capture(self, data):
+        hold_id = data.draw(st.sampled_from(sorted(self.holds)))
+        hold = self.holds[hold_id]
+        part = data.draw(st.integers(1, hold.amount))
+        self.clear_of_expiries()
+        call = lambda: hold_capture(hold_id=hold_id, app=APP, actor=SYSTEM, amount=-part)  # noqa: E731
+        if hold.status == "expired":
+            with pytest.raises(HoldExpired):
+                call()
+        elif hold.status == "voided" or (hold.status == "captured" and hold.captured != part):
+            with pytest.raises(HoldNotPending):
+                call()
+        elif hold.status == "captured":
+            assert call().replayed
+        else:
+            entry = call().entry
+            consumed, left = [], part
+            for lot, reserved in hold.reserved:
+                if take := min(reserved, left):
+                    consumed.append((lot, take))
+                left -= take
+                self.lots[lot].remaining += reserved - take
+            self.record(entry)
+            assert self.entries[entry.pk].consumed == consumed
+            self.pool -= left
+            hold.status, hold.captured = "captured", part
+
+    @precondition(lambda self: self.holds)
+    @rule(data=st.data())
+    def void(self, data):
+        hold_id = data.draw(st.sampled_from(sorted(self.holds)))
+        hold = self.holds[hold_id]
+        self.clear_of_expiries()
+        call = lambda: hold_void(hold_id=hold_id, app=APP, actor=SYSTEM)  # noqa: E731
+        if hold.status == "captured":
+            with pytest.raises(HoldNotPending):
+                call()
+        elif hold.status in ("voided", "expired"):
+            assert call().replayed
+        else:
+            assert not call().replayed
+            for lot, part in hold.reserved:
+                self.lots[lot].remaining += part
+            hold.status = "voided"
+
+    @precondition(lambda self: self.entries)
+    @rule(data=st.data())
+    def reverse(self, data):
+        entry_id = data.draw(st.sampled_from(sorted(self.entries)))
+        entry = self.entries[entry_id]
+        self.clear_of_expiries()
+        call = lambda: entry_reverse(  # noqa: E731
+            entry_id=entry_id, app=APP, actor=SYSTEM, nonce=self.nonce(), reason="model"
+        )
+        if entry.operation == REVERSAL:
+            with pytest.raises(NotReversible):
+                call()
+            return
+        if entry.reversed:
+            with pytest.raises(AlreadyReversed):
+                call()
+            return
+        if entry.amount > 0:
+            expected = self.plan(entry.amount, first=entry_id if entry.lot else None)
+            if self.balance() - self.held() < entry.amount:
+                with pytest.raises(InsufficientBalance):
+                    call()
+                return
+            reversal = call().entry
+            self.record(reversal)
+            assert self.entries[reversal.pk].consumed == expected
+            self.take(entry.amount, expected)
+        else:
+            reversal = call().entry
+            self.record(reversal)
+            assert self.entries[reversal.pk].consumed == []
+            for lot, part in entry.consumed:
+                self.lots[lot].remaining += part
+            self.pool += -entry.amount - sum(part for _, part in entry.consumed)
+        assert reversal.amount == -entry.amount
+        entry.reversed = True
+
+    @precondition(lambda self: any(e.request for e in self.entries.values()))
+    @rule(data=st.data(), conflict=st.booleans())
+    def repeat(self, data, conflict):
+        """A post sent again: the same payload is a replay, another a conflict."""
+        entry_id = data.draw(
+            st.sampled_from(sorted(k for k, e in self.entries.items() if e.request))
+        )
+        request = dict(self.entries[entry_id].request)
+        now = self.clear_of_expiries()
+        if request.get("expires_at") is not None and request["expires_at"] <= now:
+            return  # a lifetime already over is refused as input, before any look-up
+        if conflict:
+            request["amount"] += 1 if request["amount"] > 0 else -1
+            with pytest.raises(NonceConflict):
+                entry_post(owner_id=self.owner, app=APP, actor=SYSTEM, **request)
+            return
+        result = entry_post(owner_id=self.owner, app=APP, actor=SYSTEM, **request)
+        assert result.replayed and result.entry.pk == entry_id
+
+    @rule()
+    def sweep(self):
+        """The sweepers settle rows; what reads show does not change."""
+        self.clear_of_expiries()
+        while due_lots_sweep() or due_holds_sweep():
+            pass
+
+    @rule()
+    def wait(self):
+        """Let the next short expiry pass (at most a little over a second)."""
+        now = timezone.now()
+        ahead = [e for e in self.expiries() if now < e <= now + timedelta(seconds=SHORT_HOLD)]
+        if ahead:
+            time.sleep((min(ahead) + AFTER - now).total_seconds())
+
+    # --- what must hold after every step -----------------------------------
+
+    @invariant()
+    def reads_show_the_model(self):
+        self.clear_of_expiries()
+        view = balance_get(owner_id=self.owner)
+        assert (view.balance, view.held) == (self.balance(), self.held()), (
+            view, self.pool, self.lots, self.holds,
+        )  # fmt: skip
+        assert view.balance - view.held >= 0
+
+    @invariant()
+    def rows_are_consistent(self):
+        if not self.entries:
+            return
+        out = io.StringIO()
+        try:
+            call_command("verify_ledger", "--owner", self.owner, "--no-progress", stdout=out)
+        except SystemExit:
+            pytest.fail(out.getvalue())
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_the_ledger_behaves_as_its_model():
+    LedgerModel.TestCase.settings = settings(
+        max_examples=60,
+        stateful_step_count=30,
+        deadline=None,
+        phases=[Phase.explicit, Phase.reuse, Phase.generate],
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+    )
+    LedgerModel.TestCase().runTest()
