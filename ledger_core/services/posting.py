@@ -34,6 +34,7 @@ from typing import Any
 
 from django.db import IntegrityError, InterfaceError, OperationalError, connection, transaction
 from django.utils import timezone
+from psycopg.errors import UniqueViolation
 
 from .. import chain, metrics
 from ..actors import Actor
@@ -647,8 +648,8 @@ def _post(prepared: PreparedEntry, *, actor: Actor, now: datetime, started: floa
             # under the row lock and try once more.
             return _post_settled(prepared, actor=actor, now=now, started=started)
         return _refusal(prepared)
-    except IntegrityError:
-        return _after_integrity_error(prepared, now)
+    except IntegrityError as exc:
+        return _after_integrity_error(prepared, now, exc)
     return _posted(entry, actor, started)
 
 
@@ -658,9 +659,15 @@ def _posted(entry: LedgerEntry, actor: Actor, started: float) -> PostResult:
     return PostResult(entry=entry)
 
 
-def _after_integrity_error(prepared: PreparedEntry, now: datetime) -> PostResult:
+def _after_integrity_error(
+    prepared: PreparedEntry, now: datetime, error: IntegrityError
+) -> PostResult:
     """A unique key refused the entry: a replay or a conflict of its nonce, its
-    limit used up, or a post with the same nonce still in flight."""
+    limit used up, or a post with the same nonce still in flight. Any other
+    integrity error (a CHECK of the balance row: the rows disagree with
+    what the post computed) is raised as it is, never answered as retryable."""
+    if not isinstance(error.__cause__, UniqueViolation):
+        raise error
     settled = _settled_elsewhere(prepared)
     if settled is not None:
         return settled
@@ -732,8 +739,8 @@ def _post_settled(
             entry = _pg_post(ready, now)
     except _Refused:
         return _refusal(prepared)
-    except IntegrityError:
-        return _after_integrity_error(prepared, now)
+    except IntegrityError as exc:
+        return _after_integrity_error(prepared, now, exc)
     return _posted(entry, actor, started)
 
 

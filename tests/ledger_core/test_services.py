@@ -439,3 +439,23 @@ def test_connection_lost_while_storing_is_outcome_unknown_and_retry_is_safe(batc
     assert spend().replayed  # and a further retry replays
     assert LedgerEntry.objects.filter(owner_id="alice", nonce="n1").count() == 1
     assert Balance.objects.get(owner_id="alice").balance == 4
+
+
+@pytest.mark.parametrize("in_transaction", [False, True])
+def test_a_check_violation_is_raised_not_answered_as_a_nonce_in_flight(in_transaction):
+    """Rows that disagree with what a post computes (here a balance row whose
+    lot_credits says 5 with no lot behind it) trip a CHECK of the balance row:
+    an error the post must not dress up as a retryable 409."""
+    from django.db import IntegrityError
+
+    fund("alice", 5)
+    Balance.objects.filter(owner_id="alice").update(lot_credits=5)
+    spend = {"owner_id": "alice", "operation": "CREDIT_SPEND", "nonce": "s", "app": "content",
+             "actor": ALICE}  # fmt: skip
+    with pytest.raises(IntegrityError, match="ledger_balance_lot_credits_range"):
+        if in_transaction:
+            with transaction.atomic():
+                entry_post(**spend)
+        else:
+            entry_post(**spend)
+    assert not LedgerEntry.objects.filter(nonce="s").exists()
