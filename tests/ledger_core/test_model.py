@@ -17,6 +17,7 @@ and each check the machine steps clear of any expiry that is less than
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import io
 import itertools
@@ -33,6 +34,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from ledger_core.actors import Actor
 from ledger_core.exceptions import (
     AlreadyReversed,
+    BatchRefused,
     HoldExpired,
     HoldNotPending,
     InsufficientBalance,
@@ -42,9 +44,11 @@ from ledger_core.exceptions import (
 from ledger_core.models import REVERSAL
 from ledger_core.selectors import balance_get
 from ledger_core.services import (
+    EntryRequest,
     due_holds_sweep,
     due_lots_sweep,
     entry_post,
+    entry_post_batch,
     entry_reverse,
     hold_capture,
     hold_place,
@@ -59,6 +63,7 @@ SHORT_HOLD = 1  # seconds (the shortest a hold may live)
 GUARD = timedelta(seconds=0.3)  # no step may straddle an expiry
 AFTER = timedelta(seconds=0.05)
 _examples = itertools.count()
+NEW = 10**15  # ids for a batch's lots until it has stored them (after every stored id)
 
 
 @dataclasses.dataclass
@@ -84,6 +89,12 @@ class Entry:
     lot: bool  # a grant that is a lot
     reversed: bool = False
     request: dict | None = None  # how it was posted (for replays)
+
+
+def pick(data, ids: list[int]) -> int:
+    """One of ``ids`` (in the order they were made), drawn by position: the
+    database's ids differ from run to run, positions do not."""
+    return ids[data.draw(st.integers(0, len(ids) - 1))]
 
 
 class LedgerModel(RuleBasedStateMachine):
@@ -208,10 +219,66 @@ class LedgerModel(RuleBasedStateMachine):
             self.lots[lot].remaining -= part
         self.holds[placed.pk] = Hold(amount, reserved, placed.expires_at)
 
+    @rule(
+        items=st.lists(
+            st.tuples(st.integers(-30, 30).filter(bool), st.sampled_from([None, LONG_LOT])),
+            min_size=1,
+            max_size=4,
+        ),
+        atomic=st.booleans(),
+    )
+    def batch(self, items, atomic):
+        """A batch of grants (amount > 0) and spends: atomic, all or nothing;
+        else each item on its own, in order."""
+        now = self.clear_of_expiries()
+        requests = [
+            EntryRequest(
+                owner_id=self.owner, nonce=self.nonce(), amount=amount,
+                operation="CREDIT_ADD" if amount > 0 else "CREDIT_SPEND",
+                expires_at=now + lifetime if amount > 0 and lifetime is not None else None,
+            )
+            for amount, lifetime in items
+        ]  # fmt: skip
+        state = copy.deepcopy((self.pool, self.lots))
+        plans, refused = [], None
+        for index, request in enumerate(requests):
+            if request.amount < 0 and self.balance() - self.held() < -request.amount:
+                plans.append(None)
+                refused = index if refused is None else refused
+                continue
+            plans.append(self.plan(-request.amount) if request.amount < 0 else [])
+            if request.amount < 0:
+                self.take(-request.amount, plans[-1])
+            elif request.expires_at is None:
+                self.pool += request.amount
+            else:  # the lot's id is known once stored
+                self.lots[NEW + index] = Lot(request.expires_at, request.amount)
+        if atomic and refused is not None:
+            self.pool, self.lots = state
+            with pytest.raises(BatchRefused) as raised:
+                entry_post_batch(app=APP, actor=SYSTEM, entries=requests, atomic=True)
+            assert raised.value.index == refused
+            assert isinstance(raised.value.error, InsufficientBalance)
+            return
+        results = entry_post_batch(app=APP, actor=SYSTEM, entries=requests, atomic=atomic)
+        for index, (request, result, plan) in enumerate(zip(requests, results, plans, strict=True)):
+            if plan is None:
+                assert isinstance(result.error, InsufficientBalance), result
+                continue
+            assert result.error is None and not result.replayed, result
+            self.record(result.entry, lot=request.expires_at is not None)
+            if NEW + index in self.lots:  # give the lot its id
+                self.lots[result.entry.pk] = self.lots.pop(NEW + index)
+                plan_ids = {NEW + index: result.entry.pk}
+                for later in plans[index + 1 :]:
+                    for position, (lot, part) in enumerate(later or []):
+                        later[position] = (plan_ids.get(lot, lot), part)
+            assert self.entries[result.entry.pk].consumed == plan, (index, plan)
+
     @precondition(lambda self: self.holds)
     @rule(data=st.data())
     def capture(self, data):
-        hold_id = data.draw(st.sampled_from(sorted(self.holds)))
+        hold_id = pick(data, list(self.holds))
         hold = self.holds[hold_id]
         part = data.draw(st.integers(1, hold.amount))
         self.clear_of_expiries()
@@ -240,7 +307,7 @@ class LedgerModel(RuleBasedStateMachine):
     @precondition(lambda self: self.holds)
     @rule(data=st.data())
     def void(self, data):
-        hold_id = data.draw(st.sampled_from(sorted(self.holds)))
+        hold_id = pick(data, list(self.holds))
         hold = self.holds[hold_id]
         self.clear_of_expiries()
         call = lambda: hold_void(hold_id=hold_id, app=APP, actor=SYSTEM)  # noqa: E731
@@ -258,7 +325,7 @@ class LedgerModel(RuleBasedStateMachine):
     @precondition(lambda self: self.entries)
     @rule(data=st.data())
     def reverse(self, data):
-        entry_id = data.draw(st.sampled_from(sorted(self.entries)))
+        entry_id = pick(data, list(self.entries))
         entry = self.entries[entry_id]
         self.clear_of_expiries()
         call = lambda: entry_reverse(  # noqa: E731
@@ -296,9 +363,7 @@ class LedgerModel(RuleBasedStateMachine):
     @rule(data=st.data(), conflict=st.booleans())
     def repeat(self, data, conflict):
         """A post sent again: the same payload is a replay, another a conflict."""
-        entry_id = data.draw(
-            st.sampled_from(sorted(k for k, e in self.entries.items() if e.request))
-        )
+        entry_id = pick(data, [k for k, e in self.entries.items() if e.request])
         request = dict(self.entries[entry_id].request)
         now = self.clear_of_expiries()
         if request.get("expires_at") is not None and request["expires_at"] <= now:
