@@ -11,7 +11,7 @@ on, a lot's rest and a hold's reservation stop counting whether or not a
 sweep or a write has settled them; a reversal of a grant takes from the
 grant's own lot first; a reversal of a debit gives back what it consumed.
 
-Time is real: short lots live 0.6 s and short holds 1 s. Before each step
+Time is real: short lots live 0.8 s and short holds 1 s. Before each step
 and each check the machine steps clear of any expiry that is less than
 ``GUARD`` away, so every step lands unambiguously before or after it."""
 
@@ -57,10 +57,10 @@ from ledger_core.services import (
 
 APP = "content"
 SYSTEM = Actor.system("system:model")
-SHORT_LOT = timedelta(seconds=0.6)
+SHORT_LOT = timedelta(seconds=0.8)
 LONG_LOT = timedelta(days=1)
 SHORT_HOLD = 1  # seconds (the shortest a hold may live)
-GUARD = timedelta(seconds=0.3)  # no step may straddle an expiry
+GUARD = timedelta(seconds=0.4)  # no step may straddle an expiry (a step takes ms)
 AFTER = timedelta(seconds=0.05)
 _examples = itertools.count()
 NEW = 10**15  # ids for a batch's lots until it has stored them (after every stored id)
