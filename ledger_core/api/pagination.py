@@ -37,6 +37,8 @@ class StrictCursorPagination(CursorPagination):
 
     @classmethod
     def page_size_description(cls) -> str:
+        if cls.max_page_size is None:
+            return f"1 or more, default {cls.page_size}"
         return f"1-{cls.max_page_size} (more is lowered to it), default {cls.page_size}"
 
 
