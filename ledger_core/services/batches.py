@@ -35,6 +35,7 @@ from ..signals import entry_posted
 from .expiry import settle_locked
 from .posting import (
     _BALANCE_TABLE,
+    LifetimeOver,
     PreparedEntry,
     _limit_refusal,
     _log_entry,
@@ -207,6 +208,7 @@ def entry_post_batch(
     now = timezone.now()
     results = [BatchItemResult(index=i) for i in range(len(entries))]
     prepared: dict[int, PreparedEntry] = {}
+    lifetime_over: dict[int, LifetimeOver] = {}
 
     def refuse(index: int, error: LedgerError) -> None:
         results[index].error = error
@@ -232,6 +234,9 @@ def entry_post_batch(
                 direct=direct,
                 expires_at=request.expires_at,
             )
+        except LifetimeOver as over:
+            # Refused below unless it is the retry of a stored post.
+            prepared[i], lifetime_over[i] = over.prepared, over
         except LedgerError as exc:
             refuse(i, exc)
 
@@ -285,6 +290,9 @@ def entry_post_batch(
                         results[i].entry, results[i].replayed = stored, True
                     else:
                         refuse(i, NonceConflict(entry_id=stored.pk))
+                    continue
+                if i in lifetime_over:
+                    refuse(i, lifetime_over[i])
                     continue
                 if p.limit_key and (p.owner_id, p.limit_key) in used_limits:
                     refuse(i, _limit_refusal(p.policy, p.operation, now))

@@ -377,13 +377,14 @@ def entry_prepare(
     resolved = _amount_resolve(policy, amount, role)
     now = now or timezone.now()
     operation_key = operation
+    asked_expiry = expires_at is not None
     if expires_at is not None:
-        _expires_at_validate(expires_at, resolved, role, now)
+        _expires_at_validate(expires_at, resolved, role)
         # The nonce is bound to the expiry the request asked for.
         operation_key = f"{operation}@{expires_at.astimezone(UTC).isoformat()}"
     elif resolved > 0 and policy.expires_after is not None:
         expires_at = now + policy.expires_after
-    return PreparedEntry(
+    prepared = PreparedEntry(
         owner_id=owner_id,
         operation=operation,
         nonce=nonce,
@@ -397,9 +398,38 @@ def entry_prepare(
         expires_at=expires_at,
         lot_delta=resolved if expires_at is not None else 0,
     )
+    if asked_expiry and expires_at <= now:
+        raise LifetimeOver(prepared)
+    if asked_expiry and expires_at > now + MAX_LIFETIME:
+        raise InvalidEntry(LIFETIME_RULE, field="expires_at")
+    return prepared
 
 
-def _expires_at_validate(expires_at: object, amount: int, role: Role, now: datetime) -> None:
+LIFETIME_RULE = "expires_at must be in the future and at most 10 years ahead."
+
+
+class LifetimeOver(InvalidEntry):
+    """A post whose ``expires_at`` has passed: bad input, unless it is the
+    retry of a post stored before then (``prepared`` is what it asks for)."""
+
+    def __init__(self, prepared: PreparedEntry) -> None:
+        super().__init__(LIFETIME_RULE, field="expires_at")
+        self.prepared = prepared
+
+
+def stored_retry(over: LifetimeOver) -> PostResult:
+    """The answer to a post whose ``expires_at`` has passed: the replay (or
+    ``NonceConflict``) when its nonce was stored, else the refusal itself. A
+    client retrying a grant after its lifetime ended gets the grant it made."""
+    existing = _entry_by_nonce(over.prepared.owner_id, over.prepared.nonce)
+    if existing is None:
+        raise over
+    return _replay_or_conflict(existing, over.prepared.fingerprint)
+
+
+def _expires_at_validate(expires_at: object, amount: int, role: Role) -> None:
+    """The rules of ``expires_at`` that do not depend on the time (those that
+    do are checked once the post is prepared)."""
     if not isinstance(expires_at, datetime) or expires_at.tzinfo is None:
         raise InvalidEntry("expires_at must be an ISO 8601 instant with a time zone.",
                            field="expires_at")  # fmt: skip
@@ -408,9 +438,6 @@ def _expires_at_validate(expires_at: object, amount: int, role: Role, now: datet
                            field="expires_at")  # fmt: skip
     if role == "owner":
         raise InvalidEntry("Only managers may set expires_at.", field="expires_at")
-    if not now < expires_at <= now + MAX_LIFETIME:
-        raise InvalidEntry("expires_at must be in the future and at most 10 years ahead.",
-                           field="expires_at")  # fmt: skip
 
 
 def _pg_post(p: PreparedEntry, now: datetime) -> LedgerEntry:
@@ -528,21 +555,25 @@ def entry_post(
     started = time.perf_counter()
     now = timezone.now()
     try:
-        prepared = entry_prepare(
-            owner_id=owner_id,
-            operation=operation,
-            nonce=nonce,
-            app=app,
-            actor=actor,
-            amount=amount,
-            metadata=metadata,
-            now=now,
-            direct=direct,
-            expires_at=expires_at,
-        )
-        if dry_run:
-            return _post_rolled_back(prepared, actor=actor, now=now, started=started)
-        result = _post(prepared, actor=actor, now=now, started=started)
+        try:
+            prepared = entry_prepare(
+                owner_id=owner_id,
+                operation=operation,
+                nonce=nonce,
+                app=app,
+                actor=actor,
+                amount=amount,
+                metadata=metadata,
+                now=now,
+                direct=direct,
+                expires_at=expires_at,
+            )
+        except LifetimeOver as over:
+            result = stored_retry(over)
+        else:
+            if dry_run:
+                return _post_rolled_back(prepared, actor=actor, now=now, started=started)
+            result = _post(prepared, actor=actor, now=now, started=started)
     except LedgerError as exc:
         if not dry_run:
             _record_refusal(

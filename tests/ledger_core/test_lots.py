@@ -407,6 +407,35 @@ def test_api_grants_expiring_credits_and_shows_lots(manager_client, alice_client
     assert bad.status_code == 400 and bad.json()["code"] == "invalid"
 
 
+def test_a_retry_after_the_lifetime_ended_answers_the_grant_it_made(manager_client):
+    """Idempotency outlives expires_at: a grant retried once its lifetime has
+    passed (say after an outcome_unknown) is the replay, not a 400."""
+    expires_at = timezone.now() + timedelta(seconds=SOON)
+    body = {"owner_id": "alice", "operation": "CREDIT_ADD", "nonce": "late", "amount": 5,
+            "expires_at": expires_at.isoformat()}  # fmt: skip
+    first = manager_client.post("/api/content/ledger/", body, format="json")
+    assert first.status_code == 201, first.content
+    wait_for_expiry()
+    again = manager_client.post("/api/content/ledger/", body, format="json")
+    assert again.status_code == 200 and again.json()["id"] == first.json()["id"], again.content
+    assert again["Idempotent-Replayed"] == "true"
+    other = manager_client.post("/api/content/ledger/", {**body, "amount": 6}, format="json")
+    assert other.status_code == 409 and other.json()["code"] == "nonce_conflict"
+    new = manager_client.post("/api/content/ledger/", {**body, "nonce": "new"}, format="json")
+    assert new.status_code == 400 and new.json()["field"] == "expires_at", new.content
+    # The same in a batch: the retry replays, a new post is refused.
+    items = [
+        EntryRequest(owner_id="alice", operation="CREDIT_ADD", nonce=nonce, amount=5,
+                     expires_at=expires_at)
+        for nonce in ("late", "new")
+    ]  # fmt: skip
+    results = entry_post_batch(app="content", actor=MANAGER, entries=items, atomic=False)
+    assert results[0].replayed and results[0].entry.pk == first.json()["id"]
+    assert isinstance(results[1].error, InvalidEntry)
+    assert results[1].error.extra["field"] == "expires_at"
+    assert LedgerEntry.objects.filter(operation="CREDIT_ADD").count() == 1
+
+
 def test_verify_ledger_checks_every_lot():
     from django.db import connection
 
