@@ -19,24 +19,23 @@ from ledger_core.api.exceptions import error_body
 from ledger_core.operations import registry
 
 
-def ledger_apps() -> list[str]:
+def ledger_apps() -> dict[str, str]:
     """The registered consumer apps whose ledger endpoints the site mounts (a
-    URL namespace named after the app's label, as ``ledger_urls`` expects), in
-    registration order: an app added to the site appears here by itself."""
-    mounted = []
+    URL namespace named after the app's label, as ``ledger_urls`` expects),
+    each with the path of its ledger, in registration order: an app added to
+    the site appears here by itself."""
+    mounted = {}
     for app in registry.apps():
         try:
-            reverse(f"{app.label}:ledger-list")
+            mounted[app.label] = reverse(f"{app.label}:ledger-list")
         except NoReverseMatch:
             continue  # registered without endpoints of its own (e.g. "site")
-        mounted.append(app.label)
     return mounted
 
 
 def index(request: HttpRequest) -> HttpResponse:
     """What this site is, and where to go from here."""
-    apps = [(label, reverse(f"{label}:ledger-list")) for label in ledger_apps()]
-    return render(request, "ledger_site/index.html", {"apps": apps})
+    return render(request, "ledger_site/index.html", {"apps": ledger_apps().items()})
 
 
 def _links(request: Request) -> dict[str, Any]:

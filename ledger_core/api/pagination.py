@@ -13,6 +13,8 @@ class StrictCursorPagination(CursorPagination):
 
     ordering = "-id"
     page_size_query_param = "page_size"
+    #: ``page_size`` in the schema (views that paginate by hand use it too).
+    page_size_schema = {"type": "integer", "minimum": 1}
 
     def paginate_queryset(self, queryset, request, view=None):
         try:
@@ -31,7 +33,7 @@ class StrictCursorPagination(CursorPagination):
         parameters = super().get_schema_operation_parameters(view)
         for parameter in parameters:
             if parameter["name"] == self.page_size_query_param:
-                parameter["schema"]["minimum"] = 1
+                parameter["schema"] = dict(self.page_size_schema)
                 parameter["description"] = self.page_size_description()
         return parameters
 

@@ -161,7 +161,7 @@ PAGE_PARAMETERS = [
     OpenApiParameter("cursor", OpenApiTypes.STR, description="from next/previous"),
     OpenApiParameter(
         "page_size",
-        {"type": "integer", "minimum": 1},
+        dict(EntryCursorPagination.page_size_schema),
         description=EntryCursorPagination.page_size_description(),
     ),
 ]

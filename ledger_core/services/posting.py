@@ -350,6 +350,10 @@ class PreparedEntry:
         return parts_json(self.consumed) if self.consumed else None
 
 
+#: The refusal of an ``expires_at`` outside the lifetime a credit may have.
+LIFETIME_RULE = "expires_at must be in the future and at most 10 years ahead."
+
+
 def entry_prepare(
     *,
     owner_id: str,
@@ -403,9 +407,6 @@ def entry_prepare(
     if asked_expiry and expires_at > now + MAX_LIFETIME:
         raise InvalidEntry(LIFETIME_RULE, field="expires_at")
     return prepared
-
-
-LIFETIME_RULE = "expires_at must be in the future and at most 10 years ahead."
 
 
 class LifetimeOver(InvalidEntry):
