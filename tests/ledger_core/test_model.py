@@ -1,8 +1,11 @@
 """The ledger against a model of it: hypothesis drives random sequences of
 grants (plain and expiring), spends, holds, captures, voids, reversals,
-replays, sweeps and the passing of time through the real services, and after
-every step the balance that reads show must be the model's, and
-``verify_ledger`` must find the owner's rows consistent.
+replays, batches, sweeps and the passing of time through the real services,
+for two owners (a batch may mix them). After every step, for each owner, the
+balance and ``held`` that reads show must be the model's, a refusal must
+state the model's figures, ``verify_ledger`` must find the rows consistent,
+and a consumer of the owner's event feed must have seen every entry and hold
+change once, in order.
 
 The model is the contract, written plainly: credits that expire are lots,
 consumed soonest expiry first (the oldest entry on ties), then the pool of
@@ -33,6 +36,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from ledger_core.actors import Actor
+from ledger_core.events import ENTRY_POSTED, Cursor, event_page
 from ledger_core.exceptions import (
     AlreadyReversed,
     BatchRefused,
@@ -42,7 +46,7 @@ from ledger_core.exceptions import (
     NonceConflict,
     NotReversible,
 )
-from ledger_core.models import REVERSAL
+from ledger_core.models import CREDIT_EXPIRY, REVERSAL, HoldEvent, LedgerEntry
 from ledger_core.selectors import balance_get
 from ledger_core.services import (
     EntryRequest,
@@ -64,17 +68,23 @@ SHORT_HOLD = 1  # seconds (the shortest a hold may live)
 GUARD = timedelta(seconds=0.4)  # no step may straddle an expiry (a step takes ms)
 AFTER = timedelta(seconds=0.05)
 _examples = itertools.count()
+STATUS_AFTER = {"hold.placed": "pending", "hold.captured": "captured",
+                "hold.voided": "voided", "hold.expired": "expired"}  # fmt: skip
+OWNERS = 2
+WHO = st.integers(0, OWNERS - 1)  # which owner a step is for
 NEW = 10**15  # ids for a batch's lots until it has stored them (after every stored id)
 
 
 @dataclasses.dataclass
 class Lot:
+    owner: int
     expires_at: datetime
     remaining: int  # neither consumed, nor reserved by a pending hold, nor expired
 
 
 @dataclasses.dataclass
 class Hold:
+    owner: int
     amount: int  # credits reserved (positive)
     reserved: list[tuple[int, int]]  # (lot, part) taken from lots; the rest is pool
     expires_at: datetime
@@ -84,6 +94,7 @@ class Hold:
 
 @dataclasses.dataclass
 class Entry:
+    owner: int
     amount: int
     operation: str
     consumed: list[tuple[int, int]]
@@ -124,13 +135,18 @@ def unless_slow(step):
 class LedgerModel(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
-        self.owner = f"model-{next(_examples)}"
-        self.pool = 0  # credits that do not expire (those reserved by holds included)
+        example = next(_examples)
+        self.owners = [f"model-{example}-{who}" for who in range(OWNERS)]
+        # Per owner: credits that do not expire (those reserved by holds included).
+        self.pools = [0] * OWNERS
         self.lots: dict[int, Lot] = {}
         self.holds: dict[int, Hold] = {}
         self.entries: dict[int, Entry] = {}
         self.nonces = itertools.count()
         self.cleared_at = time.monotonic()
+        # Per owner: how far a consumer of the owner's feed has read, and what it read.
+        self.cursors = [Cursor()] * OWNERS
+        self.feeds: list[list] = [[] for _ in range(OWNERS)]
 
     # --- time -------------------------------------------------------------
 
@@ -160,18 +176,25 @@ class LedgerModel(RuleBasedStateMachine):
 
     # --- the model's arithmetic -------------------------------------------
 
-    def balance(self) -> int:
-        pending = [h for h in self.holds.values() if h.status == "pending"]
+    def balance(self, who: int) -> int:
+        pending = [h for h in self.holds.values() if h.owner == who and h.status == "pending"]
         reserved = sum(part for h in pending for _, part in h.reserved)
-        return self.pool + sum(lot.remaining for lot in self.lots.values()) + reserved
+        lots = sum(lot.remaining for lot in self.lots.values() if lot.owner == who)
+        return self.pools[who] + lots + reserved
 
-    def held(self) -> int:
-        return sum(h.amount for h in self.holds.values() if h.status == "pending")
+    def held(self, who: int) -> int:
+        return sum(
+            h.amount for h in self.holds.values() if h.owner == who and h.status == "pending"
+        )
 
-    def plan(self, need: int, first: int | None = None) -> list[tuple[int, int]]:
-        """What ``need`` credits take from lots, in consumption order."""
+    def plan(self, who: int, need: int, first: int | None = None) -> list[tuple[int, int]]:
+        """What ``need`` credits of owner ``who`` take from lots, in consumption order."""
         order = sorted(
-            (lot_id for lot_id, lot in self.lots.items() if lot.remaining > 0 and lot_id != first),
+            (
+                lot_id
+                for lot_id, lot in self.lots.items()
+                if lot.owner == who and lot.remaining > 0 and lot_id != first
+            ),
             key=lambda lot_id: (self.lots[lot_id].expires_at, lot_id),
         )
         if first is not None and first in self.lots and self.lots[first].remaining > 0:
@@ -185,118 +208,135 @@ class LedgerModel(RuleBasedStateMachine):
             need -= take
         return parts
 
-    def take(self, amount: int, parts: list[tuple[int, int]]) -> None:
+    def take(self, who: int, amount: int, parts: list[tuple[int, int]]) -> None:
         """A debit of ``amount`` that takes ``parts`` from lots, the rest from the pool."""
         for lot, part in parts:
             self.lots[lot].remaining -= part
-        self.pool -= amount - sum(part for _, part in parts)
+        self.pools[who] -= amount - sum(part for _, part in parts)
+
+    def shortfall(self, who: int, amount: int) -> dict[str, int] | None:
+        """The refusal's figures if a debit of ``amount`` is not covered, else None."""
+        balance, available = self.balance(who), self.balance(who) - self.held(who)
+        if available >= amount:
+            return None
+        return {"balance": balance, "available": available, "required": amount}
 
     def nonce(self) -> str:
         return f"n{next(self.nonces)}"
 
-    def record(self, entry, *, lot: bool = False, request: dict | None = None) -> None:
+    def record(self, who: int, entry, *, lot: bool = False, request: dict | None = None) -> None:
+        assert entry.owner_id == self.owners[who]
         consumed = [(p["entry"], p["amount"]) for p in entry.consumed or ()]
-        self.entries[entry.pk] = Entry(entry.amount, entry.operation, consumed, lot, False, request)
+        self.entries[entry.pk] = Entry(
+            who, entry.amount, entry.operation, consumed, lot, False, request
+        )
 
     # --- rules --------------------------------------------------------------
 
-    @rule(amount=st.integers(1, 40), lifetime=st.sampled_from([None, SHORT_LOT, LONG_LOT]))
+    @rule(who=WHO, amount=st.integers(1, 40), lifetime=st.sampled_from([None, SHORT_LOT, LONG_LOT]))
     @unless_slow
-    def grant(self, amount, lifetime):
+    def grant(self, who, amount, lifetime):
         now = self.clear_of_expiries()
         expires_at = now + lifetime if lifetime is not None else None
         request = {"operation": "CREDIT_ADD", "amount": amount, "expires_at": expires_at,
                    "nonce": self.nonce()}  # fmt: skip
-        result = entry_post(owner_id=self.owner, app=APP, actor=SYSTEM, **request)
+        result = entry_post(owner_id=self.owners[who], app=APP, actor=SYSTEM, **request)
         assert not result.replayed
-        self.record(result.entry, lot=expires_at is not None, request=request)
+        self.record(who, result.entry, lot=expires_at is not None, request=request)
         if expires_at is None:
-            self.pool += amount
+            self.pools[who] += amount
         else:
-            self.lots[result.entry.pk] = Lot(expires_at, amount)
+            self.lots[result.entry.pk] = Lot(who, expires_at, amount)
 
-    @rule(amount=st.integers(1, 40))
+    @rule(who=WHO, amount=st.integers(1, 40))
     @unless_slow
-    def spend(self, amount):
+    def spend(self, who, amount):
         self.clear_of_expiries()
         request = {"operation": "CREDIT_SPEND", "amount": -amount, "nonce": self.nonce()}
-        expected = self.plan(amount)
-        if self.balance() - self.held() < amount:
-            with pytest.raises(InsufficientBalance):
-                entry_post(owner_id=self.owner, app=APP, actor=SYSTEM, **request)
+        expected = self.plan(who, amount)
+        if shortfall := self.shortfall(who, amount):
+            with pytest.raises(InsufficientBalance) as raised:
+                entry_post(owner_id=self.owners[who], app=APP, actor=SYSTEM, **request)
+            assert raised.value.extra == shortfall
             return
-        entry = entry_post(owner_id=self.owner, app=APP, actor=SYSTEM, **request).entry
-        self.record(entry, request=request)
+        entry = entry_post(owner_id=self.owners[who], app=APP, actor=SYSTEM, **request).entry
+        self.record(who, entry, request=request)
         assert self.entries[entry.pk].consumed == expected
-        self.take(amount, expected)
+        self.take(who, amount, expected)
 
-    @rule(amount=st.integers(1, 30), short=st.booleans())
+    @rule(who=WHO, amount=st.integers(1, 30), short=st.booleans())
     @unless_slow
-    def hold(self, amount, short):
+    def hold(self, who, amount, short):
         self.clear_of_expiries()
-        expected = self.plan(amount)
+        expected = self.plan(who, amount)
         arguments = {"operation": "CREDIT_SPEND", "amount": -amount, "nonce": self.nonce(),
                      "expires_in": SHORT_HOLD if short else 900}  # fmt: skip
-        if self.balance() - self.held() < amount:
-            with pytest.raises(InsufficientBalance):
-                hold_place(owner_id=self.owner, app=APP, actor=SYSTEM, **arguments)
+        if shortfall := self.shortfall(who, amount):
+            with pytest.raises(InsufficientBalance) as raised:
+                hold_place(owner_id=self.owners[who], app=APP, actor=SYSTEM, **arguments)
+            assert raised.value.extra == shortfall
             return
-        placed = hold_place(owner_id=self.owner, app=APP, actor=SYSTEM, **arguments).hold
+        placed = hold_place(owner_id=self.owners[who], app=APP, actor=SYSTEM, **arguments).hold
         reserved = [(p["entry"], p["amount"]) for p in placed.reserved or ()]
         assert reserved == expected
         for lot, part in reserved:
             self.lots[lot].remaining -= part
-        self.holds[placed.pk] = Hold(amount, reserved, placed.expires_at)
+        self.holds[placed.pk] = Hold(who, amount, reserved, placed.expires_at)
 
     @rule(
         items=st.lists(
-            st.tuples(st.integers(-30, 30).filter(bool), st.sampled_from([None, LONG_LOT])),
+            st.tuples(WHO, st.integers(-30, 30).filter(bool), st.sampled_from([None, LONG_LOT])),
             min_size=1,
-            max_size=4,
+            max_size=5,
         ),
         atomic=st.booleans(),
     )
     @unless_slow
     def batch(self, items, atomic):
-        """A batch of grants (amount > 0) and spends: atomic, all or nothing;
-        else each item on its own, in order."""
+        """A batch of grants (amount > 0) and spends, for either owner: atomic,
+        all or nothing; else each item on its own, in order."""
         now = self.clear_of_expiries()
         requests = [
             EntryRequest(
-                owner_id=self.owner, nonce=self.nonce(), amount=amount,
+                owner_id=self.owners[who], nonce=self.nonce(), amount=amount,
                 operation="CREDIT_ADD" if amount > 0 else "CREDIT_SPEND",
                 expires_at=now + lifetime if amount > 0 and lifetime is not None else None,
             )
-            for amount, lifetime in items
+            for who, amount, lifetime in items
         ]  # fmt: skip
-        state = copy.deepcopy((self.pool, self.lots))
-        plans, refused = [], None
-        for index, request in enumerate(requests):
-            if request.amount < 0 and self.balance() - self.held() < -request.amount:
+        state = copy.deepcopy((self.pools, self.lots))
+        plans, refused, shortfalls = [], None, {}
+        for index, ((who, amount, _), request) in enumerate(zip(items, requests, strict=True)):
+            if amount < 0 and (shortfall := self.shortfall(who, -amount)):
                 plans.append(None)
+                shortfalls[index] = shortfall
                 refused = index if refused is None else refused
                 continue
-            plans.append(self.plan(-request.amount) if request.amount < 0 else [])
-            if request.amount < 0:
-                self.take(-request.amount, plans[-1])
+            plans.append(self.plan(who, -amount) if amount < 0 else [])
+            if amount < 0:
+                self.take(who, -amount, plans[-1])
             elif request.expires_at is None:
-                self.pool += request.amount
+                self.pools[who] += amount
             else:  # the lot's id is known once stored
-                self.lots[NEW + index] = Lot(request.expires_at, request.amount)
+                self.lots[NEW + index] = Lot(who, request.expires_at, amount)
         if atomic and refused is not None:
-            self.pool, self.lots = state
+            self.pools, self.lots = state
             with pytest.raises(BatchRefused) as raised:
                 entry_post_batch(app=APP, actor=SYSTEM, entries=requests, atomic=True)
             assert raised.value.index == refused
             assert isinstance(raised.value.error, InsufficientBalance)
+            assert raised.value.error.extra == shortfalls[refused]
             return
         results = entry_post_batch(app=APP, actor=SYSTEM, entries=requests, atomic=atomic)
-        for index, (request, result, plan) in enumerate(zip(requests, results, plans, strict=True)):
+        for index, (item, request, result, plan) in enumerate(
+            zip(items, requests, results, plans, strict=True)
+        ):
             if plan is None:
                 assert isinstance(result.error, InsufficientBalance), result
+                assert result.error.extra == shortfalls[index]
                 continue
             assert result.error is None and not result.replayed, result
-            self.record(result.entry, lot=request.expires_at is not None)
+            self.record(item[0], result.entry, lot=request.expires_at is not None)
             if NEW + index in self.lots:  # give the lot its id
                 self.lots[result.entry.pk] = self.lots.pop(NEW + index)
                 plan_ids = {NEW + index: result.entry.pk}
@@ -330,9 +370,9 @@ class LedgerModel(RuleBasedStateMachine):
                     consumed.append((lot, take))
                 left -= take
                 self.lots[lot].remaining += reserved - take
-            self.record(entry)
+            self.record(hold.owner, entry)
             assert self.entries[entry.pk].consumed == consumed
-            self.pool -= left
+            self.pools[hold.owner] -= left
             hold.status, hold.captured = "captured", part
 
     @precondition(lambda self: self.holds)
@@ -360,6 +400,7 @@ class LedgerModel(RuleBasedStateMachine):
     def reverse(self, data):
         entry_id = pick(data, list(self.entries))
         entry = self.entries[entry_id]
+        who = entry.owner
         self.clear_of_expiries()
         call = lambda: entry_reverse(  # noqa: E731
             entry_id=entry_id, app=APP, actor=SYSTEM, nonce=self.nonce(), reason="model"
@@ -373,22 +414,23 @@ class LedgerModel(RuleBasedStateMachine):
                 call()
             return
         if entry.amount > 0:
-            expected = self.plan(entry.amount, first=entry_id if entry.lot else None)
-            if self.balance() - self.held() < entry.amount:
-                with pytest.raises(InsufficientBalance):
+            expected = self.plan(who, entry.amount, first=entry_id if entry.lot else None)
+            if shortfall := self.shortfall(who, entry.amount):
+                with pytest.raises(InsufficientBalance) as raised:
                     call()
+                assert raised.value.extra == shortfall
                 return
             reversal = call().entry
-            self.record(reversal)
+            self.record(who, reversal)
             assert self.entries[reversal.pk].consumed == expected
-            self.take(entry.amount, expected)
+            self.take(who, entry.amount, expected)
         else:
             reversal = call().entry
-            self.record(reversal)
+            self.record(who, reversal)
             assert self.entries[reversal.pk].consumed == []
             for lot, part in entry.consumed:
                 self.lots[lot].remaining += part
-            self.pool += -entry.amount - sum(part for _, part in entry.consumed)
+            self.pools[who] += -entry.amount - sum(part for _, part in entry.consumed)
         assert reversal.amount == -entry.amount
         entry.reversed = True
 
@@ -398,14 +440,15 @@ class LedgerModel(RuleBasedStateMachine):
     def repeat(self, data, conflict):
         """A post sent again: the same payload is a replay, another a conflict."""
         entry_id = pick(data, [k for k, e in self.entries.items() if e.request])
+        owner_id = self.owners[self.entries[entry_id].owner]
         request = dict(self.entries[entry_id].request)
         self.clear_of_expiries()  # a grant's lifetime may be over: still a replay
         if conflict:
             request["amount"] += 1 if request["amount"] > 0 else -1
             with pytest.raises(NonceConflict):
-                entry_post(owner_id=self.owner, app=APP, actor=SYSTEM, **request)
+                entry_post(owner_id=owner_id, app=APP, actor=SYSTEM, **request)
             return
-        result = entry_post(owner_id=self.owner, app=APP, actor=SYSTEM, **request)
+        result = entry_post(owner_id=owner_id, app=APP, actor=SYSTEM, **request)
         assert result.replayed and result.entry.pk == entry_id
 
     @rule()
@@ -429,22 +472,72 @@ class LedgerModel(RuleBasedStateMachine):
     @unless_slow
     def reads_show_the_model(self):
         self.clear_of_expiries()
-        view = balance_get(owner_id=self.owner)
-        assert (view.balance, view.held) == (self.balance(), self.held()), (
-            view, self.pool, self.lots, self.holds,
-        )  # fmt: skip
-        assert view.balance - view.held >= 0
+        for who, owner_id in enumerate(self.owners):
+            view = balance_get(owner_id=owner_id)
+            assert (view.balance, view.held) == (self.balance(who), self.held(who)), (
+                who, view, self.pools, self.lots, self.holds,
+            )  # fmt: skip
+            assert view.balance - view.held >= 0
 
     @invariant()
     @unless_slow
     def rows_are_consistent(self):
-        if not self.entries:
-            return
-        out = io.StringIO()
-        try:
-            call_command("verify_ledger", "--owner", self.owner, "--no-progress", stdout=out)
-        except SystemExit:
-            pytest.fail(out.getvalue())
+        for who, owner_id in enumerate(self.owners):
+            if not any(entry.owner == who for entry in self.entries.values()):
+                continue
+            out = io.StringIO()
+            try:
+                call_command("verify_ledger", "--owner", owner_id, "--no-progress", stdout=out)
+            except SystemExit:
+                pytest.fail(out.getvalue())
+
+    @invariant()
+    @unless_slow
+    def the_feed_shows_every_change_once(self):
+        """A consumer reading an owner's feed on from its last cursor, in
+        pages of 3, has seen every entry and every hold change once, in order."""
+        for who, owner_id in enumerate(self.owners):
+            self.check_feed(who, owner_id)
+
+    def check_feed(self, who: int, owner_id: str) -> None:
+        stored = (
+            LedgerEntry.objects.filter(owner_id=owner_id).count()
+            + HoldEvent.objects.filter(owner_id=owner_id).count()
+        )
+        feed = self.feeds[who]
+        deadline = time.monotonic() + 10  # another transaction may hold the watermark back
+        while len(feed) < stored and time.monotonic() < deadline:
+            events, self.cursors[who] = event_page(
+                after=self.cursors[who], limit=3, owner_id=owner_id
+            )
+            feed += events
+        positions = [event.position for event in feed]
+        assert positions == sorted(set(positions)), positions
+        assert len(feed) == stored
+        assert {event.owner_id for event in feed} <= {owner_id}
+        entries = {e.data.pk: e.data for e in feed if e.type == ENTRY_POSTED}
+        mine = {pk for pk, entry in self.entries.items() if entry.owner == who}
+        assert mine <= set(entries)
+        # The rest are expiries, of lots past their expiry (a lot expires
+        # again when a reversal or a hold gives credits back to it after).
+        expiries = [entries[pk] for pk in entries.keys() - mine]
+        assert all(entry.operation == CREDIT_EXPIRY for entry in expiries)
+        for expiry in expiries:
+            lot = self.lots[expiry.metadata["lot"]]
+            assert lot.owner == who and lot.expires_at <= expiry.created_at
+        holds = {hold_id: hold for hold_id, hold in self.holds.items() if hold.owner == who}
+        changes = {hold_id: [] for hold_id in holds}
+        for event in feed:
+            if event.type != ENTRY_POSTED:
+                changes[event.data["id"]].append(event.type)
+                assert event.data["status"] == STATUS_AFTER[event.type], event
+        for hold_id, hold in holds.items():
+            settled = {"captured": ["hold.captured"], "voided": ["hold.voided"], "pending": []}
+            assert changes[hold_id] in (
+                [["hold.placed", *settled[hold.status]]]
+                if hold.status in settled
+                else [["hold.placed"], ["hold.placed", "hold.expired"]]
+            ), (hold_id, hold, changes[hold_id])
 
 
 @pytest.mark.slow
