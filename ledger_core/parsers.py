@@ -1,17 +1,25 @@
-"""DRF's JSON parser with a nesting limit.
+"""DRF's JSON parser with a nesting limit, refusing duplicate keys.
 
 Python's JSON decoder recurses once per nesting level: a body nested about a
 thousand levels deep raises ``RecursionError``, which no handler expects (a
 500). No ledger request needs more than a few levels, so anything deeper than
 ``MAX_JSON_DEPTH`` is a 400 ``invalid``, like any other malformed body.
+
+An object that names a key twice (``{"amount": 1, "amount": -500}``) is a 400
+too. Python keeps the last value, while a gateway or a signature check in
+front of the site may read the first: the two would act on different
+requests. RFC 8259 leaves such an object's meaning open, so the ledger does
+not guess.
 """
 
 from __future__ import annotations
 
+import codecs
 from typing import Any
 
 from rest_framework import parsers
 from rest_framework.exceptions import ParseError
+from rest_framework.utils import json
 
 MAX_JSON_DEPTH = 32
 
@@ -32,16 +40,36 @@ def json_depth(value: Any) -> int:
     return deepest
 
 
+def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object's members as a dict; a key given twice is a ``ValueError``."""
+    data = dict(pairs)
+    if len(data) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise ValueError(f"duplicate key {key!r}")
+            seen.add(key)
+    return data
+
+
 class JSONParser(parsers.JSONParser):
-    """``rest_framework.parsers.JSONParser``, refusing bodies nested deeper than
-    ``MAX_JSON_DEPTH``."""
+    """``rest_framework.parsers.JSONParser`` (same charset rules, same
+    refusal of NaN and Infinity), refusing duplicate keys and bodies nested
+    deeper than ``MAX_JSON_DEPTH``."""
 
     def parse(self, stream: Any, media_type: Any = None, parser_context: Any = None) -> Any:
         too_deep = ParseError(f"JSON parse error - nested deeper than {MAX_JSON_DEPTH} levels.")
+        encoding = parsers.get_encoding(parser_context or {})
         try:
-            data = super().parse(stream, media_type, parser_context)
+            data = json.load(
+                codecs.getreader(encoding)(stream),
+                object_pairs_hook=unique_keys,
+                parse_constant=json.strict_constant if self.strict else None,
+            )
         except RecursionError:
             raise too_deep from None
+        except ValueError as exc:
+            raise ParseError(f"JSON parse error - {exc}") from None
         if json_depth(data) > MAX_JSON_DEPTH:
             raise too_deep
         return data

@@ -51,11 +51,12 @@ outage = Circuit("rate-limit counters", logger, "allowing requests until they an
 
 
 def submitted_username(request: Request) -> str | None:
-    """The ``username`` of a login or registration body, normalised, if any."""
-    try:
-        data = request.data
-    except Exception:  # noqa: BLE001 - the view reports the parse error itself
-        return None
+    """The ``username`` of a login or registration body, normalised, if any.
+
+    A body that does not parse raises its error (400, 413 or 415) here: DRF
+    reports a parse error once and then reads the body as empty, so the
+    view would answer "username: This field is required" instead."""
+    data = request.data
     value = data.get("username") if hasattr(data, "get") else None
     if isinstance(value, str) and value:
         return value.strip().lower()[:150]

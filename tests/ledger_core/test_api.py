@@ -260,12 +260,46 @@ def test_bad_input_is_400_and_stores_nothing(manager_client, payload):
         ("42", "application/json"),
         ('{"owner_id": "alice", "amount": NaN}', "application/json"),
         ("\xff\xfe", "application/json"),
+        ('{"owner_id": "alice", "amount": 5, "amount": 500}', "application/json"),
     ],
 )
-def test_malformed_bodies_are_400(manager_client, raw, content_type):
-    response = manager_client.generic("POST", CONTENT, raw.encode("latin-1"), content_type)
+@pytest.mark.parametrize("path", [CONTENT, "/api/auth/token/", "/api/auth/register/"])
+def test_malformed_bodies_are_400(manager_client, raw, content_type, path):
+    response = manager_client.generic("POST", path, raw.encode("latin-1"), content_type)
     assert_error(response, 400, "invalid")
     assert not LedgerEntry.objects.exists()
+    if "{" in raw or "\xff" in raw:  # not a body that parses to a non-object
+        assert "parse error" in response.json()["detail"], response.json()
+
+
+POST_BODY = '"owner_id": "alice", "operation": "CREDIT_ADD", "amount": 5, "nonce": "d1"'
+
+
+@pytest.mark.parametrize(
+    "path, raw, key",
+    [
+        (CONTENT, f'{{{POST_BODY}, "owner_id": "bob"}}', "owner_id"),
+        (CONTENT, f'{{{POST_BODY}, "metadata": {{"k": 1, "k": 2}}}}', "k"),
+        (f"{CONTENT}batch/", f'{{"entries": [{{{POST_BODY}, "amount": 9}}]}}', "amount"),
+        ("/api/auth/token/", '{"username": "a", "password": "b", "password": "c"}', "password"),
+    ],
+)
+def test_a_key_given_twice_is_400_and_stores_nothing(manager_client, path, raw, key):
+    """Python would keep the last value; a proxy in front may read the first."""
+    response = manager_client.generic("POST", path, raw, "application/json")
+    assert_error(response, 400, "invalid")
+    assert f"duplicate key '{key}'" in response.json()["detail"]
+    assert not LedgerEntry.objects.exists()
+
+
+def test_the_same_key_in_two_objects_is_fine(manager_client):
+    body = {"entries": [
+        {"owner_id": "alice", "operation": "CREDIT_ADD", "amount": 5, "nonce": "u1"},
+        {"owner_id": "alice", "operation": "CREDIT_ADD", "amount": 5, "nonce": "u2"},
+    ]}  # fmt: skip
+    response = manager_client.post(f"{CONTENT}batch/", body, format="json")
+    assert response.status_code == 201, response.content
+    assert LedgerEntry.objects.count() == 2
 
 
 def test_unsupported_media_type(manager_client):
