@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from datetime import datetime
+from typing import Any
 
 from django.db import connection
 from django.db.models import (
@@ -93,13 +94,24 @@ SELECT b.balance, b.version, b.updated_at, b.head_hash,
             AND l.entry = (part->>'entry')::bigint AND l.expires_at <= t.now
     ) END AS gone,
     CASE WHEN b.lot_credits = 0 THEN NULL ELSE (
-        SELECT json_agg(json_build_object('amount', s.remaining, 'expires_at', s.expires_at))
+        SELECT json_agg(json_build_object(
+            'entry', s.entry, 'amount', s.remaining, 'expires_at', s.expires_at))
         FROM (
-            SELECT l.remaining, l.expires_at FROM {_LOT_TABLE} AS l
+            SELECT l.entry, l.remaining, l.expires_at FROM {_LOT_TABLE} AS l
             WHERE l.owner_id = b.owner_id AND l.remaining > 0 AND l.expires_at > t.now
             ORDER BY l.expires_at, l.entry LIMIT %(expiring)s
         ) AS s
-    ) END AS expiring
+    ) END AS expiring,
+    CASE WHEN b.lot_credits = 0 OR b.held = 0 THEN NULL ELSE (
+        SELECT json_agg(json_build_object(
+            'entry', l.entry, 'amount', l.remaining + r.amount, 'expires_at', l.expires_at))
+        FROM (
+            SELECT (part->>'entry')::bigint AS entry, sum((part->>'amount')::bigint) AS amount
+            FROM {_HOLD_TABLE} AS h, jsonb_array_elements(h.reserved) AS part
+            WHERE h.owner_id = b.owner_id AND h.status = 'pending' AND h.expires_at <= t.now
+            GROUP BY 1
+        ) AS r JOIN {_LOT_TABLE} AS l ON l.entry = r.entry AND l.expires_at > t.now
+    ) END AS released
 FROM {_BALANCE_TABLE} AS b, (SELECT statement_timestamp() AS now) AS t
 WHERE b.owner_id = %(owner)s
 """  # noqa: S608 (table names are model constants, values are parameters)
@@ -126,9 +138,7 @@ def balance_get(*, owner_id: str) -> BalanceView:
         return BalanceView(
             owner_id=owner_id, balance=0, version=0, updated_at=None, head_hash=GENESIS
         )
-    balance, version, updated_at, head_hash, held, gone, expiring = row
-    if isinstance(expiring, str):
-        expiring = json.loads(expiring)
+    balance, version, updated_at, head_hash, held, gone, expiring, released = row
     return BalanceView(
         owner_id=owner_id,
         balance=balance - gone,
@@ -136,11 +146,31 @@ def balance_get(*, owner_id: str) -> BalanceView:
         updated_at=updated_at,
         held=held,
         head_hash=head_hash,
-        expiring=tuple(
-            ExpiringCredits(amount=item["amount"], expires_at=parse_datetime(item["expires_at"]))
-            for item in expiring or ()
-        ),
+        expiring=_soonest_lots(expiring, released),
     )
+
+
+def _soonest_lots(expiring: Any, released: Any) -> tuple[ExpiringCredits, ...]:
+    """The soonest-expiring lots' credits: ``expiring`` (the lots' rows), with
+    what holds past their expiry reserved from unexpired lots back in those
+    lots (``released``; the rows catch up when the hold is settled), up to
+    ``EXPIRING_SHOWN`` soonest first."""
+    lots = {item["entry"]: item for item in _json(expiring)}
+    lots.update((item["entry"], item) for item in _json(released))
+    items = [
+        (parse_datetime(item["expires_at"]), entry, item["amount"]) for entry, item in lots.items()
+    ]
+    return tuple(
+        ExpiringCredits(amount=amount, expires_at=expires_at)
+        for expires_at, _, amount in sorted(items)[:EXPIRING_SHOWN]
+    )
+
+
+def _json(value: Any) -> list[dict[str, Any]]:
+    """A ``json`` column (a string when no type adapter decoded it), or []."""
+    if isinstance(value, str):
+        return json.loads(value)
+    return value or []
 
 
 class ClockTimestamp(Func):

@@ -28,6 +28,7 @@ from ledger_core.services import (
     hold_void,
 )
 from tests.conftest import SYSTEM, fund
+from tests.ledger_core.test_holds import expire
 
 pytestmark = pytest.mark.django_db
 
@@ -282,6 +283,24 @@ def test_a_partial_capture_returns_the_rest_to_its_lot():
     hold_capture(hold_id=placed.pk, app="content", actor=MANAGER, amount=-1)
     assert CreditLot.objects.get(entry=lot.pk).remaining == 3
     assert_lots_add_up()
+
+
+def test_what_a_hold_past_its_expiry_reserved_shows_as_expiring_before_any_sweep(alice_client):
+    first, second = grant(4, days=1), grant(3, days=2)
+    placed = hold(6)  # all of the first lot (its row's rest is 0), 2 of the second
+    assert [(e.amount, e.expires_at) for e in balance_get(owner_id="alice").expiring] == [
+        (1, second.expires_at)
+    ]
+    expire(placed.pk)  # unswept: the lots' rows still have 0 and 1 left
+    view = balance_get(owner_id="alice")
+    assert (view.balance, view.held) == (7, 0)
+    assert [(e.amount, e.expires_at) for e in view.expiring] == [
+        (4, first.expires_at), (3, second.expires_at),
+    ]  # fmt: skip
+    body = alice_client.get("/api/content/ledger/alice/").json()
+    assert [e["amount"] for e in body["expiring"]] == [4, 3]
+    assert LedgerHold.objects.get(pk=placed.pk).status == "pending"
+    assert sorted(CreditLot.objects.values_list("remaining", flat=True)) == [0, 1]
 
 
 # --- reversals --------------------------------------------------------------------

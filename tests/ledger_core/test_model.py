@@ -47,7 +47,7 @@ from ledger_core.exceptions import (
     NotReversible,
 )
 from ledger_core.models import CREDIT_EXPIRY, REVERSAL, HoldEvent, LedgerEntry
-from ledger_core.selectors import balance_get
+from ledger_core.selectors import EXPIRING_SHOWN, balance_get
 from ledger_core.services import (
     EntryRequest,
     due_holds_sweep,
@@ -478,6 +478,13 @@ class LedgerModel(RuleBasedStateMachine):
                 who, view, self.pools, self.lots, self.holds,
             )  # fmt: skip
             assert view.balance - view.held >= 0
+            soonest = sorted(
+                (lot.expires_at, lot_id, lot.remaining)
+                for lot_id, lot in self.lots.items()
+                if lot.owner == who and lot.remaining > 0
+            )[:EXPIRING_SHOWN]
+            expiring = [(item.expires_at, item.amount) for item in view.expiring]
+            assert expiring == [(at, remaining) for at, _, remaining in soonest], who
 
     @invariant()
     @unless_slow
