@@ -5,6 +5,9 @@ thousand levels deep raises ``RecursionError``, which no handler expects (a
 500). No ledger request needs more than a few levels, so anything deeper than
 ``MAX_JSON_DEPTH`` is a 400 ``invalid``, like any other malformed body.
 
+A string with a lone UTF-16 surrogate (``"\\ud800"``: valid JSON, but no
+Unicode text; PostgreSQL and UTF-8 refuse it) is a 400 too.
+
 An object that names a key twice (``{"amount": 1, "amount": -500}``) is a 400
 too. Python keeps the last value, while a gateway or a signature check in
 front of the site may read the first: the two would act on different
@@ -15,6 +18,7 @@ not guess.
 from __future__ import annotations
 
 import codecs
+import re
 from typing import Any
 
 from rest_framework import parsers
@@ -22,6 +26,9 @@ from rest_framework.exceptions import ParseError
 from rest_framework.utils import json
 
 MAX_JSON_DEPTH = 32
+#: A ``\u`` escape of a UTF-16 surrogate, the only way a lone one gets into
+#: decoded JSON (UTF-8 text cannot carry one).
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
 def json_depth(value: Any) -> int:
@@ -61,13 +68,18 @@ class JSONParser(parsers.JSONParser):
         too_deep = ParseError(f"JSON parse error - nested deeper than {MAX_JSON_DEPTH} levels.")
         encoding = parsers.get_encoding(parser_context or {})
         try:
-            data = json.load(
-                codecs.getreader(encoding)(stream),
+            text = codecs.getreader(encoding)(stream).read()
+            data = json.loads(
+                text,
                 object_pairs_hook=unique_keys,
                 parse_constant=json.strict_constant if self.strict else None,
             )
+            if _SURROGATE_ESCAPE.search(text):  # a pair is fine; a lone one is not
+                json.dumps(data, ensure_ascii=False, allow_nan=True).encode()
         except RecursionError:
             raise too_deep from None
+        except UnicodeEncodeError:
+            raise ParseError("JSON parse error - a string holds a lone surrogate.") from None
         except ValueError as exc:
             raise ParseError(f"JSON parse error - {exc}") from None
         if json_depth(data) > MAX_JSON_DEPTH:

@@ -50,7 +50,11 @@ def metadata_problem(value: Any) -> str | None:
         text = json.dumps(value, ensure_ascii=False, allow_nan=False)
     except (TypeError, ValueError):
         return "metadata must be plain JSON (objects, arrays, strings, numbers, booleans, null)."
-    if len(text.encode()) > METADATA_MAX_BYTES:
+    try:
+        size = len(text.encode())
+    except UnicodeEncodeError:  # a lone surrogate ("\ud800"), which no UTF-8 text holds
+        return "metadata must be Unicode text (a string holds a lone surrogate)."
+    if size > METADATA_MAX_BYTES:
         return f"metadata must be at most {METADATA_MAX_BYTES} bytes as JSON."
     # PostgreSQL's jsonb cannot store NUL characters.
     if "\x00" in text or "\\u0000" in text:

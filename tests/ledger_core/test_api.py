@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from urllib.parse import quote
 
 import pytest
 
@@ -261,6 +262,7 @@ def test_bad_input_is_400_and_stores_nothing(manager_client, payload):
         ('{"owner_id": "alice", "amount": NaN}', "application/json"),
         ("\xff\xfe", "application/json"),
         ('{"owner_id": "alice", "amount": 5, "amount": 500}', "application/json"),
+        ('{"owner_id": "alice", "nonce": "s", "metadata": {"k": ["\\udfff"]}}', "application/json"),
     ],
 )
 @pytest.mark.parametrize("path", [CONTENT, "/api/auth/token/", "/api/auth/register/"])
@@ -290,6 +292,21 @@ def test_a_key_given_twice_is_400_and_stores_nothing(manager_client, path, raw, 
     assert_error(response, 400, "invalid")
     assert f"duplicate key '{key}'" in response.json()["detail"]
     assert not LedgerEntry.objects.exists()
+
+
+def test_metadata_text_must_be_unicode(manager_client):
+    """A surrogate pair is a character; a lone surrogate is no text at all
+    (not even in JSON sent inside a form field)."""
+    body = f'{{{POST_BODY}, "metadata": {{"smile": "\\ud83d\\ude00", "text": "\\\\ud800"}}}}'
+    response = manager_client.generic("POST", CONTENT, body, "application/json")
+    assert response.status_code == 201, response.content
+    assert response.json()["metadata"] == {"smile": "\U0001f600", "text": "\\ud800"}
+    form = "owner_id=alice&operation=CREDIT_ADD&amount=5&nonce=f&metadata="
+    form += quote('{"k": "\\ud800"}')
+    response = manager_client.generic("POST", CONTENT, form, "application/x-www-form-urlencoded")
+    assert_error(response, 400, "invalid")
+    assert "lone surrogate" in response.json()["errors"]["metadata"][0]
+    assert LedgerEntry.objects.count() == 1
 
 
 def test_the_same_key_in_two_objects_is_fine(manager_client):

@@ -1,5 +1,5 @@
 """Hostile bodies never reach a 500: deeply nested JSON, oversize bodies,
-wrong types, arbitrary bytes, on every write endpoint. Generated with
+wrong types, lone surrogates, arbitrary bytes, on every write endpoint. Generated with
 hypothesis (bounded in examples); each answer is a 4xx in the error shape and
 nothing is stored."""
 
@@ -30,9 +30,11 @@ WRITES = [
     "/api/auth/logout/",
 ]
 
+# Texts with lone surrogates, which JSON writes as "\ud800" escapes and no UTF-8 text holds.
+surrogates = st.text(alphabet=st.characters(categories=["Cs", "Ll"]), max_size=5)
 scalars = (
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=50)
-)
+) | surrogates
 json_values = st.recursive(
     scalars,
     lambda children: (
