@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import re
 from typing import Any
 
 from django.core.validators import RegexValidator
@@ -77,11 +78,19 @@ def domain_nonce_field() -> NonceField:
     return NonceField(required=False, max_length=DOMAIN_NONCE_MAX_LENGTH)
 
 
+#: An integer as text: ASCII digits, an optional sign.
+_DECIMAL = re.compile(r"[+-]?[0-9]+")
+
+
 class StrictIntegerField(serializers.IntegerField):
-    """An integer given as a JSON number or a decimal string; no floats, no booleans."""
+    """An integer given as a JSON number or a decimal string (as HTML forms
+    send it); no floats, no booleans, and none of the other texts Python's
+    ``int()`` reads (``"5.0"``, ``"5_0"``, digits of other scripts)."""
 
     def to_internal_value(self, data):
         if isinstance(data, bool | float):
+            self.fail("invalid")
+        if isinstance(data, str) and not _DECIMAL.fullmatch(data.strip()):
             self.fail("invalid")
         return super().to_internal_value(data)
 

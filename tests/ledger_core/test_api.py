@@ -513,6 +513,21 @@ def test_oversize_body_is_413_in_the_json_error_shape(manager_client, settings, 
     assert not LedgerEntry.objects.exists()
 
 
+@pytest.mark.parametrize("amount", ["5_0", "\u0665", "5.0", "0x5", "1e1", "", "+", 5.0, True])
+def test_an_amount_is_an_integer_or_its_decimal_text(manager_client, amount):
+    """Not every text Python's int() reads: "5_0" would post 50, "\u0665" 5."""
+    body = {"owner_id": "bob", "operation": "CREDIT_ADD", "nonce": "n", "amount": amount}
+    for path, payload in ((CONTENT, body), (CONTENT + "batch/", {"entries": [body]})):
+        response = manager_client.post(path, payload, format="json")
+        assert_error(response, 400, "invalid")
+        assert "amount" in response.json()["detail"], response.json()
+    assert not LedgerEntry.objects.exists()
+    for index, (text, value) in enumerate((("7", 7), (" +8 ", 8))):
+        response = manager_client.post(CONTENT, {**body, "nonce": f"t{index}", "amount": text})
+        assert response.status_code == 201, response.content
+        assert response.json()["amount"] == value
+
+
 @pytest.mark.parametrize("amount", [1_000_001, 2**53 + 1, 2**70, -(2**70)])
 def test_amount_bounds_read_the_same_everywhere(manager_client, amount):
     body = {"owner_id": "bob", "operation": "CREDIT_ADD", "nonce": "big", "amount": amount}
