@@ -157,6 +157,6 @@ class ContentItemViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, views
 
 def _item_pk(raw: str | None) -> int:
     """An item id from the URL; anything that is not a sane integer is a 404."""
-    if raw is None or not raw.isdigit() or len(raw) > 18:
+    if raw is None or not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
         raise Http404
     return int(raw)

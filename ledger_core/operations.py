@@ -114,6 +114,7 @@ def parse_lifetime(value: object) -> timedelta:
         isinstance(value, str)
         and len(value) > 1
         and value[-1] in _LIFETIME_UNITS
+        and value[:-1].isascii()
         and value[:-1].isdigit()
     ):
         lifetime = timedelta(seconds=int(value[:-1]) * _LIFETIME_UNITS[value[-1]])

@@ -213,7 +213,7 @@ def _answer(sock: socket.socket, *, deadline: float, to: str) -> tuple[_Status, 
         head += byte
     line, *lines = head.decode("latin-1").split("\r\n")
     version, _, rest = line.partition(" ")
-    if not (version.startswith("HTTP/1.") and rest[:3].isdigit()):
+    if not (version.startswith("HTTP/1.") and rest[:3].isascii() and rest[:3].isdigit()):
         raise OSError(f"not an HTTP answer to {to}: {line[:200]!r}")
     fields = {}
     for field in lines:

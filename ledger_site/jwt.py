@@ -78,7 +78,7 @@ class LedgerTokenUser(TokenUser):
         # simplejwt writes the user id claim as a string; the API shows the
         # model's integer primary key.
         raw = self.token[api_settings.USER_ID_CLAIM]
-        return int(raw) if isinstance(raw, str) and raw.isdigit() else raw
+        return int(raw) if isinstance(raw, str) and raw.isascii() and raw.isdigit() else raw
 
     def has_perm(self, perm: str, obj: object = None) -> bool:
         codes = self.token.get(CLAIM_PERMS) or []

@@ -25,7 +25,7 @@ class StrictCursorPagination(CursorPagination):
 
     def get_page_size(self, request):
         raw = request.query_params.get(self.page_size_query_param)
-        if raw is not None and (not raw.isdigit() or int(raw) < 1):
+        if raw is not None and (not (raw.isascii() and raw.isdigit()) or int(raw) < 1):
             raise ValidationError({"page_size": ["Must be a positive integer."]})
         return super().get_page_size(request)
 

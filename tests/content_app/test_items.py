@@ -134,6 +134,8 @@ def test_list_and_detail_show_only_own_items(alice_client, user, other_user):
     assert alice_client.get(f"{ITEMS}{ids[0]}/").json()["title"] == "t0"
     assert alice_client.get(f"{ITEMS}{bob_item}/").status_code == 404
     assert alice_client.get(f"{ITEMS}abc/").status_code == 404
+    assert alice_client.get(f"{ITEMS}%C2%B2/").status_code == 404  # "\u00b2".isdigit()
+    assert alice_client.post(f"{ITEMS}%C2%B2/access/", {}, format="json").status_code == 404
 
 
 @pytest.mark.parametrize(
@@ -143,6 +145,7 @@ def test_list_and_detail_show_only_own_items(alice_client, user, other_user):
         ({"page_size": "0"}, "page_size"),
         ({"page_size": "x"}, "page_size"),
         ({"page_size": "-2"}, "page_size"),
+        ({"page_size": "\u00b2"}, "page_size"),
     ],
 )
 def test_item_list_bad_page_query_is_400_as_for_entries(alice_client, user, params, field):

@@ -382,6 +382,7 @@ def test_entries_filters(alice_client):
         {"until": "2026-13-45"},
         {"page_size": "-1"},
         {"page_size": "x"},
+        {"page_size": "\u00b2"},  # a digit to str.isdigit(), not to int()
         {"cursor": "garbage"},
         {"since": "2026-02-01T00:00:00Z", "until": "2026-01-01T00:00:00Z"},
     ],

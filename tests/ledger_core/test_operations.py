@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from django.core.checks import run_checks
 from django.core.exceptions import ImproperlyConfigured
@@ -12,6 +14,7 @@ from ledger_core.operations import (
     LedgerOperation,
     OperationClassError,
     OperationPolicy,
+    parse_lifetime,
     registry,
 )
 from rewards_app.operations import RewardOperation
@@ -249,3 +252,20 @@ def test_ledger_core_imports_no_consumer_or_site_module():
     pattern = re.compile(r"^\s*(from|import)\s+(content_app|rewards_app|ledger_site)\b", re.M)
     offenders = [str(p) for p in root.rglob("*.py") if pattern.search(p.read_text())]
     assert offenders == []
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("30d", timedelta(days=30)), ("12h", timedelta(hours=12)), ("45s", timedelta(seconds=45)),
+     (90, timedelta(seconds=90)), (timedelta(minutes=5), timedelta(minutes=5))],
+)  # fmt: skip
+def test_lifetimes_read(value, expected):
+    assert parse_lifetime(value) == expected
+
+
+@pytest.mark.parametrize(
+    "value", ["\u00b2d", "\u0665d", "5_0d", "d", "0d", "30", "3654d", True, -1]
+)
+def test_lifetimes_refused_with_the_expected_form(value):
+    with pytest.raises(ValueError, match="duration such as|positive and at most"):
+        parse_lifetime(value)

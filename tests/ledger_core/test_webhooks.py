@@ -699,6 +699,8 @@ def test_a_receivers_body_is_not_read(settings):
         (b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n", "delivered", ""),
         (b"HTTP/1.0 503 Busy\r\nRetry-After: 1\r\n\r\n", "failed", "HTTP 503"),
         (b"SSH-2.0-OpenSSH_9.2\r\n\r\n", "failed", "OSError: not an HTTP answer to the POST"),
+        # Latin-1 superscripts are digits to str.isdigit(), not to int().
+        (b"HTTP/1.1 \xb2\xb2\xb2 OK\r\n\r\n", "failed", "OSError: not an HTTP answer to the POST"),
         (b"HTTP/1.1 204", "failed", "closed the connection before answering the POST"),
     ],
 )
