@@ -53,13 +53,13 @@ def _code_for(exc: exceptions.APIException) -> str:
 
 
 def _detail_text(detail: Any, fallback: str) -> str:
-    if isinstance(detail, str):
-        return detail
-    if isinstance(detail, dict) and isinstance(detail.get("detail"), str):
-        return detail["detail"]
-    if isinstance(detail, list) and detail and isinstance(detail[0], str):
-        return detail[0]
-    return fallback
+    """The message as plain text (not DRF's ``ErrorDetail``, which renderers
+    other than JSON, such as the schema's YAML, write as a mapping)."""
+    if isinstance(detail, dict):
+        detail = detail.get("detail")
+    elif isinstance(detail, list) and detail:
+        detail = detail[0]
+    return str(detail) if isinstance(detail, str) else fallback
 
 
 def error_body(code: str, detail: str, **extra: Any) -> dict[str, Any]:

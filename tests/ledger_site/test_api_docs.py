@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+import yaml
 from drf_spectacular.generators import SchemaGenerator
 
 from tests.livehelpers import ROOT, site_env
@@ -136,3 +137,10 @@ def test_schema_endpoint(client):
     response = client.get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json")
     assert response.status_code == 200
     assert response.json()["openapi"].startswith("3.")
+
+
+def test_the_schemas_errors_are_the_error_shape_in_yaml_too(client):
+    """The YAML renderer writes DRF's ErrorDetail as a mapping; errors give plain text."""
+    response = client.get("/api/schema/?format=xyz")
+    assert response.status_code == 404
+    assert yaml.safe_load(response.content) == {"code": "not_found", "detail": "Not found."}
