@@ -99,6 +99,17 @@ class LedgerJWTAuthentication(JWTAuthentication):
     """Bearer JWT authentication: the token's claims for safe methods, the
     database for writes."""
 
+    def get_raw_token(self, header: bytes) -> bytes | None:
+        """simplejwt's, with the scheme read without regard to case (RFC 9110):
+        ``bearer <token>``, as a client builds it from the login's
+        ``token_type: "bearer"``, is a bearer token too."""
+        scheme, space, rest = header.strip().partition(b" ")
+        for accepted in api_settings.AUTH_HEADER_TYPES:
+            if scheme.lower() == accepted.encode().lower():
+                header = accepted.encode() + space + rest
+                break
+        return super().get_raw_token(header)
+
     def get_validated_token(self, raw_token: bytes) -> Token:
         """simplejwt's validation; a token whose only fault is its age is
         ``token_expired`` (every other fault stays ``token_not_valid``)."""

@@ -137,6 +137,22 @@ def test_token_json_and_form(api_client, user):
         assert data["expires_in"] == 15 * 60
 
 
+@pytest.mark.parametrize("scheme", ["Bearer", "bearer", "BEARER"])
+def test_the_scheme_is_read_without_regard_to_case(api_client, user, scheme):
+    """A client that builds the header from ``token_type`` sends "bearer"."""
+    pair = tokens(api_client)
+    for method in ("get", "post"):  # claims for reads, the database for writes
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"{scheme} {pair['access_token']}")
+        body = {"owner_id": "alice", "operation": "CREDIT_SPEND", "nonce": f"c{scheme}"}
+        response = (
+            client.get("/api/content/ledger/alice/")
+            if method == "get"
+            else client.post("/api/content/ledger/", body, format="json")
+        )
+        assert response.status_code in (200, 409), (scheme, method, response.content)
+
+
 def test_token_wrong_password_is_401(api_client, user):
     response = api_client.post(TOKEN, {"username": "alice", "password": "wrong"}, format="json")
     assert response.status_code == 401
