@@ -33,7 +33,7 @@ from django.core.management import call_command
 from django.utils import timezone
 from hypothesis import HealthCheck, Phase, assume, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from ledger_core.actors import Actor
 from ledger_core.events import ENTRY_POSTED, Cursor, event_page
@@ -72,6 +72,7 @@ STATUS_AFTER = {"hold.placed": "pending", "hold.captured": "captured",
                 "hold.voided": "voided", "hold.expired": "expired"}  # fmt: skip
 OWNERS = 2
 WHO = st.integers(0, OWNERS - 1)  # which owner a step is for
+POSITION = st.integers(0, 2**16)  # which hold or entry a step is for (see pick)
 NEW = 10**15  # ids for a batch's lots until it has stored them (after every stored id)
 
 
@@ -103,17 +104,14 @@ class Entry:
     request: dict | None = None  # how it was posted (for replays)
 
 
-def draw_below(data, n: int) -> int:
-    """0 to ``n - 1``. What is drawn does not depend on ``n`` (the model's
-    state, which time can change), so hypothesis replays a case with the same
-    draws and reports its failure rather than an inconsistent generation."""
-    return data.draw(st.integers(0, 2**16)) % n
-
-
-def pick(data, ids: list[int]) -> int:
-    """One of ``ids`` (in the order they were made), drawn by position: the
-    database's ids differ from run to run, positions do not."""
-    return ids[draw_below(data, len(ids))]
+def pick(ids: list[int], position: int) -> int | None:
+    """One of ``ids`` (in the order they were made) by ``position`` (modulo
+    their number; the database's ids differ from run to run, positions do
+    not), or None if there is none yet. Rules draw the same values whatever
+    the model's state (which time can change: a grant may have expired), and
+    have no preconditions, so hypothesis replays a case with the same draws
+    and reports its failure rather than an inconsistent generation."""
+    return ids[position % len(ids)] if ids else None
 
 
 def unless_slow(step):
@@ -345,13 +343,14 @@ class LedgerModel(RuleBasedStateMachine):
                         later[position] = (plan_ids.get(lot, lot), part)
             assert self.entries[result.entry.pk].consumed == plan, (index, plan)
 
-    @precondition(lambda self: self.holds)
-    @rule(data=st.data())
+    @rule(position=POSITION, part=POSITION)
     @unless_slow
-    def capture(self, data):
-        hold_id = pick(data, list(self.holds))
+    def capture(self, position, part):
+        hold_id = pick(list(self.holds), position)
+        if hold_id is None:
+            return
         hold = self.holds[hold_id]
-        part = 1 + draw_below(data, hold.amount)
+        part = 1 + part % hold.amount
         self.clear_of_expiries()
         call = lambda: hold_capture(hold_id=hold_id, app=APP, actor=SYSTEM, amount=-part)  # noqa: E731
         if hold.status == "expired":
@@ -375,11 +374,12 @@ class LedgerModel(RuleBasedStateMachine):
             self.pools[hold.owner] -= left
             hold.status, hold.captured = "captured", part
 
-    @precondition(lambda self: self.holds)
-    @rule(data=st.data())
+    @rule(position=POSITION)
     @unless_slow
-    def void(self, data):
-        hold_id = pick(data, list(self.holds))
+    def void(self, position):
+        hold_id = pick(list(self.holds), position)
+        if hold_id is None:
+            return
         hold = self.holds[hold_id]
         self.clear_of_expiries()
         call = lambda: hold_void(hold_id=hold_id, app=APP, actor=SYSTEM)  # noqa: E731
@@ -394,11 +394,12 @@ class LedgerModel(RuleBasedStateMachine):
                 self.lots[lot].remaining += part
             hold.status = "voided"
 
-    @precondition(lambda self: self.entries)
-    @rule(data=st.data())
+    @rule(position=POSITION)
     @unless_slow
-    def reverse(self, data):
-        entry_id = pick(data, list(self.entries))
+    def reverse(self, position):
+        entry_id = pick(list(self.entries), position)
+        if entry_id is None:
+            return
         entry = self.entries[entry_id]
         who = entry.owner
         self.clear_of_expiries()
@@ -434,12 +435,13 @@ class LedgerModel(RuleBasedStateMachine):
         assert reversal.amount == -entry.amount
         entry.reversed = True
 
-    @precondition(lambda self: any(e.request for e in self.entries.values()))
-    @rule(data=st.data(), conflict=st.booleans())
+    @rule(position=POSITION, conflict=st.booleans())
     @unless_slow
-    def repeat(self, data, conflict):
+    def repeat(self, position, conflict):
         """A post sent again: the same payload is a replay, another a conflict."""
-        entry_id = pick(data, [k for k, e in self.entries.items() if e.request])
+        entry_id = pick([k for k, e in self.entries.items() if e.request], position)
+        if entry_id is None:
+            return
         owner_id = self.owners[self.entries[entry_id].owner]
         request = dict(self.entries[entry_id].request)
         self.clear_of_expiries()  # a grant's lifetime may be over: still a replay
