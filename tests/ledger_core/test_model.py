@@ -246,35 +246,54 @@ class LedgerModel(RuleBasedStateMachine):
         else:
             self.lots[result.entry.pk] = Lot(who, expires_at, amount)
 
-    @rule(who=WHO, amount=st.integers(1, 40))
+    @rule(who=WHO, amount=st.integers(1, 40), dry=st.booleans())
     @unless_slow
-    def spend(self, who, amount):
+    def spend(self, who, amount, dry):
+        """A spend; with ``dry``, a dry run of it first, which must answer
+        what the spend then does and store nothing (not even its nonce)."""
         self.clear_of_expiries()
         request = {"operation": "CREDIT_SPEND", "amount": -amount, "nonce": self.nonce()}
+        post = functools.partial(
+            entry_post, owner_id=self.owners[who], app=APP, actor=SYSTEM, **request
+        )
         expected = self.plan(who, amount)
         if shortfall := self.shortfall(who, amount):
-            with pytest.raises(InsufficientBalance) as raised:
-                entry_post(owner_id=self.owners[who], app=APP, actor=SYSTEM, **request)
-            assert raised.value.extra == shortfall
+            for dry_run in (True, False) if dry else (False,):
+                with pytest.raises(InsufficientBalance) as raised:
+                    post(dry_run=dry_run)
+                assert raised.value.extra == shortfall
             return
-        entry = entry_post(owner_id=self.owners[who], app=APP, actor=SYSTEM, **request).entry
+        if dry:
+            tried = post(dry_run=True).entry
+            assert tried.pk is None
+            assert [(p["entry"], p["amount"]) for p in tried.consumed or ()] == expected
+        entry = post().entry
         self.record(who, entry, request=request)
         assert self.entries[entry.pk].consumed == expected
         self.take(who, amount, expected)
 
-    @rule(who=WHO, amount=st.integers(1, 30), short=st.booleans())
+    @rule(who=WHO, amount=st.integers(1, 30), short=st.booleans(), dry=st.booleans())
     @unless_slow
-    def hold(self, who, amount, short):
+    def hold(self, who, amount, short, dry):
+        """A hold; with ``dry``, a dry run of it first (as for spends)."""
         self.clear_of_expiries()
         expected = self.plan(who, amount)
         arguments = {"operation": "CREDIT_SPEND", "amount": -amount, "nonce": self.nonce(),
                      "expires_in": SHORT_HOLD if short else 900}  # fmt: skip
+        place = functools.partial(
+            hold_place, owner_id=self.owners[who], app=APP, actor=SYSTEM, **arguments
+        )
         if shortfall := self.shortfall(who, amount):
-            with pytest.raises(InsufficientBalance) as raised:
-                hold_place(owner_id=self.owners[who], app=APP, actor=SYSTEM, **arguments)
-            assert raised.value.extra == shortfall
+            for dry_run in (True, False) if dry else (False,):
+                with pytest.raises(InsufficientBalance) as raised:
+                    place(dry_run=dry_run)
+                assert raised.value.extra == shortfall
             return
-        placed = hold_place(owner_id=self.owners[who], app=APP, actor=SYSTEM, **arguments).hold
+        if dry:
+            tried = place(dry_run=True).hold
+            assert tried.pk is None
+            assert [(p["entry"], p["amount"]) for p in tried.reserved or ()] == expected
+        placed = place().hold
         reserved = [(p["entry"], p["amount"]) for p in placed.reserved or ()]
         assert reserved == expected
         for lot, part in reserved:
