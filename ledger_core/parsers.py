@@ -1,18 +1,16 @@
-"""DRF's JSON parser with a nesting limit, refusing duplicate keys.
+"""DRF's JSON parser with a nesting limit, refusing duplicate keys and lone surrogates.
 
 Python's JSON decoder recurses once per nesting level: a body nested about a
 thousand levels deep raises ``RecursionError``, which no handler expects (a
 500). No ledger request needs more than a few levels, so anything deeper than
 ``MAX_JSON_DEPTH`` is a 400 ``invalid``, like any other malformed body.
 
-A string with a lone UTF-16 surrogate (``"\\ud800"``: valid JSON, but no
-Unicode text; PostgreSQL and UTF-8 refuse it) is a 400 too.
-
-An object that names a key twice (``{"amount": 1, "amount": -500}``) is a 400
-too. Python keeps the last value, while a gateway or a signature check in
-front of the site may read the first: the two would act on different
-requests. RFC 8259 leaves such an object's meaning open, so the ledger does
-not guess.
+So is an object that names a key twice (``{"amount": 1, "amount": -500}``):
+Python keeps the last value, while a gateway or a signature check in front
+of the site may read the first, and the two would act on different requests.
+RFC 8259 leaves such an object's meaning open, so the ledger does not guess.
+And so is a string with a lone UTF-16 surrogate (``"\\ud800"``): valid JSON,
+but no Unicode text, which UTF-8 and PostgreSQL refuse.
 """
 
 from __future__ import annotations
