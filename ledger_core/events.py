@@ -27,6 +27,7 @@ from typing import Any
 
 from django.db import connection
 
+from .exceptions import CursorAhead
 from .models import HoldEvent, LedgerEntry
 
 ENTRY_POSTED = "entry.posted"
@@ -115,7 +116,8 @@ def event_page(
 ) -> tuple[list[Event], Cursor]:
     """Up to ``limit`` events after ``after`` (below the watermark), and the
     cursor to continue from: the last event's, or, when there were fewer, the
-    watermark's (nothing filtered out below it can come back)."""
+    watermark's (nothing filtered out below it can come back). A cursor past
+    every transaction the database has started is ``CursorAhead``."""
     filters, params = "", {"limit": limit}
     if app:
         filters += " AND app = %(app)s"
@@ -145,15 +147,19 @@ def event_page(
         # watermark read later could pass a transaction whose rows this
         # snapshot did not show. With no rows, the one row has NULLs.
         cursor.execute(
-            "WITH w AS (SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS xmin) "  # noqa: S608
-            "SELECT w.xmin, u.xid, u.source, u.id FROM w LEFT JOIN ("
+            "WITH w AS (SELECT pg_snapshot_xmin(s)::text::bigint AS xmin, "  # noqa: S608
+            "pg_snapshot_xmax(s)::text::bigint AS xmax FROM pg_current_snapshot() AS s) "
+            "SELECT w.xmin, w.xmax, u.xid, u.source, u.id FROM w LEFT JOIN ("
             + (" UNION ALL ".join(parts) or "SELECT 0 AS xid, 0 AS source, 0 AS id WHERE false")
-            + ") AS u ON true ORDER BY 2, 3, 4 LIMIT %(limit)s",
+            + ") AS u ON true ORDER BY 3, 4, 5 LIMIT %(limit)s",
             params,
         )
         rows = cursor.fetchall()
-    watermark = rows[0][0]
-    positions = [Cursor(xid, source, pk) for _, xid, source, pk in rows if xid is not None]
+    watermark, next_xid = rows[0][0], rows[0][1]
+    if after.xid >= next_xid:
+        # No cursor this database handed out names a transaction it has not started.
+        raise CursorAhead()
+    positions = [Cursor(xid, source, pk) for _, _, xid, source, pk in rows if xid is not None]
     events = _load(positions)
     if len(events) == limit:
         return events, events[-1].position

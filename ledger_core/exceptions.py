@@ -56,6 +56,21 @@ class UnknownOperation(InvalidEntry):
         return LedgerError.as_dict(self)
 
 
+class CursorAhead(InvalidEntry):
+    """An event feed cursor past every transaction this database has run: it
+    was not handed out here, or the database was restored to an earlier state
+    (or loaded from a logical dump) after it was. Reading on from it would
+    wait for ever, or skip events."""
+
+    default_detail = (
+        "This cursor is ahead of the event feed: it was not handed out by this database, "
+        "or the database was restored since. Start again from a cursor the feed gives."
+    )
+
+    def __init__(self, detail: str | None = None, **extra: Any) -> None:
+        super().__init__(detail, field="after", **extra)
+
+
 class Forbidden(LedgerError):
     """The actor may not post this operation to this owner's ledger (or read it)."""
 

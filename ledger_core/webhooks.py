@@ -51,7 +51,7 @@ from django.utils import timezone
 from .actors import Actor
 from .conf import ledger_settings
 from .events import EVENT_TYPES, Cursor, Event, event_page
-from .exceptions import Forbidden, InvalidEntry
+from .exceptions import CursorAhead, Forbidden, InvalidEntry
 from .models import WebhookSubscription
 from .operations import registry
 
@@ -308,10 +308,14 @@ def _deliver(subscription_id: int, now: datetime) -> Delivery:
     if sub.next_attempt_at is not None and sub.next_attempt_at > now:
         return Delivery("waiting")
     after = Cursor.parse(sub.cursor) or Cursor()
-    events, next_cursor = event_page(
-        after=after, limit=BATCH, app=sub.app or None,
-        types=tuple(sub.event_types) or EVENT_TYPES,
-    )  # fmt: skip
+    try:
+        events, next_cursor = event_page(
+            after=after, limit=BATCH, app=sub.app or None,
+            types=tuple(sub.event_types) or EVENT_TYPES,
+        )  # fmt: skip
+    except CursorAhead as exc:
+        # Delivering on would skip events: the admin decides where to resume.
+        return _failed(sub, now, f"cursor {after}: {exc.detail}", Delivery("failed"))
     if not events:
         if next_cursor != after:
             WebhookSubscription.objects.filter(pk=sub.pk).update(cursor=str(next_cursor))
@@ -325,6 +329,12 @@ def _deliver(subscription_id: int, now: datetime) -> Delivery:
             last_success_at=now,
         )  # fmt: skip
         return Delivery("delivered", len(events), lag)
+    return _failed(sub, now, error, Delivery("failed", len(events), lag))
+
+
+def _failed(sub: WebhookSubscription, now: datetime, error: str, delivery: Delivery) -> Delivery:
+    """Record a failed attempt: back off, and disable the subscription once it
+    has failed for ``LEDGER_WEBHOOK_DISABLE_AFTER``."""
     attempts = sub.attempts + 1
     failing_since = sub.failing_since or now
     backoff = min(2**attempts, int(ledger_settings.WEBHOOK_BACKOFF_MAX))
@@ -340,7 +350,7 @@ def _deliver(subscription_id: int, now: datetime) -> Delivery:
         "webhook delivery failed", extra={"subscription": sub.pk, "error": error,
                                           "attempts": attempts, "disabled": disable},
     )  # fmt: skip
-    return Delivery("disabled" if disable else "failed", len(events), lag)
+    return dataclasses.replace(delivery, result="disabled") if disable else delivery
 
 
 def _post(sub: WebhookSubscription, body: bytes, event_ids: list[str]) -> str | None:

@@ -220,3 +220,30 @@ def test_pages_read_while_8_posters_write_give_every_event_once():
     assert len(seen) >= 20_000
     entries = LedgerEntry.objects.filter(owner_id__startswith="p").count() - 8
     assert len(seen) == entries + HoldEvent.objects.count()
+
+
+def ahead_of_the_feed() -> Cursor:
+    """A cursor naming a transaction this database has not started yet."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint")
+        return Cursor(cursor.fetchone()[0] + 1000, 0, 0)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_cursor_ahead_of_the_feed_is_refused_not_waited_on(manager_client):
+    """One this database did not hand out (mangled, or kept across a restore of
+    the database to an earlier state): reading on from it would wait for ever
+    and then skip every event stored before the feed caught up with it."""
+    fund("alice", 1)
+    ahead = ahead_of_the_feed()
+    started = time.monotonic()
+    response = manager_client.get(EVENTS + f"?after={ahead}&wait=5")
+    assert response.status_code == 400 and time.monotonic() - started < 2
+    assert response.json()["code"] == "invalid" and "ahead" in response.json()["errors"]["after"][0]
+    # Every cursor the feed hands out is accepted, also once nothing happened since.
+    follow = manager_client.get(EVENTS).json()["next"]
+    for _ in range(2):
+        follow = manager_client.get(EVENTS + f"?after={follow}").json()["next"]
+    assert Cursor.parse(follow) < ahead

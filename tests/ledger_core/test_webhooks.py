@@ -31,6 +31,7 @@ from ledger_core.models import WebhookSubscription
 from ledger_core.services import EntryRequest, entry_post_batch, hold_capture, hold_place
 from ledger_core.webhooks import deliver_once, signature, subscription_create
 from tests.conftest import SYSTEM, fund
+from tests.ledger_core.test_events import ahead_of_the_feed
 from tests.livehelpers import free_port
 
 MANAGER = Actor(name="manager", can_post_any=True, can_view_any=True)
@@ -178,6 +179,21 @@ def test_a_subscription_failing_too_long_is_disabled(settings):
     assert deliver_once(sub.pk).result == "disabled"
     state = WebhookSubscription.objects.get(pk=sub.pk)
     assert not state.active and state.disabled_at and "Connection refused" in state.last_error
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_cursor_ahead_of_the_feed_fails_the_delivery_and_stays():
+    """Left by a restore of the database to an earlier state, say: delivering
+    on from it would skip events, so the subscription fails (and is disabled
+    in time) with the reason for the admin, and its cursor is kept."""
+    sub = subscription_create(url="http://127.0.0.1:9/h", actor=MANAGER)
+    ahead = str(ahead_of_the_feed())
+    WebhookSubscription.objects.filter(pk=sub.pk).update(cursor=ahead)
+    fund("a", 1)
+    assert deliver_once(sub.pk).result == "failed"
+    state = WebhookSubscription.objects.get(pk=sub.pk)
+    assert state.cursor == ahead and state.attempts == 1
+    assert "ahead of the event feed" in state.last_error
 
 
 @pytest.mark.django_db(transaction=True)

@@ -8,7 +8,8 @@ adds up (amount = rest + held + consumed + expired, its CREDIT_EXPIRY entries
 continues the previous one; every entry's hash links it to the owner's
 previous entry (``ledger_core.chain``; the first broken link is reported by
 owner, seq and entry id); no running balance is negative; no
-entries without a balance row and no non-zero balance without entries.
+entries without a balance row and no non-zero balance without entries; and
+no stored event position ahead of the database's transaction ids.
 Streams entries and balances in owner order through server-side cursors (a
 merge join), so memory stays flat on any table size. Exits 1 if anything is off.
 """
@@ -30,7 +31,14 @@ from django.db.models.functions import Coalesce
 
 from ledger_core import chain
 from ledger_core.exceptions import LedgerError
-from ledger_core.models import Balance, CreditLot, HoldStatus, LedgerEntry, LedgerHold
+from ledger_core.models import (
+    Balance,
+    CreditLot,
+    HoldEvent,
+    HoldStatus,
+    LedgerEntry,
+    LedgerHold,
+)
 from ledger_core.selectors import owners_unknown
 from ledger_core.validation import owner_id_validate
 
@@ -74,6 +82,19 @@ WITH reserved AS ({_RESERVED}), held AS (
 SELECT b.owner_id, b.lot_credits, coalesce(held.total, 0)
 FROM {Balance._meta.db_table} AS b LEFT JOIN held ON held.owner_id = b.owner_id
 {{where}} {{conjunction}} b.lot_credits <> coalesce(held.total, 0) ORDER BY b.owner_id
+"""  # noqa: S608
+# The newest event position stored, and the transaction ids this database
+# has reached: past every transaction that has ended (the snapshot's xmax)
+# and past this one (whose rows a caller's transaction may hold). A stored
+# position at or past that was not made here.
+_POSITIONS_SQL = f"""
+SELECT greatest(
+    (SELECT max(xid) FROM {LedgerEntry._meta.db_table}),
+    (SELECT max(xid) FROM {HoldEvent._meta.db_table})
+), greatest(
+    pg_snapshot_xmax(pg_current_snapshot())::text::bigint,
+    pg_current_xact_id_if_assigned()::text::bigint + 1
+)
 """  # noqa: S608
 _UNSWEPT_SQL = f"""
 SELECT count(*) FROM {CreditLot._meta.db_table} AS l
@@ -175,6 +196,7 @@ class Command(BaseCommand):
                 .iterator(chunk_size=CHUNK),
             )
             unswept = self._lots(owner)
+            self._positions()
         if self.checkpoint and not self.checkpoint_seen:
             self.report(
                 owner, f"checkpoint {self.checkpoint} is not a link of the owner's intact chain"
@@ -231,6 +253,23 @@ class Command(BaseCommand):
                 _UNSWEPT_SQL.format(where=where.replace("WHERE", "AND")), {"owner": owner}
             )
             return cursor.fetchone()[0]
+
+    def _positions(self) -> None:
+        """The event feed orders events by the id of the transaction that
+        stored them. After a restore from a logical dump (or of an older
+        backup) the database may hand out ids below those already stored:
+        new events would sort before old ones, and consumers' cursors would
+        skip them."""
+        with connection.cursor() as cursor:
+            cursor.execute(_POSITIONS_SQL)
+            newest, next_xid = cursor.fetchone()
+        if newest is not None and newest >= next_xid:
+            self.report(
+                "*",
+                f"stored events carry transaction ids up to {newest}, but this database "
+                f"has reached only {next_xid}: the event feed would put new events "
+                "before old ones (restored from a logical dump?); see docs/design.md",
+            )
 
     def report(self, owner_id: str, message: str) -> None:
         self.problems += 1
