@@ -116,8 +116,9 @@ def event_page(
 ) -> tuple[list[Event], Cursor]:
     """Up to ``limit`` events after ``after`` (below the watermark), and the
     cursor to continue from: the last event's, or, when there were fewer, the
-    watermark's (nothing filtered out below it can come back). A cursor past
-    every transaction the database has started is ``CursorAhead``."""
+    watermark's (nothing filtered out below it can come back). A cursor at or
+    past the snapshot's ``xmax`` (every transaction below it has ended) was
+    not handed out by this database: ``CursorAhead``."""
     filters, params = "", {"limit": limit}
     if app:
         filters += " AND app = %(app)s"
@@ -157,7 +158,8 @@ def event_page(
         rows = cursor.fetchall()
     watermark, next_xid = rows[0][0], rows[0][1]
     if after.xid >= next_xid:
-        # No cursor this database handed out names a transaction it has not started.
+        # Every cursor handed out is below a watermark (an xmin), and no xmin
+        # or xmax of a later snapshot is lower.
         raise CursorAhead()
     positions = [Cursor(xid, source, pk) for _, _, xid, source, pk in rows if xid is not None]
     events = _load(positions)
