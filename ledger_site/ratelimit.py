@@ -51,11 +51,8 @@ outage = Circuit("rate-limit counters", logger, "allowing requests until they an
 
 
 def submitted_username(request: Request) -> str | None:
-    """The ``username`` of a login or registration body, normalised, if any.
-
-    A body that does not parse raises its error (400, 413 or 415) here: DRF
-    reports a parse error once and then reads the body as empty, so the
-    view would answer "username: This field is required" instead."""
+    """The ``username`` of a login or registration body, normalised, if any;
+    a body that does not parse raises its error (400, 413 or 415)."""
     data = request.data
     value = data.get("username") if hasattr(data, "get") else None
     if isinstance(value, str) and value:
@@ -126,10 +123,18 @@ class RateLimit(BaseThrottle):
 
     def allow_request(self, request: Request, view: Any) -> bool:
         group = limit_group(request, view)
-        keys = (
-            auth_keys(submitted_username(request)) if group == "auth" else [("user", "user_or_ip")]
-        )
+        keys, unreadable = [("user", "user_or_ip")], None
+        if group == "auth":
+            try:
+                keys = auth_keys(submitted_username(request))
+            except Exception as error:  # noqa: BLE001 - raised below, once counted
+                keys, unreadable = auth_keys(None), error
         self._wait = limited_for(request, group, keys)
+        if self._wait is None and unreadable is not None:
+            # Counted by address like any attempt, then answered as what it
+            # is: DRF reports a parse error once and then reads the body as
+            # empty, so the view would say "username: This field is required".
+            raise unreadable
         return self._wait is None
 
     def wait(self) -> float | None:

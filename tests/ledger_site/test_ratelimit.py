@@ -82,6 +82,15 @@ def test_token_limited_per_ip(api_client):
 
 
 @override_settings(RATE_LIMIT_AUTH="2/m")
+def test_unreadable_login_bodies_count_per_ip_and_say_what_is_wrong(api_client):
+    for _ in range(2):
+        response = api_client.generic("POST", "/api/auth/token/", "{not json", "application/json")
+        assert response.status_code == 400 and "parse error" in response.json()["detail"]
+    response = api_client.generic("POST", "/api/auth/token/", "{not json", "application/json")
+    assert response.status_code == 429
+
+
+@override_settings(RATE_LIMIT_AUTH="2/m")
 def test_token_limited_per_username_across_addresses(api_client):
     UserFactory(username="alice")
     for i in range(2):
