@@ -26,7 +26,7 @@ from ..exceptions import Forbidden
 from ..models import WebhookSubscription
 from ..webhooks import subscription_create
 from .schema import READ_ERRORS, WRITE_ERRORS
-from .serializers import EntrySerializer
+from .serializers import EntrySerializer, StrictIntegerField
 
 MAX_WAIT = 30
 _POLL_SECONDS = 0.25
@@ -42,11 +42,11 @@ class CursorField(serializers.CharField):
 
 class EventQuerySerializer(serializers.Serializer):
     after = CursorField(required=False, help_text="`next` of the previous page; omitted: start")
-    limit = serializers.IntegerField(required=False, min_value=1, max_value=MAX_LIMIT, default=100)
+    limit = StrictIntegerField(required=False, min_value=1, max_value=MAX_LIMIT, default=100)
     app = serializers.CharField(required=False, max_length=64)
     owner_id = serializers.CharField(required=False, max_length=128)
     type = serializers.ChoiceField(required=False, choices=EVENT_TYPES)
-    wait = serializers.IntegerField(
+    wait = StrictIntegerField(
         required=False, min_value=0, max_value=MAX_WAIT, default=0,
         help_text="seconds to wait for an event when there is none yet (long poll); answered "
         "at once while LEDGER_EVENTS_MAX_WAITING requests of the site wait already",
