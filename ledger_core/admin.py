@@ -37,6 +37,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.http import urlencode
 
 from .actors import POST_ANY_PERMISSION, Actor
+from .events import Cursor
 from .exceptions import LedgerError
 from .models import (
     ENTRY_FIELDS,
@@ -51,7 +52,13 @@ from .models import (
 from .operations import all_operation_values, registry
 from .services import entry_post, entry_reverse, hold_capture, hold_void
 from .validation import is_valid_owner_id
-from .webhooks import app_problem, destination_problem, subscription_create
+from .webhooks import (
+    app_problem,
+    cursor_problem,
+    destination_problem,
+    hold_deliveries,
+    subscription_create,
+)
 
 
 class LargeTablePaginator(Paginator):
@@ -566,9 +573,18 @@ class BalanceAdmin(ReadOnlyAdmin):
 
 class WebhookSubscriptionForm(forms.ModelForm):
     """A subscription's URL and app get the API's rules as form errors (public
-    addresses only, unless ``LEDGER_WEBHOOK_ALLOW_PRIVATE``; a registered app)."""
+    addresses only, unless ``LEDGER_WEBHOOK_ALLOW_PRIVATE``; a registered app).
+    ``resume_after`` moves its cursor to a position the feed gave; the cursor
+    itself is not a form field, so saving a form opened before deliveries
+    moved it does not move it back."""
 
     url = forms.URLField(max_length=500, assume_scheme="https")
+    resume_after = forms.CharField(
+        required=False, max_length=64,
+        help_text="deliver the events after this position: an event's id or a page's `next` "
+        "(0.0.0 is the feed's beginning). Empty: a new subscription starts at the feed's "
+        "current end, an existing one keeps its cursor.",
+    )  # fmt: skip
 
     class Meta:
         model = WebhookSubscription
@@ -587,6 +603,11 @@ class WebhookSubscriptionForm(forms.ModelForm):
     def clean_app(self) -> str:
         return self._checked("app", app_problem)
 
+    def clean_resume_after(self) -> str:
+        if not self.cleaned_data["resume_after"]:
+            return ""
+        return self._checked("resume_after", cursor_problem)
+
 
 @admin.register(WebhookSubscription)
 class WebhookSubscriptionAdmin(admin.ModelAdmin):
@@ -600,9 +621,9 @@ class WebhookSubscriptionAdmin(admin.ModelAdmin):
     list_filter = ["active"]
     form = WebhookSubscriptionForm
     fields = [
-        "url", "event_types", "app", "active", "cursor", "attempts", "next_attempt_at",
-        "failing_since", "last_error", "last_success_at", "disabled_at", "created_at",
-        "created_by",
+        "url", "event_types", "app", "active", "cursor", "resume_after", "attempts",
+        "next_attempt_at", "failing_since", "last_error", "last_success_at", "disabled_at",
+        "created_at", "created_by",
     ]  # fmt: skip
     readonly_fields = [
         "cursor", "attempts", "next_attempt_at", "failing_since", "last_error",
@@ -616,17 +637,30 @@ class WebhookSubscriptionAdmin(admin.ModelAdmin):
         return request.user.has_perm(POST_ANY_PERMISSION)
 
     def save_model(self, request: HttpRequest, obj: WebhookSubscription, form: Any, change: bool):
+        resume_after = form.cleaned_data["resume_after"]
         if change:
-            if obj.active and "active" in form.changed_data:
-                # Re-enabled: start trying again at once.
+            # Only what the form changed is written, after any delivery in
+            # flight has stored its cursor (the admin's transaction then keeps
+            # deliveries off until it commits).
+            hold_deliveries(obj.pk)
+            changed = set(form.changed_data) - {"resume_after"}
+            if resume_after:
+                obj.cursor = resume_after
+                changed.add("cursor")
+            enabled = obj.active and "active" in changed
+            if enabled or resume_after:
+                # Re-enabled or moved: try again at once.
                 obj.attempts, obj.next_attempt_at, obj.failing_since = 0, None, None
+                changed |= {"attempts", "next_attempt_at", "failing_since"}
+            if enabled:
                 obj.disabled_at = None
-            super().save_model(request, obj, form, change)
+                changed.add("disabled_at")
+            obj.save(update_fields=changed)
             return
         try:
             created = subscription_create(
                 url=obj.url, actor=Actor.for_user(request.user), event_types=obj.event_types,
-                app=obj.app,
+                app=obj.app, after=Cursor.parse(resume_after) if resume_after else None,
             )  # fmt: skip
         except LedgerError as exc:
             raise PermissionDenied(exc.detail) from exc

@@ -37,7 +37,7 @@ MAX_LIMIT = 1000
 
 _ENTRY, _HOLD = 0, 1  # sources, in the order their rows of one transaction come
 _END = 2**62
-_CURSOR_RE = re.compile(r"\A(\d{1,19})\.([01])\.(\d{1,19})\Z")
+_CURSOR_RE = re.compile(r"\A([0-9]{1,19})\.([01])\.([0-9]{1,19})\Z")
 
 
 @dataclasses.dataclass(frozen=True, order=True)

@@ -250,10 +250,17 @@ def app_problem(app: str) -> str | None:
 
 
 def subscription_create(
-    *, url: str, actor: Actor, event_types: list[str] | None = None, app: str = ""
+    *,
+    url: str,
+    actor: Actor,
+    event_types: list[str] | None = None,
+    app: str = "",
+    after: Cursor | None = None,
 ) -> WebhookSubscription:
-    """A new subscription (managers only), starting at the feed's current end:
-    its ``secret`` is readable on the returned object only."""
+    """A new subscription (managers only), delivering what comes after
+    ``after`` (a position the feed gave; ``Cursor()`` is its beginning) or,
+    without one, after the feed's current end. Its ``secret`` is readable on
+    the returned object only."""
     if not actor.can_post_any:
         raise Forbidden("Only managers may subscribe webhooks.")
     problem = destination_problem(url)
@@ -265,11 +272,39 @@ def subscription_create(
     problem = app_problem(app)
     if problem is not None:
         raise InvalidEntry(problem, field="app")
-    _, start = event_page(after=Cursor(), limit=1, types=())
+    if after is None:
+        _, start = event_page(after=Cursor(), limit=1, types=())
+    else:
+        event_page(after=after, limit=1, types=())  # CursorAhead if it is not the feed's
+        start = after
     return WebhookSubscription.objects.create(
         url=url, event_types=list(event_types or ()), app=app or "",
         secret=secrets.token_hex(32), created_by=actor.name, cursor=str(start),
     )  # fmt: skip
+
+
+def cursor_problem(text: str) -> str | None:
+    """Why a subscription cannot resume after the position ``text``, or None."""
+    cursor = Cursor.parse(text)
+    if cursor is None:
+        return (
+            "Not a position of the event feed: use an event's id or a page's `next` "
+            "(0.0.0 is the beginning)."
+        )
+    try:
+        event_page(after=cursor, limit=1, types=())
+    except CursorAhead as exc:
+        return str(exc.detail)
+    return None
+
+
+def hold_deliveries(subscription_id: int) -> None:
+    """In the caller's transaction: wait for a delivery of the subscription in
+    flight to end, and keep new ones off until the transaction ends, so that
+    a change made meanwhile (its cursor, say) is not overwritten by the cursor
+    an earlier delivery stores."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [_LOCK_SPACE, subscription_id])
 
 
 def signature(secret: str, timestamp: int, body: bytes) -> str:

@@ -114,6 +114,11 @@ class WebhookSerializer(serializers.Serializer):
         help_text="empty: every type",
     )  # fmt: skip
     app = serializers.CharField(required=False, allow_blank=True, default="", max_length=64)
+    after = CursorField(
+        required=False, write_only=True,
+        help_text="deliver the events after this position (an event's id or a page's `next`; "
+        "0.0.0 is the feed's beginning); omitted: after the feed's current end",
+    )  # fmt: skip
     active = serializers.BooleanField(read_only=True)
     cursor = serializers.CharField(read_only=True)
     last_error = serializers.CharField(read_only=True)

@@ -196,6 +196,126 @@ def test_a_cursor_ahead_of_the_feed_fails_the_delivery_and_stays():
     assert "ahead of the event feed" in state.last_error
 
 
+ADMIN_WEBHOOKS = "/admin/ledger_core/webhooksubscription/"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_admin_moves_a_cursor_and_deliveries_resume_there_at_once(admin_client):
+    """After a restore left a subscription's cursor ahead, say: the admin sets
+    a position the feed gave, and the next delivery starts after it."""
+
+    receiver = recording()
+    with serving(receiver) as port:
+        sub = subscription_create(url=f"http://127.0.0.1:{port}/h", actor=MANAGER)
+        start = sub.cursor
+        fund("a", 1)
+        fund("b", 2)
+        WebhookSubscription.objects.filter(pk=sub.pk).update(cursor=str(ahead_of_the_feed()))
+        assert deliver_once(sub.pk).result == "failed"  # and backs off
+        change = f"{ADMIN_WEBHOOKS}{sub.pk}/change/"
+        assert admin_client.get(change).status_code == 200
+        form = {"url": sub.url, "event_types": "[]", "app": "", "active": "on"}
+        for bad, error in [("yesterday", "Not a position"),
+                           ("\u0663.0.1", "Not a position"),
+                           (str(ahead_of_the_feed()), "ahead of the event feed")]:  # fmt: skip
+            response = admin_client.post(change, {**form, "resume_after": bad})
+            assert response.status_code == 200 and error in response.content.decode(), bad
+        assert WebhookSubscription.objects.get(pk=sub.pk).attempts == 1
+        response = admin_client.post(change, {**form, "resume_after": start})
+        assert response.status_code == 302, response.content.decode()[:2000]
+        state = WebhookSubscription.objects.get(pk=sub.pk)
+        assert state.cursor == start and state.attempts == 0
+        assert state.next_attempt_at is None and state.failing_since is None
+        assert deliver_once(sub.pk).result == "delivered"
+        moved = WebhookSubscription.objects.get(pk=sub.pk).cursor
+        assert admin_client.post(change, {**form, "active": ""}).status_code == 302
+        assert WebhookSubscription.objects.get(pk=sub.pk).cursor == moved  # kept: no resume_after
+    expected = [e.id for e in event_page(after=Cursor.parse(start), limit=100)[0]]
+    delivered = [e["id"] for _, _, body in receiver.seen for e in json.loads(body)["events"]]
+    assert delivered == expected and len(expected) == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_subscription_may_start_at_a_position_the_feed_gave(admin_client, manager_client):
+    before = subscription_create(url="https://example.test/a", actor=MANAGER).cursor
+    fund("a", 1)
+    response = manager_client.post("/api/webhooks/", {"url": "https://example.test/b",
+                                                      "after": before}, format="json")  # fmt: skip
+    assert response.status_code == 201, response.content
+    assert "after" not in response.json() and response.json()["cursor"] == before
+    response = manager_client.post("/api/webhooks/", {"url": "https://example.test/c"},
+                                   format="json")  # fmt: skip
+    assert Cursor.parse(response.json()["cursor"]) > Cursor.parse(before)  # the feed's end
+    for bad in ("yesterday", "\u0663.0.1", str(ahead_of_the_feed())):
+        response = manager_client.post("/api/webhooks/", {"url": "https://example.test/d",
+                                                          "after": bad}, format="json")  # fmt: skip
+        body = response.json()
+        assert response.status_code == 400 and body["code"] == "invalid", bad
+        assert list(body["errors"]) == ["after"], bad
+    assert WebhookSubscription.objects.count() == 3
+    # In the admin: empty is from now, as in the API; a position is kept.
+    form = {"url": "https://example.test/e", "event_types": "[]", "app": "", "active": "on"}
+    for resume_after in ("", "0.0.0"):
+        response = admin_client.post(
+            ADMIN_WEBHOOKS + "add/", {**form, "resume_after": resume_after}
+        )
+        assert response.status_code == 302, response.content.decode()[:2000]
+    cursors = list(WebhookSubscription.objects.order_by("pk").values_list("cursor", flat=True))
+    assert Cursor.parse(cursors[-2]) > Cursor.parse(before) and cursors[-1] == "0.0.0"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_admin_change_waits_for_a_delivery_in_flight_and_is_kept(admin_client):
+    """The delivery stores its cursor when its POST is answered; the admin's
+    change, made meanwhile, must not be overwritten by it."""
+    from django.db import connection
+
+    arrived, release = threading.Event(), threading.Event()
+
+    class Slow(QuietHandler):
+        def do_POST(self):  # noqa: N802 (http.server's name)
+            self.rfile.read(int(self.headers["Content-Length"]))
+            arrived.set()
+            release.wait(10)
+            self.send_response(204)
+            self.end_headers()
+
+    results: list[Any] = []
+
+    def in_thread(work):
+        try:
+            results.append(work())
+        finally:
+            connections.close_all()
+
+    with serving(Slow) as port:
+        sub = subscription_create(url=f"http://127.0.0.1:{port}/h", actor=MANAGER)
+        fund("a", 1)
+        delivery = threading.Thread(target=in_thread, args=(lambda: deliver_once(sub.pk).result,))
+        delivery.start()
+        assert arrived.wait(10)
+        form = {"url": sub.url, "event_types": "[]", "app": "", "active": "on",
+                "resume_after": "0.0.0"}  # fmt: skip
+        change = threading.Thread(target=in_thread, args=(lambda: admin_client.post(
+            f"{ADMIN_WEBHOOKS}{sub.pk}/change/", form).status_code,))  # fmt: skip
+        change.start()
+        deadline = time.monotonic() + 10
+        waiting = 0
+        while not waiting and time.monotonic() < deadline:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT count(*) FROM pg_locks "
+                               "WHERE locktype = 'advisory' AND NOT granted")  # fmt: skip
+                waiting = cursor.fetchone()[0]
+            time.sleep(0.05)
+        assert waiting == 1 and change.is_alive()  # the admin waits for the delivery
+        release.set()
+        delivery.join(10)
+        change.join(10)
+    assert sorted(results, key=str) == [302, "delivered"]
+    # The admin's cursor, not the one the delivery stored before it.
+    assert WebhookSubscription.objects.get(pk=sub.pk).cursor == "0.0.0"
+
+
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("code", [301, 302, 303, 307, 308])
 def test_a_redirect_is_a_failed_delivery_and_is_not_followed(code):
