@@ -215,3 +215,21 @@ def check_webhook_proxy(app_configs: Any = None, **kwargs: Any) -> list:
             id="ledger_core.E010",
         )
     ]
+
+
+@register()
+def check_dry_run_middleware(app_configs: Any = None, **kwargs: Any) -> list:
+    """Without ``DryRunMiddleware`` a write that has no dry run, asked as
+    one, is stored for real."""
+    from django.conf import settings
+
+    if "ledger_core.middleware.DryRunMiddleware" in settings.MIDDLEWARE:
+        return []
+    return [
+        Error(
+            "ledger_core.middleware.DryRunMiddleware is not in MIDDLEWARE: a batch, a reversal "
+            "or an app's own write asked with ?dry_run=true would be stored for real.",
+            hint="Add it to MIDDLEWARE (after the authentication middleware).",
+            id="ledger_core.E011",
+        )
+    ]

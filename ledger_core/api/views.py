@@ -167,8 +167,6 @@ PAGE_PARAMETERS = [
 ]
 #: ``?dry_run=`` values, compared in lower case.
 DRY_RUN_VALUES = {"true": True, "1": True, "false": False, "0": False}
-#: The viewset's writes that have no dry run.
-WRITES_WITHOUT_DRY_RUN = frozenset({"batch", "reverse", "hold_capture", "hold_void"})
 
 
 class LedgerViewSet(viewsets.GenericViewSet):
@@ -178,6 +176,9 @@ class LedgerViewSet(viewsets.GenericViewSet):
     #: The app's registered operation class; it names the app (its label).
     operations: ClassVar[type[LedgerOperation] | None] = None
     lookup_field = "owner_id"
+    #: The writes with a dry run; ``ledger_core.middleware`` refuses one
+    #: asked of any other (a batch, a reversal, a capture, a void).
+    dry_run_actions: ClassVar[tuple[str, ...]] = ("create", "hold_create")
     lookup_value_regex = "[^/]+"
     pagination_class = EntryCursorPagination
 
@@ -304,20 +305,10 @@ class LedgerViewSet(viewsets.GenericViewSet):
             raise ValidationError({"dry_run": ["Must be true or false."]})
         return value
 
-    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
-        """DRF's checks (authentication, permissions, rate limit); then a
-        ``dry_run`` asked of a write that has none (batch, reversal, capture,
-        void) is refused rather than ignored: ignoring it would store the write."""
-        super().initial(request, *args, **kwargs)
-        if self.action in WRITES_WITHOUT_DRY_RUN and self.dry_run:
-            raise ValidationError(
-                {"dry_run": ["Only single posts and holds have a dry run; nothing was stored."]}
-            )
-
     @property
     def ratelimit_group(self) -> str | None:
         # A dry run reads; it counts against the read limit.
-        return "ledger_read" if self.action in ("create", "hold_create") and self.dry_run else None
+        return "ledger_read" if self.action in self.dry_run_actions and self.dry_run else None
 
     def _validated_post(self, request: Request) -> dict[str, Any]:
         """The post's fields, or a 400; refusals here are counted like the service's."""

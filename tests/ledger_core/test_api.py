@@ -628,3 +628,48 @@ def test_writes_without_a_dry_run_refuse_one_instead_of_storing(manager_client):
     # dry_run=false there is the write itself.
     voided = manager_client.post(f"{CONTENT}holds/{hold['id']}/void/?dry_run=false", {})
     assert voided.status_code == 200 and voided.json()["status"] == "voided", voided.content
+
+
+@pytest.mark.parametrize("query", ["dry_run=true", "dry_run=1", "dry_run=yes", "dry%5Frun=TRUE"])
+def test_an_apps_own_writes_refuse_a_dry_run_instead_of_storing(
+    api_client, alice_client, manager_client, other_user, query
+):
+    """Any write whose view has no dry run, not only the ledger's: a client
+    that asked to try it must not be charged, rewarded or registered."""
+    from django.contrib.auth import get_user_model
+
+    from content_app.models import ContentItem
+
+    fund("alice", 20)
+    item = alice_client.post("/api/content/items/", {"title": "t", "body": "b"}, format="json")
+    assert item.status_code == 201, item.content
+    counts = (LedgerEntry.objects.count(), ContentItem.objects.count(),
+              get_user_model().objects.count())  # fmt: skip
+    writes = [
+        (alice_client, "/api/content/items/", {"title": "t2", "body": "b"}),
+        (alice_client, f"/api/content/items/{item.json()['id']}/access/", {}),
+        (alice_client, "/api/rewards/daily/", {}),
+        (manager_client, "/api/rewards/referrals/", {"referrer": "alice", "referred": "bob"}),
+        (api_client, "/api/auth/register/", {"username": "carol", "password": "s3cret-pass-1"}),
+    ]
+    for client, path, payload in writes:
+        response = client.post(f"{path}?{query}", payload, format="json")
+        error = assert_error(response, 400, "invalid")
+        assert error["errors"] == {"dry_run": [
+            "Only single posts and holds have a dry run; nothing was stored."
+        ]}, path  # fmt: skip
+    assert (LedgerEntry.objects.count(), ContentItem.objects.count(),
+            get_user_model().objects.count()) == counts  # fmt: skip
+    # dry_run=false (or none) is the write itself.
+    claimed = alice_client.post("/api/rewards/daily/?dry_run=False", {}, format="json")
+    assert claimed.status_code == 201, claimed.content
+
+
+def test_without_the_dry_run_middleware_the_site_does_not_start(settings):
+    from django.core.checks import run_checks
+
+    assert "ledger_core.E011" not in {e.id for e in run_checks()}
+    settings.MIDDLEWARE = [
+        m for m in settings.MIDDLEWARE if m != "ledger_core.middleware.DryRunMiddleware"
+    ]
+    assert "ledger_core.E011" in {e.id for e in run_checks()}
