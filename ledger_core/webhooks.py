@@ -303,6 +303,8 @@ def hold_deliveries(subscription_id: int) -> None:
     flight to end, and keep new ones off until the transaction ends, so that
     a change made meanwhile (its cursor, say) is not overwritten by the cursor
     an earlier delivery stores."""
+    if not connection.in_atomic_block:
+        raise RuntimeError("hold_deliveries() outside a transaction would hold nothing")
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [_LOCK_SPACE, subscription_id])
 

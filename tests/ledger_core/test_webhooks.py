@@ -29,7 +29,7 @@ from ledger_core.actors import Actor
 from ledger_core.events import Cursor, event_page
 from ledger_core.models import WebhookSubscription
 from ledger_core.services import EntryRequest, entry_post_batch, hold_capture, hold_place
-from ledger_core.webhooks import deliver_once, signature, subscription_create
+from ledger_core.webhooks import deliver_once, hold_deliveries, signature, subscription_create
 from tests.conftest import SYSTEM, fund
 from tests.ledger_core.test_events import ahead_of_the_feed
 from tests.livehelpers import free_port
@@ -314,6 +314,13 @@ def test_an_admin_change_waits_for_a_delivery_in_flight_and_is_kept(admin_client
     assert sorted(results, key=str) == [302, "delivered"]
     # The admin's cursor, not the one the delivery stored before it.
     assert WebhookSubscription.objects.get(pk=sub.pk).cursor == "0.0.0"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_holding_deliveries_outside_a_transaction_is_an_error():
+    # The lock would end with the statement: it would hold nothing.
+    with pytest.raises(RuntimeError, match="outside a transaction"):
+        hold_deliveries(1)
 
 
 @pytest.mark.django_db(transaction=True)
