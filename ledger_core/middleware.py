@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from django.core.exceptions import SuspiciousOperation
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
 from .api.exceptions import error_body
@@ -49,7 +50,10 @@ class DryRunMiddleware:
     ) -> HttpResponse | None:
         if request.method in SAFE_METHODS:
             return None
-        raw = request.GET.get("dry_run")  # the last one, as DRF's query_params read it
+        try:
+            raw = request.GET.get("dry_run")  # the last one, as DRF's query_params read it
+        except SuspiciousOperation as exc:  # too many fields: nobody can tell
+            return JsonResponse(error_body("invalid", str(exc)), status=400)
         if raw is None or raw.lower() in NOT_A_DRY_RUN:
             return None
         if has_dry_run(view_func, request.method.lower()):

@@ -673,3 +673,15 @@ def test_without_the_dry_run_middleware_the_site_does_not_start(settings):
         m for m in settings.MIDDLEWARE if m != "ledger_core.middleware.DryRunMiddleware"
     ]
     assert "ledger_core.E011" in {e.id for e in run_checks()}
+
+
+def test_a_write_whose_query_string_cannot_be_read_is_refused(alice_client):
+    # Past DATA_UPLOAD_MAX_NUMBER_FIELDS nobody can tell whether it asks for a dry run.
+    fund("alice", 3)
+    before = LedgerEntry.objects.count()
+    many = "&".join(f"k{i}=1" for i in range(1200))
+    spend = body(owner_id="alice", operation="CREDIT_SPEND", nonce="many")
+    for query in (many, f"{many}&dry_run=true"):
+        response = alice_client.post(f"{CONTENT}?{query}", spend, format="json")
+        assert "DATA_UPLOAD_MAX_NUMBER_FIELDS" in assert_error(response, 400, "invalid")["detail"]
+    assert LedgerEntry.objects.count() == before
