@@ -1,10 +1,12 @@
 from django.contrib import admin
 
+from ledger_core.admin import SafeLookupsMixin
+
 from .models import ContentItem
 
 
 @admin.register(ContentItem)
-class ContentItemAdmin(admin.ModelAdmin):
+class ContentItemAdmin(SafeLookupsMixin, admin.ModelAdmin):
     list_display = ["id", "title", "owner", "payment_entry_id", "created_at"]
     list_select_related = ["owner"]
     search_fields = ["title", "owner__username"]

@@ -18,6 +18,7 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.options import IncorrectLookupParameters
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db import connection
@@ -104,7 +105,20 @@ class OperationFilter(admin.SimpleListFilter):
         return queryset.filter(operation=self.value()) if self.value() else queryset
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
+class SafeLookupsMixin:
+    """A changelist whose query holds a NUL character is an incorrect lookup,
+    as Django treats any other value it cannot use, instead of a 500:
+    PostgreSQL text cannot hold NUL, so no row could match it. For every
+    ``ModelAdmin`` of the site (a filter or a lookup on a text field
+    otherwise reaches the database with it)."""
+
+    def get_changelist_instance(self, request: HttpRequest) -> Any:
+        if any("\x00" in value for _, values in request.GET.lists() for value in values):
+            raise IncorrectLookupParameters("A lookup value holds a NUL character.")
+        return super().get_changelist_instance(request)  # type: ignore[misc]
+
+
+class ReadOnlyAdmin(SafeLookupsMixin, admin.ModelAdmin):
     """No add, change or delete for anyone: the pages answer 403."""
 
     def has_add_permission(self, request: HttpRequest) -> bool:
@@ -610,7 +624,7 @@ class WebhookSubscriptionForm(forms.ModelForm):
 
 
 @admin.register(WebhookSubscription)
-class WebhookSubscriptionAdmin(admin.ModelAdmin):
+class WebhookSubscriptionAdmin(SafeLookupsMixin, admin.ModelAdmin):
     """Webhook subscriptions: their health at a glance. A new one gets its
     secret generated here and shown once; the secret is never displayed again."""
 

@@ -12,6 +12,8 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import UserAdmin
 from django.contrib.auth.forms import AdminUserCreationForm
 
+from ledger_core.admin import SafeLookupsMixin
+
 from .services import username_problem
 
 
@@ -25,7 +27,7 @@ class LedgerUserCreationForm(AdminUserCreationForm):
         return username
 
 
-class LedgerUserAdmin(UserAdmin):
+class LedgerUserAdmin(SafeLookupsMixin, UserAdmin):
     add_form = LedgerUserCreationForm
 
     def get_readonly_fields(self, request, obj=None):

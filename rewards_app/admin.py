@@ -1,10 +1,12 @@
 from django.contrib import admin
 
+from ledger_core.admin import SafeLookupsMixin
+
 from .models import Referral
 
 
 @admin.register(Referral)
-class ReferralAdmin(admin.ModelAdmin):
+class ReferralAdmin(SafeLookupsMixin, admin.ModelAdmin):
     list_display = ["id", "referrer", "referred", "bonus_entry_id", "created_by", "created_at"]
     list_select_related = ["referrer", "referred"]
     search_fields = ["referrer__username", "referred__username"]

@@ -438,3 +438,22 @@ def test_webhook_destinations_are_checked_in_the_admin_forms(admin_client):
     assert WebhookSubscription.objects.count() == 1
     subscription.refresh_from_db()
     assert subscription.app == ""
+
+
+@pytest.mark.parametrize(
+    "changelist",
+    [
+        "ledger_core/ledgerentry/?owner_id=a%00b", "ledger_core/ledgerentry/?app=a%00b",
+        "ledger_core/ledgerentry/?operation=a%00b", "ledger_core/ledgerentry/?nonce=a%00b",
+        "ledger_core/ledgerhold/?owner_id=a%00b", "ledger_core/balance/?owner_id=a%00b",
+        "ledger_core/creditlot/?owner_id=a%00b", "ledger_core/webhooksubscription/?url=a%00b",
+        "auth/user/?username=a%00b", "content/contentitem/?title=a%00b",
+        "rewards/referral/?created_by=a%00b",
+    ],
+)  # fmt: skip
+def test_a_nul_in_a_changelist_lookup_is_an_incorrect_lookup_not_a_500(admin_client, changelist):
+    fund("alice", 1)
+    path = f"/admin/{changelist.split('?')[0]}"
+    response = admin_client.get(f"/admin/{changelist}")
+    assert (response.status_code, response["Location"]) == (302, f"{path}?e=1")
+    assert admin_client.get(f"/admin/{changelist}".replace("%00", "")).status_code == 200
