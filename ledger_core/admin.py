@@ -57,7 +57,7 @@ from .webhooks import (
     app_problem,
     cursor_problem,
     destination_problem,
-    hold_deliveries,
+    subscription_change,
     subscription_create,
 )
 
@@ -652,29 +652,21 @@ class WebhookSubscriptionAdmin(SafeLookupsMixin, admin.ModelAdmin):
 
     def save_model(self, request: HttpRequest, obj: WebhookSubscription, form: Any, change: bool):
         resume_after = form.cleaned_data["resume_after"]
+        after = Cursor.parse(resume_after) if resume_after else None
+        actor = Actor.for_user(request.user)
         if change:
-            # Only what the form changed is written, after any delivery in
-            # flight has stored its cursor (the admin's transaction then keeps
-            # deliveries off until it commits).
-            hold_deliveries(obj.pk)
-            changed = set(form.changed_data) - {"resume_after"}
-            if resume_after:
-                obj.cursor = resume_after
-                changed.add("cursor")
-            enabled = obj.active and "active" in changed
-            if enabled or resume_after:
-                # Re-enabled or moved: try again at once.
-                obj.attempts, obj.next_attempt_at, obj.failing_since = 0, None, None
-                changed |= {"attempts", "next_attempt_at", "failing_since"}
-            if enabled:
-                obj.disabled_at = None
-                changed.add("disabled_at")
-            obj.save(update_fields=changed)
+            # Only what the form changed (and the cursor, if asked) is
+            # written, after any delivery in flight (subscription_change).
+            fields = {name: form.cleaned_data[name] for name in form.changed_data
+                      if name in ("url", "event_types", "app", "active")}  # fmt: skip
+            try:
+                subscription_change(obj.pk, actor=actor, after=after, **fields)
+            except LedgerError as exc:
+                raise PermissionDenied(exc.detail) from exc
             return
         try:
             created = subscription_create(
-                url=obj.url, actor=Actor.for_user(request.user), event_types=obj.event_types,
-                app=obj.app, after=Cursor.parse(resume_after) if resume_after else None,
+                url=obj.url, actor=actor, event_types=obj.event_types, app=obj.app, after=after,
             )  # fmt: skip
         except LedgerError as exc:
             raise PermissionDenied(exc.detail) from exc

@@ -149,6 +149,14 @@ class HoldNotFound(LedgerError):
     default_detail = "No such hold in this app."
 
 
+class SubscriptionNotFound(LedgerError):
+    """No webhook subscription with this id."""
+
+    code = "not_found"
+    status = 404
+    default_detail = "No such webhook subscription."
+
+
 class HoldNotPending(LedgerError):
     """The hold was resolved otherwise (captured, voided, or captured for
     another amount); carries its ``status``."""

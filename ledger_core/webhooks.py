@@ -45,13 +45,13 @@ import time
 from datetime import datetime, timedelta
 from urllib.parse import SplitResult, unquote, urlsplit
 
-from django.db import connection
+from django.db import connection, transaction
 from django.utils import timezone
 
 from .actors import Actor
 from .conf import ledger_settings
 from .events import EVENT_TYPES, Cursor, Event, event_page
-from .exceptions import CursorAhead, Forbidden, InvalidEntry
+from .exceptions import CursorAhead, Forbidden, InvalidEntry, SubscriptionNotFound
 from .models import WebhookSubscription
 from .operations import registry
 
@@ -249,6 +249,26 @@ def app_problem(app: str) -> str | None:
     )
 
 
+def _check(
+    *, actor: Actor, url: str | None, event_types: list[str] | None, app: str | None,
+    after: Cursor | None,
+) -> None:  # fmt: skip
+    """A manager, and the given fields' rules (None: not given)."""
+    if not actor.can_post_any:
+        raise Forbidden("Only managers may manage webhooks.")
+    problem = None if url is None else destination_problem(url)
+    if problem is not None:
+        raise InvalidEntry(problem, field="url")
+    unknown = sorted(set(event_types or ()) - set(EVENT_TYPES))
+    if unknown:
+        raise InvalidEntry(f"Unknown event types: {', '.join(unknown)}.", field="event_types")
+    problem = None if app is None else app_problem(app)
+    if problem is not None:
+        raise InvalidEntry(problem, field="app")
+    if after is not None:
+        event_page(after=after, limit=1, types=())  # CursorAhead if it is not the feed's
+
+
 def subscription_create(
     *,
     url: str,
@@ -261,26 +281,67 @@ def subscription_create(
     ``after`` (a position the feed gave; ``Cursor()`` is its beginning) or,
     without one, after the feed's current end. Its ``secret`` is readable on
     the returned object only."""
-    if not actor.can_post_any:
-        raise Forbidden("Only managers may subscribe webhooks.")
-    problem = destination_problem(url)
-    if problem is not None:
-        raise InvalidEntry(problem, field="url")
-    unknown = sorted(set(event_types or ()) - set(EVENT_TYPES))
-    if unknown:
-        raise InvalidEntry(f"Unknown event types: {', '.join(unknown)}.", field="event_types")
-    problem = app_problem(app)
-    if problem is not None:
-        raise InvalidEntry(problem, field="app")
+    _check(actor=actor, url=url, event_types=event_types, app=app, after=after)
     if after is None:
-        _, start = event_page(after=Cursor(), limit=1, types=())
-    else:
-        event_page(after=after, limit=1, types=())  # CursorAhead if it is not the feed's
-        start = after
+        _, after = event_page(after=Cursor(), limit=1, types=())
     return WebhookSubscription.objects.create(
         url=url, event_types=list(event_types or ()), app=app or "",
-        secret=secrets.token_hex(32), created_by=actor.name, cursor=str(start),
+        secret=secrets.token_hex(32), created_by=actor.name, cursor=str(after),
     )  # fmt: skip
+
+
+def subscription_change(
+    subscription_id: int,
+    *,
+    actor: Actor,
+    url: str | None = None,
+    event_types: list[str] | None = None,
+    app: str | None = None,
+    active: bool | None = None,
+    after: Cursor | None = None,
+) -> WebhookSubscription:
+    """Change the given fields of a subscription (managers only); ``after``
+    moves its cursor (to replay, or past a cursor a restore left ahead).
+
+    It waits for a delivery in flight and keeps new ones off until it
+    commits, and writes only what it changes, so neither overwrites the
+    other's cursor or failure state. Re-enabling it or moving its cursor
+    makes the next delivery try at once (the backoff is reset)."""
+    _check(actor=actor, url=url, event_types=event_types, app=app, after=after)
+    given = {"url": url, "event_types": event_types, "app": app, "active": active}
+    with transaction.atomic():
+        _hold_deliveries(subscription_id)
+        sub = WebhookSubscription.objects.filter(pk=subscription_id).first()
+        if sub is None:
+            raise SubscriptionNotFound()
+        changed = set()
+        for name, value in given.items():
+            if value is not None and getattr(sub, name) != value:
+                setattr(sub, name, list(value) if name == "event_types" else value)
+                changed.add(name)
+        enabled = "active" in changed and sub.active
+        if after is not None:
+            sub.cursor = str(after)
+            changed.add("cursor")
+        if enabled or after is not None:
+            sub.attempts, sub.next_attempt_at, sub.failing_since = 0, None, None
+            changed |= {"attempts", "next_attempt_at", "failing_since"}
+        if enabled:
+            sub.disabled_at = None
+            changed.add("disabled_at")
+        if changed:
+            sub.save(update_fields=changed)
+    return sub
+
+
+def subscription_delete(subscription_id: int, *, actor: Actor) -> None:
+    """Delete a subscription (managers only), once a delivery in flight has ended."""
+    _check(actor=actor, url=None, event_types=None, app=None, after=None)
+    with transaction.atomic():
+        _hold_deliveries(subscription_id)
+        deleted, _ = WebhookSubscription.objects.filter(pk=subscription_id).delete()
+    if not deleted:
+        raise SubscriptionNotFound()
 
 
 def cursor_problem(text: str) -> str | None:
@@ -298,13 +359,10 @@ def cursor_problem(text: str) -> str | None:
     return None
 
 
-def hold_deliveries(subscription_id: int) -> None:
+def _hold_deliveries(subscription_id: int) -> None:
     """In the caller's transaction: wait for a delivery of the subscription in
-    flight to end, and keep new ones off until the transaction ends, so that
-    a change made meanwhile (its cursor, say) is not overwritten by the cursor
-    an earlier delivery stores."""
-    if not connection.in_atomic_block:
-        raise RuntimeError("hold_deliveries() outside a transaction would hold nothing")
+    flight to end (it stores its cursor when its POST is answered), and keep
+    new ones off until the transaction ends."""
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [_LOCK_SPACE, subscription_id])
 

@@ -3,7 +3,7 @@ from django.contrib.auth.views import LoginView
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
-from ledger_core.api.events import EventFeedView, WebhookListView
+from ledger_core.api.events import EventFeedView, WebhookDetailView, WebhookListView
 
 from . import accounts, health, views
 from .logins import login_rate_limited
@@ -37,6 +37,7 @@ urlpatterns = [
     path("api/rewards/", include("rewards_app.urls")),
     path("api/events/", EventFeedView.as_view(), name="events"),
     path("api/webhooks/", WebhookListView.as_view(), name="webhooks"),
+    path("api/webhooks/<int:subscription_id>/", WebhookDetailView.as_view(), name="webhook"),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
     path(

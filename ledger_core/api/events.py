@@ -22,10 +22,10 @@ from rest_framework.views import APIView
 from ..actors import Actor
 from ..conf import ledger_settings
 from ..events import EVENT_TYPES, MAX_LIMIT, Cursor, Event, event_page, waiting_slot
-from ..exceptions import Forbidden
+from ..exceptions import Forbidden, SubscriptionNotFound
 from ..models import WebhookSubscription
-from ..webhooks import subscription_create
-from .schema import READ_ERRORS, WRITE_ERRORS
+from ..webhooks import subscription_change, subscription_create, subscription_delete
+from .schema import NOT_FOUND, READ_ERRORS, WRITE_ERRORS
 from .serializers import EntrySerializer, StrictIntegerField
 
 MAX_WAIT = 30
@@ -126,25 +126,43 @@ class WebhookSerializer(serializers.Serializer):
     created_at = serializers.DateTimeField(read_only=True)
 
 
+class WebhookChangeSerializer(serializers.Serializer):
+    url = serializers.URLField(max_length=500, required=False)
+    event_types = serializers.ListField(
+        child=serializers.ChoiceField(choices=EVENT_TYPES), required=False,
+        help_text="empty: every type",
+    )  # fmt: skip
+    app = serializers.CharField(required=False, allow_blank=True, max_length=64)
+    active = serializers.BooleanField(
+        required=False, help_text="false stops deliveries; true resumes them at once"
+    )
+    after = CursorField(
+        required=False,
+        help_text="move the cursor: deliver the events after this position (an event's id or "
+        "a page's `next`; 0.0.0 is the feed's beginning), at once",
+    )
+
+
 class NewWebhookSerializer(WebhookSerializer):
     secret = serializers.CharField(
         read_only=True, help_text="shown once: the key of the Ledger-Signature HMAC"
     )
 
 
+def _manager(request: Request) -> Actor:
+    actor = Actor.for_user(request.user)
+    if not actor.can_post_any:
+        raise Forbidden("Webhooks are for managers.")
+    return actor
+
+
 class WebhookListView(APIView):
     """Webhook subscriptions (managers): create one, or list them (no secrets)."""
-
-    def _manager(self, request: Request) -> Actor:
-        actor = Actor.for_user(request.user)
-        if not actor.can_post_any:
-            raise Forbidden("Webhooks are for managers.")
-        return actor
 
     @extend_schema(summary="Webhook subscriptions", responses={200: WebhookSerializer(many=True),
                                                                **READ_ERRORS})  # fmt: skip
     def get(self, request: Request) -> Response:
-        self._manager(request)
+        _manager(request)
         subscriptions = WebhookSubscription.objects.order_by("id")
         return Response(WebhookSerializer(subscriptions, many=True).data)
 
@@ -154,8 +172,45 @@ class WebhookListView(APIView):
         responses={201: NewWebhookSerializer, **WRITE_ERRORS},
     )
     def post(self, request: Request) -> Response:
-        actor = self._manager(request)
+        actor = _manager(request)
         serializer = WebhookSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         subscription = subscription_create(actor=actor, **serializer.validated_data)
         return Response(NewWebhookSerializer(subscription).data, status=status.HTTP_201_CREATED)
+
+
+class WebhookDetailView(APIView):
+    """One webhook subscription (managers): read it, change it, delete it."""
+
+    @extend_schema(
+        summary="A webhook subscription",
+        responses={200: WebhookSerializer, 404: NOT_FOUND, **READ_ERRORS},
+    )
+    def get(self, request: Request, subscription_id: int) -> Response:
+        _manager(request)
+        subscription = WebhookSubscription.objects.filter(pk=subscription_id).first()
+        if subscription is None:
+            raise SubscriptionNotFound()
+        return Response(WebhookSerializer(subscription).data)
+
+    @extend_schema(
+        summary="Change a webhook subscription: its URL, filters, active, or where it resumes",
+        request=WebhookChangeSerializer,
+        responses={200: WebhookSerializer, 404: NOT_FOUND, **WRITE_ERRORS},
+    )
+    def patch(self, request: Request, subscription_id: int) -> Response:
+        actor = _manager(request)
+        serializer = WebhookChangeSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        subscription = subscription_change(
+            subscription_id, actor=actor, **serializer.validated_data
+        )
+        return Response(WebhookSerializer(subscription).data)
+
+    @extend_schema(
+        summary="Delete a webhook subscription",
+        responses={204: None, 404: NOT_FOUND, **WRITE_ERRORS},
+    )
+    def delete(self, request: Request, subscription_id: int) -> Response:
+        subscription_delete(subscription_id, actor=_manager(request))
+        return Response(status=status.HTTP_204_NO_CONTENT)

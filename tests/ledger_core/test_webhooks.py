@@ -29,7 +29,7 @@ from ledger_core.actors import Actor
 from ledger_core.events import Cursor, event_page
 from ledger_core.models import WebhookSubscription
 from ledger_core.services import EntryRequest, entry_post_batch, hold_capture, hold_place
-from ledger_core.webhooks import deliver_once, hold_deliveries, signature, subscription_create
+from ledger_core.webhooks import deliver_once, signature, subscription_create
 from tests.conftest import SYSTEM, fund
 from tests.ledger_core.test_events import ahead_of_the_feed
 from tests.livehelpers import free_port
@@ -317,13 +317,6 @@ def test_an_admin_change_waits_for_a_delivery_in_flight_and_is_kept(admin_client
 
 
 @pytest.mark.django_db(transaction=True)
-def test_holding_deliveries_outside_a_transaction_is_an_error():
-    # The lock would end with the statement: it would hold nothing.
-    with pytest.raises(RuntimeError, match="outside a transaction"):
-        hold_deliveries(1)
-
-
-@pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("code", [301, 302, 303, 307, 308])
 def test_a_redirect_is_a_failed_delivery_and_is_not_followed(code):
     hits: list[tuple[str, str]] = []
@@ -392,6 +385,56 @@ def test_webhook_api(manager_client, alice_client):
     assert alice_client.get("/api/webhooks/").status_code == 403
     assert alice_client.post("/api/webhooks/", {"url": "https://x.test"},
                              format="json").status_code == 403  # fmt: skip
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_subscription_is_read_changed_and_deleted_through_the_api(manager_client, alice_client):
+    created = manager_client.post("/api/webhooks/", {"url": "https://example.test/hook"},
+                                  format="json").json()  # fmt: skip
+    one = f"/api/webhooks/{created['id']}/"
+    read = manager_client.get(one)
+    assert read.status_code == 200 and read.json()["url"] == "https://example.test/hook"
+    assert "secret" not in read.json()
+    # Refusals change nothing.
+    for payload, field in [({"url": "ftp://x"}, "url"), ({"event_types": ["x"]},
+                           "event_types"), ({"app": "contnet"}, "app"),
+                           ({"after": "yesterday"}, "after"),
+                           ({"after": str(ahead_of_the_feed())}, "after"),
+                           ({"active": "maybe"}, "active")]:  # fmt: skip
+        response = manager_client.patch(one, payload, format="json")
+        body = response.json()
+        assert response.status_code == 400 and body["code"] == "invalid", payload
+        assert field in body.get("errors", {field: 0}) or body.get("field") == field, body
+    assert manager_client.get(one).json() == read.json()
+    # A change of the filters and a stop.
+    changed = manager_client.patch(one, {"event_types": ["hold.voided"], "app": "content",
+                                         "active": False}, format="json")  # fmt: skip
+    assert changed.status_code == 200, changed.content
+    assert (changed.json()["event_types"], changed.json()["app"], changed.json()["active"]) == (
+        ["hold.voided"], "content", False)  # fmt: skip
+    assert deliver_once(created["id"]).result == "disabled"
+    # Failing, then re-enabled: tried again at once.
+    WebhookSubscription.objects.filter(pk=created["id"]).update(
+        attempts=5, failing_since="2026-01-01T00:00:00Z", next_attempt_at="2999-01-01T00:00:00Z"
+    )
+    resumed = manager_client.patch(one, {"active": True, "after": "0.0.0"}, format="json")
+    assert resumed.status_code == 200 and resumed.json()["cursor"] == "0.0.0"
+    state = WebhookSubscription.objects.get(pk=created["id"])
+    assert (state.active, state.attempts, state.next_attempt_at, state.failing_since) == (
+        True, 0, None, None)  # fmt: skip
+    # Only managers; unknown ids are 404; a delete is final.
+    assert alice_client.get(one).status_code == 403
+    assert alice_client.patch(one, {"active": False}, format="json").status_code == 403
+    assert alice_client.delete(one).status_code == 403
+    assert manager_client.patch(one, {"url": "https://other.test/"},
+                                format="json").json()["url"] == "https://other.test/"  # fmt: skip
+    assert manager_client.delete(one).status_code == 204
+    for response in (manager_client.get(one), manager_client.delete(one),
+                     manager_client.patch(one, {"active": True}, format="json"),
+                     manager_client.get("/api/webhooks/99999999999999999999/")):  # fmt: skip
+        assert response.status_code == 404 and response.json()["code"] == "not_found"
+    assert not WebhookSubscription.objects.exists()
+    assert manager_client.get("/api/webhooks/x/").status_code == 404
 
 
 def test_a_subscription_to_an_app_that_is_not_registered_is_refused(manager_client):

@@ -13,13 +13,15 @@ from content_app.services import item_create
 from ledger_core.actors import Actor
 from ledger_core.operations import registry
 from ledger_core.services import hold_place
+from ledger_core.webhooks import subscription_create
 from tests.conftest import fund
 
 pytestmark = pytest.mark.django_db
 
 # Values for the URL parameters of API routes; a route with any other
 # parameter fails the test until it is given one here.
-PARAMETERS = {"owner_id": "alice", "pk": None, "format": None, "hold_id": None}
+PARAMETERS = {"owner_id": "alice", "pk": None, "format": None, "hold_id": None,
+              "subscription_id": None}  # fmt: skip
 
 
 def _routes(patterns, prefix=""):
@@ -49,13 +51,14 @@ def api_get_routes() -> list[str]:
     return routes
 
 
-def concrete(route: str, item_pk: int, hold_id: int) -> str:
+def concrete(route: str, item_pk: int, hold_id: int, subscription_id: int = 0) -> str:
     path = route.replace("^", "").replace("$", "").replace("\\.", ".")
 
     def value(match: re.Match) -> str:
         name = match.group(1) or match.group(2)
         assert name in PARAMETERS, f"no test value for URL parameter {name!r} in {route}"
-        return {"pk": str(item_pk), "hold_id": str(hold_id)}.get(name) or PARAMETERS[name]
+        given = {"pk": item_pk, "hold_id": hold_id, "subscription_id": subscription_id}
+        return str(given[name]) if name in given else PARAMETERS[name]
 
     path = re.sub(r"\(\?P<(\w+)>[^)]*\)|<(?:\w+:)?(\w+)>", value, path)
     return "/" + path
@@ -79,10 +82,12 @@ def test_every_api_get_route_renders_as_html(browser, user):
                         actor=Actor.system()).hold.pk
         for app in ("content", "rewards")
     }  # fmt: skip
+    subscription = subscription_create(url="https://example.test/h", actor=Actor.system())
     routes = api_get_routes()
     assert len(routes) >= 8, routes
     for route in routes:
-        url = concrete(route, item.pk, holds["rewards" if "rewards" in route else "content"])
+        hold_id = holds["rewards" if "rewards" in route else "content"]
+        url = concrete(route, item.pk, hold_id, subscription.pk)
         if url == "/api/content/items/" + str(item.pk) + "/":
             continue  # another user's item is a 404 by design; rendered below as its owner
         response = browser.get(url, HTTP_ACCEPT="text/html")
