@@ -363,6 +363,8 @@ def _hold_deliveries(subscription_id: int) -> None:
     """In the caller's transaction: wait for a delivery of the subscription in
     flight to end (it stores its cursor when its POST is answered), and keep
     new ones off until the transaction ends."""
+    if not 0 < subscription_id < 2**31:  # the lock's key is a 32-bit integer
+        raise SubscriptionNotFound()
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [_LOCK_SPACE, subscription_id])
 

@@ -431,7 +431,10 @@ def test_a_subscription_is_read_changed_and_deleted_through_the_api(manager_clie
     assert manager_client.delete(one).status_code == 204
     for response in (manager_client.get(one), manager_client.delete(one),
                      manager_client.patch(one, {"active": True}, format="json"),
-                     manager_client.get("/api/webhooks/99999999999999999999/")):  # fmt: skip
+                     manager_client.get("/api/webhooks/99999999999999999999/"),
+                     manager_client.delete("/api/webhooks/2147483648/"),
+                     manager_client.patch("/api/webhooks/99999999999999999999/",
+                                          {"active": True}, format="json")):  # fmt: skip
         assert response.status_code == 404 and response.json()["code"] == "not_found"
     assert not WebhookSubscription.objects.exists()
     assert manager_client.get("/api/webhooks/x/").status_code == 404
