@@ -305,8 +305,9 @@ def subscription_change(
 
     It waits for a delivery in flight and keeps new ones off until it
     commits, and writes only what it changes, so neither overwrites the
-    other's cursor or failure state. Re-enabling it or moving its cursor
-    makes the next delivery try at once (the backoff is reset)."""
+    other's cursor or failure state. Re-enabling it, moving its cursor or
+    giving it a new URL makes the next delivery try at once (the backoff is
+    reset)."""
     _check(actor=actor, url=url, event_types=event_types, app=app, after=after)
     given = {"url": url, "event_types": event_types, "app": app, "active": active}
     with transaction.atomic():
@@ -323,7 +324,7 @@ def subscription_change(
         if after is not None:
             sub.cursor = str(after)
             changed.add("cursor")
-        if enabled or after is not None:
+        if enabled or after is not None or "url" in changed:
             sub.attempts, sub.next_attempt_at, sub.failing_since = 0, None, None
             changed |= {"attempts", "next_attempt_at", "failing_since"}
         if enabled:

@@ -426,8 +426,14 @@ def test_a_subscription_is_read_changed_and_deleted_through_the_api(manager_clie
     assert alice_client.get(one).status_code == 403
     assert alice_client.patch(one, {"active": False}, format="json").status_code == 403
     assert alice_client.delete(one).status_code == 403
+    # A new URL is tried at once, too.
+    WebhookSubscription.objects.filter(pk=created["id"]).update(
+        attempts=2, next_attempt_at="2999-01-01T00:00:00Z"
+    )
     assert manager_client.patch(one, {"url": "https://other.test/"},
                                 format="json").json()["url"] == "https://other.test/"  # fmt: skip
+    state = WebhookSubscription.objects.get(pk=created["id"])
+    assert (state.attempts, state.next_attempt_at) == (0, None)
     assert manager_client.delete(one).status_code == 204
     for response in (manager_client.get(one), manager_client.delete(one),
                      manager_client.patch(one, {"active": True}, format="json"),
