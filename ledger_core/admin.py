@@ -108,9 +108,9 @@ class OperationFilter(admin.SimpleListFilter):
 class SafeLookupsMixin:
     """A changelist whose query holds a NUL character is an incorrect lookup,
     as Django treats any other value it cannot use, instead of a 500:
-    PostgreSQL text cannot hold NUL, so no row could match it. For the
-    ledger's, the apps' and the user admin (a filter or a lookup on a text
-    field otherwise reaches the database with it)."""
+    PostgreSQL text cannot hold NUL, so no row could match it. For every
+    model admin of the site (a filter or a lookup on a text field otherwise
+    reaches the database with it)."""
 
     def get_changelist_instance(self, request: HttpRequest) -> Any:
         if any("\x00" in value for _, values in request.GET.lists() for value in values):

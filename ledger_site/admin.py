@@ -11,6 +11,8 @@ from django.contrib import admin
 from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import UserAdmin
 from django.contrib.auth.forms import AdminUserCreationForm
+from django.contrib.auth.models import Group
+from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
 
 from ledger_core.admin import SafeLookupsMixin
 
@@ -41,3 +43,13 @@ User = get_user_model()
 if admin.site.is_registered(User):
     admin.site.unregister(User)
 admin.site.register(User, LedgerUserAdmin)
+
+# The libraries' own admins (groups, simplejwt's tokens) get the same
+# NUL-safe changelists as the ledger's.
+for model in (Group, OutstandingToken, BlacklistedToken):
+    if admin.site.is_registered(model):
+        library_admin = type(admin.site.get_model_admin(model))
+        admin.site.unregister(model)
+        admin.site.register(
+            model, type(library_admin.__name__, (SafeLookupsMixin, library_admin), {})
+        )

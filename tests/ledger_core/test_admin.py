@@ -448,6 +448,8 @@ def test_webhook_destinations_are_checked_in_the_admin_forms(admin_client):
         "ledger_core/ledgerhold/?owner_id=a%00b", "ledger_core/balance/?owner_id=a%00b",
         "ledger_core/creditlot/?owner_id=a%00b", "ledger_core/webhooksubscription/?url=a%00b",
         "auth/user/?username=a%00b", "content/contentitem/?title=a%00b",
+        "auth/group/?name=a%00b", "token_blacklist/outstandingtoken/?jti=a%00b",
+        "token_blacklist/blacklistedtoken/?q=a%00b",
         "rewards/referral/?created_by=a%00b",
     ],
 )  # fmt: skip
@@ -457,3 +459,16 @@ def test_a_nul_in_a_changelist_lookup_is_an_incorrect_lookup_not_a_500(admin_cli
     response = admin_client.get(f"/admin/{changelist}")
     assert (response.status_code, response["Location"]) == (302, f"{path}?e=1")
     assert admin_client.get(f"/admin/{changelist}".replace("%00", "")).status_code == 200
+
+
+def test_every_model_admin_of_the_site_has_nul_safe_changelists():
+    from django.apps import apps
+    from django.contrib import admin
+
+    from ledger_core.admin import SafeLookupsMixin
+
+    registered = [m for m in apps.get_models() if admin.site.is_registered(m)]
+    assert len(registered) >= 10
+    unsafe = [m._meta.label for m in registered
+              if not isinstance(admin.site.get_model_admin(m), SafeLookupsMixin)]  # fmt: skip
+    assert unsafe == []
