@@ -658,7 +658,7 @@ class WebhookSubscriptionAdmin(SafeLookupsMixin, admin.ModelAdmin):
             # Only what the form changed (and the cursor, if asked) is
             # written, after any delivery in flight (subscription_change).
             fields = {name: form.cleaned_data[name] for name in form.changed_data
-                      if name in ("url", "event_types", "app", "active")}  # fmt: skip
+                      if name != "resume_after"}  # fmt: skip
             try:
                 subscription_change(obj.pk, actor=actor, after=after, **fields)
             except LedgerError as exc:

@@ -21,11 +21,11 @@ from typing import Any
 
 from django.core.exceptions import SuspiciousOperation
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from rest_framework.permissions import SAFE_METHODS
 
 from .api.exceptions import error_body
+from .api.views import DRY_RUN_VALUES
 
-SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
-NOT_A_DRY_RUN = frozenset({"false", "0"})
 REFUSAL = "Only single posts and holds have a dry run; nothing was stored."
 
 
@@ -54,7 +54,7 @@ class DryRunMiddleware:
             raw = request.GET.get("dry_run")  # the last one, as DRF's query_params read it
         except SuspiciousOperation as exc:  # too many fields: nobody can tell
             return JsonResponse(error_body("invalid", str(exc)), status=400)
-        if raw is None or raw.lower() in NOT_A_DRY_RUN:
+        if raw is None or DRY_RUN_VALUES.get(raw.lower()) is False:
             return None
         if has_dry_run(view_func, request.method.lower()):
             return None  # the view reads it (and refuses a value it does not know)

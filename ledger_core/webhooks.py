@@ -318,7 +318,7 @@ def subscription_change(
         changed = set()
         for name, value in given.items():
             if value is not None and getattr(sub, name) != value:
-                setattr(sub, name, list(value) if name == "event_types" else value)
+                setattr(sub, name, value)
                 changed.add(name)
         enabled = "active" in changed and sub.active
         if after is not None:

@@ -126,21 +126,18 @@ class WebhookSerializer(serializers.Serializer):
     created_at = serializers.DateTimeField(read_only=True)
 
 
-class WebhookChangeSerializer(serializers.Serializer):
-    url = serializers.URLField(max_length=500, required=False)
-    event_types = serializers.ListField(
-        child=serializers.ChoiceField(choices=EVENT_TYPES), required=False,
-        help_text="empty: every type",
-    )  # fmt: skip
-    app = serializers.CharField(required=False, allow_blank=True, max_length=64)
+class WebhookChangeSerializer(WebhookSerializer):
+    """A PATCH: any of the writable fields (read with ``partial=True``, so
+    none is required and no default fills one in), ``active`` and ``after``."""
+
     active = serializers.BooleanField(
         required=False, help_text="false stops deliveries; true resumes them at once"
     )
     after = CursorField(
-        required=False,
+        required=False, write_only=True,
         help_text="move the cursor: deliver the events after this position (an event's id or "
         "a page's `next`; 0.0.0 is the feed's beginning), at once",
-    )
+    )  # fmt: skip
 
 
 class NewWebhookSerializer(WebhookSerializer):
@@ -200,7 +197,7 @@ class WebhookDetailView(APIView):
     )
     def patch(self, request: Request, subscription_id: int) -> Response:
         actor = _manager(request)
-        serializer = WebhookChangeSerializer(data=request.data)
+        serializer = WebhookChangeSerializer(data=request.data, partial=True)
         serializer.is_valid(raise_exception=True)
         subscription = subscription_change(
             subscription_id, actor=actor, **serializer.validated_data
