@@ -46,6 +46,7 @@ __all__ = [
     "BalanceView",
     "balance_at",
     "balance_get",
+    "entry_get",
     "entry_list",
     "hold_get",
     "hold_list",
@@ -181,10 +182,15 @@ class ClockTimestamp(Func):
     output_field = DateTimeField()
 
 
-def hold_list(*, owner_id: str, status: str | None = None) -> QuerySet[LedgerHold]:
+def hold_list(
+    *, owner_id: str, status: str | None = None, nonce: str | None = None
+) -> QuerySet[LedgerHold]:
     """``owner_id``'s holds, newest first, each with its ``status`` as of now
-    (a pending hold past ``expires_at`` is ``expired``); ``status`` filters on it."""
+    (a pending hold past ``expires_at`` is ``expired``); ``status`` filters on
+    it, ``nonce`` finds the one hold placed with it."""
     qs = LedgerHold.objects.filter(owner_id=owner_id).annotate(current_status=_CURRENT_STATUS)
+    if nonce:
+        qs = qs.filter(nonce=nonce)
     if status:
         qs = qs.filter(current_status=status)
     return qs.order_by("-id")
@@ -216,22 +222,36 @@ def balance_at(*, owner_id: str, at: datetime) -> BalanceAt:
     return BalanceAt(owner_id=owner_id, at=at, balance=balance, version=version or 0)
 
 
+def _with_reversed_by(qs: QuerySet[LedgerEntry]) -> QuerySet[LedgerEntry]:
+    """``qs`` with each entry's ``reversed_by``: the id of its REVERSAL, or None."""
+    reversal = LedgerEntry.objects.filter(owner_id=OuterRef("owner_id"), reverses=OuterRef("id"))
+    return qs.annotate(reversed_by=Subquery(reversal.values("id")[:1]))
+
+
+def entry_get(*, entry_id: int) -> LedgerEntry | None:
+    """Entry ``entry_id`` (of any owner and app) with its ``reversed_by``, or None."""
+    if entry_id <= 0:
+        return None
+    return _with_reversed_by(LedgerEntry.objects.filter(pk=entry_id)).first()
+
+
 def entry_list(
     *,
     owner_id: str,
     operation: str | None = None,
     app: str | None = None,
+    nonce: str | None = None,
     since: datetime | None = None,
     until: datetime | None = None,
 ) -> QuerySet[LedgerEntry]:
     """``owner_id``'s entries, newest first, optionally filtered.
 
-    ``since`` is inclusive and ``until`` exclusive, both on ``created_at``.
+    ``since`` is inclusive and ``until`` exclusive, both on ``created_at``;
+    ``nonce`` finds the one entry posted with it, if any.
     """
-    reversal = LedgerEntry.objects.filter(owner_id=OuterRef("owner_id"), reverses=OuterRef("id"))
-    qs = LedgerEntry.objects.filter(owner_id=owner_id).annotate(
-        reversed_by=Subquery(reversal.values("id")[:1])
-    )
+    qs = _with_reversed_by(LedgerEntry.objects.filter(owner_id=owner_id))
+    if nonce:
+        qs = qs.filter(nonce=nonce)
     if operation:
         qs = qs.filter(operation=operation)
     if app:

@@ -361,6 +361,11 @@ class BalanceQuerySerializer(serializers.Serializer):
 class EntryFilterSerializer(serializers.Serializer):
     operation = serializers.CharField(required=False, max_length=OPERATION_MAX_LENGTH)
     app = serializers.CharField(required=False, max_length=64)
+    nonce = NonceField(
+        required=False,
+        help_text="the entry posted with this nonce, if any (did a post land?): "
+        "an empty page if none",
+    )
     since = serializers.DateTimeField(required=False, help_text="inclusive, ISO 8601")
     until = serializers.DateTimeField(required=False, help_text="exclusive, ISO 8601")
 
@@ -469,6 +474,9 @@ class CaptureResultSerializer(serializers.Serializer):
 
 class HoldFilterSerializer(serializers.Serializer):
     status = serializers.ChoiceField(required=False, choices=HoldStatus.values)
+    nonce = NonceField(
+        required=False, help_text="the hold placed with this nonce, if any"
+    )
 
 
 class HoldPageSerializer(serializers.Serializer):

@@ -39,10 +39,10 @@ from rest_framework.routers import SimpleRouter
 
 from .. import metrics
 from ..actors import Actor
-from ..exceptions import BatchRefused, Forbidden, HoldNotFound, InvalidEntry
+from ..exceptions import BatchRefused, EntryNotFound, Forbidden, HoldNotFound, InvalidEntry
 from ..models import LedgerEntry
 from ..operations import LedgerOperation, registry
-from ..selectors import balance_at, balance_get, entry_list, hold_get, hold_list
+from ..selectors import balance_at, balance_get, entry_get, entry_list, hold_get, hold_list
 from ..services import (
     EntryRequest,
     PostResult,
@@ -146,12 +146,13 @@ def post_response(result: PostResult) -> Response:
 
 
 class LedgerSchema(AutoSchema):
-    """drf-spectacular's schema, naming an owner's holds ``..._holds_list``
-    (the default names it like a hold's own page, ``..._holds_retrieve``)."""
+    """drf-spectacular's schema, naming an owner's holds and entries
+    ``..._holds_list`` and ``..._entries_list`` (the default names them like
+    a hold's or an entry's own page, ``..._retrieve``)."""
 
     def get_operation_id(self) -> str:
         operation_id = super().get_operation_id()
-        if getattr(self.view, "action", None) == "owner_holds":
+        if getattr(self.view, "action", None) in ("owner_holds", "entries"):
             return operation_id.removesuffix("_retrieve") + "_list"
         return operation_id
 
@@ -440,6 +441,19 @@ class LedgerViewSet(viewsets.GenericViewSet):
         return self.get_paginated_response(EntrySerializer(page, many=True).data)
 
     @extend_schema(
+        summary="An entry of the owner's ledger, by id (any app's)",
+        responses={200: EntrySerializer, 404: NOT_FOUND, **READ_ERRORS},
+    )
+    def entry_detail(self, request: Request, entry_id: int) -> Response:
+        """One entry, as the history shows it (with ``reversed_by``). The
+        wallet is shared, so any app's entry is shown, as in the history."""
+        entry = entry_get(entry_id=entry_id)
+        if entry is None:
+            raise EntryNotFound("No such entry.")
+        self._readable_owner(request, entry.owner_id)
+        return Response(EntrySerializer(entry).data)
+
+    @extend_schema(
         summary="Reserve a debit's credits (a hold), or try it (?dry_run=true)",
         description=(
             "The credits stay in the balance but leave `available` until the hold is "
@@ -588,15 +602,23 @@ def list_route_segments(viewset: type[LedgerViewSet] = LedgerViewSet) -> frozens
 def ledger_urls(
     viewset: type[LedgerViewSet], *, basename: str = "ledger"
 ) -> list[URLPattern | URLResolver]:
-    """URL patterns ``ledger/``, ``ledger/batch/``, ``ledger/<owner_id>/`` and
-    ``ledger/<owner_id>/entries/``, named ``<app namespace>:ledger-...``."""
+    """URL patterns ``ledger/``, ``ledger/batch/``, ``ledger/<owner_id>/``,
+    ``ledger/<owner_id>/entries/``, ``ledger/entries/<id>/`` and the holds',
+    named ``<app namespace>:ledger-...``."""
     router = SimpleRouter()
     router.register("ledger", viewset, basename=basename)
-    reverse_entry = path(
-        "ledger/entries/<int:entry_id>/reverse/",
-        viewset.as_view({"post": "reverse"}),
-        name=f"{basename}-reverse",
-    )
+    entries = [
+        path(
+            "ledger/entries/<int:entry_id>/",
+            viewset.as_view({"get": "entry_detail"}),
+            name=f"{basename}-entry-detail",
+        ),
+        path(
+            "ledger/entries/<int:entry_id>/reverse/",
+            viewset.as_view({"post": "reverse"}),
+            name=f"{basename}-reverse",
+        ),
+    ]
     holds = [
         path(
             f"ledger/holds/<int:hold_id>/{suffix}",
@@ -609,4 +631,4 @@ def ledger_urls(
             ("void/", "post", "hold_void", "hold-void"),
         )
     ]
-    return [reverse_entry, *holds, *router.urls]
+    return [*entries, *holds, *router.urls]

@@ -375,6 +375,62 @@ def test_entries_filters(alice_client):
     assert [e["nonce"] for e in got] == ["a"]
 
 
+def test_entries_by_nonce_tell_whether_a_post_landed(alice_client, other_user):
+    fund("alice", 10, nonce="grant")
+    alice_client.post(CONTENT, body(nonce="order-42"), format="json")
+    fund("bob", 1, nonce="order-7")
+    url = f"{CONTENT}alice/entries/"
+    got = alice_client.get(url, {"nonce": "order-42"}).json()
+    assert [(e["nonce"], e["amount"]) for e in got["results"]] == [("order-42", -1)]
+    assert got["next"] is None
+    # Another owner's nonce, or one never used: an empty page, not an error.
+    for nonce in ("order-7", "order-43"):
+        assert alice_client.get(url, {"nonce": nonce}).json()["results"] == []
+    # It combines with the other filters.
+    assert alice_client.get(url, {"nonce": "grant", "operation": "CREDIT_SPEND"}).json()[
+        "results"
+    ] == []
+    assert_error(bearer_client(other_user).get(url, {"nonce": "order-42"}), 403, "forbidden")
+    for bad in ("with space", "x" * 129, "caf\u00e9"):
+        assert_error(alice_client.get(url, {"nonce": bad}), 400, "invalid")
+
+
+def test_one_entry_by_id(alice_client, manager_client, auditor, other_user, api_client):
+    fund("alice", 5)
+    grant = fund("alice", 10, app="rewards")
+    spend = alice_client.post(CONTENT, body(nonce="s1"), format="json").json()
+    reversal = manager_client.post(
+        f"/api/rewards/ledger/entries/{grant.pk}/reverse/",
+        {"nonce": "undo", "reason": "test"},
+        format="json",
+    )
+    assert reversal.status_code == 201, reversal.content
+    history = {e["id"]: e for e in alice_client.get(f"{CONTENT}alice/entries/").json()["results"]}
+    # The wallet is shared: any app's entry reads through any app, as in the history.
+    for app in ("content", "rewards"):
+        for entry_id in (grant.pk, spend["id"]):
+            got = alice_client.get(f"/api/{app}/ledger/entries/{entry_id}/")
+            assert got.status_code == 200, got.content
+            assert got.json() == history[entry_id]
+    assert history[grant.pk]["reversed_by"] == reversal.json()["id"]
+    assert bearer_client(auditor).get(f"{CONTENT}entries/{grant.pk}/").status_code == 200
+    assert_error(bearer_client(other_user).get(f"{CONTENT}entries/{grant.pk}/"), 403, "forbidden")
+    assert api_client.get(f"{CONTENT}entries/{grant.pk}/").status_code == 401
+    last = LedgerEntry.objects.order_by("-pk").first().pk
+    for missing in (last + 1, 0, 2**63, 10**30):
+        assert_error(manager_client.get(f"{CONTENT}entries/{missing}/"), 404, "not_found")
+    # Only GET: writes to an entry are a reversal, at its own URL.
+    assert_error(manager_client.post(f"{CONTENT}entries/{grant.pk}/", {}), 405,
+                 "method_not_allowed")  # fmt: skip
+
+
+def test_an_owner_named_entries_keeps_its_ledger_urls(manager_client):
+    fund("entries", 4)
+    assert manager_client.get(f"{CONTENT}entries/").json()["balance"] == 4
+    got = manager_client.get(f"{CONTENT}entries/entries/").json()["results"]
+    assert [e["amount"] for e in got] == [4]
+
+
 @pytest.mark.parametrize(
     "params",
     [

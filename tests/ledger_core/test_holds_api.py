@@ -79,6 +79,13 @@ def test_get_hold_and_list_with_status(alice_client, other_user):
     expired = alice_client.get(f"{CONTENT}alice/holds/?status=expired").json()["results"]
     assert [h["id"] for h in expired] == [first["id"]]
     assert_error(alice_client.get(f"{CONTENT}alice/holds/?status=gone"), 400, "invalid")
+    by_nonce = alice_client.get(f"{CONTENT}alice/holds/?nonce=h2").json()["results"]
+    assert [h["id"] for h in by_nonce] == [second["id"]]
+    assert alice_client.get(f"{CONTENT}alice/holds/?nonce=h2&status=expired").json()[
+        "results"
+    ] == []
+    assert alice_client.get(f"{CONTENT}alice/holds/?nonce=h3").json()["results"] == []
+    assert_error(alice_client.get(f"{CONTENT}alice/holds/?nonce=a%20b"), 400, "invalid")
     other = bearer_client(other_user)
     assert_error(other.get(f"{CONTENT}alice/holds/"), 403, "forbidden")
     assert_error(other.get(f"{HOLDS}{first['id']}/"), 403, "forbidden")

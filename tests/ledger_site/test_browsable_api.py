@@ -21,7 +21,7 @@ pytestmark = pytest.mark.django_db
 # Values for the URL parameters of API routes; a route with any other
 # parameter fails the test until it is given one here.
 PARAMETERS = {"owner_id": "alice", "pk": None, "format": None, "hold_id": None,
-              "subscription_id": None}  # fmt: skip
+              "subscription_id": None, "entry_id": None}  # fmt: skip
 
 
 def _routes(patterns, prefix=""):
@@ -51,13 +51,18 @@ def api_get_routes() -> list[str]:
     return routes
 
 
-def concrete(route: str, item_pk: int, hold_id: int, subscription_id: int = 0) -> str:
+def concrete(
+    route: str, item_pk: int, hold_id: int, subscription_id: int = 0, entry_id: int = 0
+) -> str:
     path = route.replace("^", "").replace("$", "").replace("\\.", ".")
 
     def value(match: re.Match) -> str:
         name = match.group(1) or match.group(2)
         assert name in PARAMETERS, f"no test value for URL parameter {name!r} in {route}"
-        given = {"pk": item_pk, "hold_id": hold_id, "subscription_id": subscription_id}
+        given = {
+            "pk": item_pk, "hold_id": hold_id, "subscription_id": subscription_id,
+            "entry_id": entry_id,
+        }  # fmt: skip
         return str(given[name]) if name in given else PARAMETERS[name]
 
     path = re.sub(r"\(\?P<(\w+)>[^)]*\)|<(?:\w+:)?(\w+)>", value, path)
@@ -73,7 +78,7 @@ def browser(manager):
 
 
 def test_every_api_get_route_renders_as_html(browser, user):
-    fund("alice", 10, nonce="for-an-item")
+    entry = fund("alice", 10, nonce="for-an-item")
     item = item_create(
         owner=user, title="t", body="b", nonce="item-1", actor=Actor.for_user(user)
     ).item
@@ -87,7 +92,7 @@ def test_every_api_get_route_renders_as_html(browser, user):
     assert len(routes) >= 8, routes
     for route in routes:
         hold_id = holds["rewards" if "rewards" in route else "content"]
-        url = concrete(route, item.pk, hold_id, subscription.pk)
+        url = concrete(route, item.pk, hold_id, subscription.pk, entry.pk)
         if url == "/api/content/items/" + str(item.pk) + "/":
             continue  # another user's item is a 404 by design; rendered below as its owner
         response = browser.get(url, HTTP_ACCEPT="text/html")
