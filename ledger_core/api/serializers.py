@@ -474,9 +474,7 @@ class CaptureResultSerializer(serializers.Serializer):
 
 class HoldFilterSerializer(serializers.Serializer):
     status = serializers.ChoiceField(required=False, choices=HoldStatus.values)
-    nonce = NonceField(
-        required=False, help_text="the hold placed with this nonce, if any"
-    )
+    nonce = NonceField(required=False, help_text="the hold placed with this nonce, if any")
 
 
 class HoldPageSerializer(serializers.Serializer):

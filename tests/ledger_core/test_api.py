@@ -387,9 +387,10 @@ def test_entries_by_nonce_tell_whether_a_post_landed(alice_client, other_user):
     for nonce in ("order-7", "order-43"):
         assert alice_client.get(url, {"nonce": nonce}).json()["results"] == []
     # It combines with the other filters.
-    assert alice_client.get(url, {"nonce": "grant", "operation": "CREDIT_SPEND"}).json()[
-        "results"
-    ] == []
+    assert (
+        alice_client.get(url, {"nonce": "grant", "operation": "CREDIT_SPEND"}).json()["results"]
+        == []
+    )
     assert_error(bearer_client(other_user).get(url, {"nonce": "order-42"}), 403, "forbidden")
     for bad in ("with space", "x" * 129, "caf\u00e9"):
         assert_error(alice_client.get(url, {"nonce": bad}), 400, "invalid")

@@ -81,9 +81,9 @@ def test_get_hold_and_list_with_status(alice_client, other_user):
     assert_error(alice_client.get(f"{CONTENT}alice/holds/?status=gone"), 400, "invalid")
     by_nonce = alice_client.get(f"{CONTENT}alice/holds/?nonce=h2").json()["results"]
     assert [h["id"] for h in by_nonce] == [second["id"]]
-    assert alice_client.get(f"{CONTENT}alice/holds/?nonce=h2&status=expired").json()[
-        "results"
-    ] == []
+    assert (
+        alice_client.get(f"{CONTENT}alice/holds/?nonce=h2&status=expired").json()["results"] == []
+    )
     assert alice_client.get(f"{CONTENT}alice/holds/?nonce=h3").json()["results"] == []
     assert_error(alice_client.get(f"{CONTENT}alice/holds/?nonce=a%20b"), 400, "invalid")
     other = bearer_client(other_user)
