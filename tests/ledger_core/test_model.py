@@ -47,7 +47,7 @@ from ledger_core.exceptions import (
     NotReversible,
 )
 from ledger_core.models import CREDIT_EXPIRY, REVERSAL, HoldEvent, LedgerEntry
-from ledger_core.selectors import EXPIRING_SHOWN, balance_get
+from ledger_core.selectors import EXPIRING_SHOWN, balance_get, entry_get, entry_list
 from ledger_core.services import (
     EntryRequest,
     due_holds_sweep,
@@ -506,6 +506,19 @@ class LedgerModel(RuleBasedStateMachine):
             )[:EXPIRING_SHOWN]
             expiring = [(item.expires_at, item.amount) for item in view.expiring]
             assert expiring == [(at, remaining) for at, _, remaining in soonest], who
+
+    @invariant()
+    def entries_read_back(self):
+        """Every entry reads back by its id and by the nonce it was posted
+        with, showing ``reversed_by`` exactly when the model reversed it."""
+        for entry_id, entry in self.entries.items():
+            stored = entry_get(entry_id=entry_id)
+            assert stored is not None and stored.amount == entry.amount, entry_id
+            assert (stored.reversed_by is not None) == entry.reversed, (entry_id, entry)
+            if entry.request:
+                owner_id = self.owners[entry.owner]
+                found = entry_list(owner_id=owner_id, nonce=entry.request["nonce"])
+                assert [e.pk for e in found] == [entry_id]
 
     @invariant()
     @unless_slow
