@@ -9,9 +9,13 @@ them from their credits (and free the old name for somebody else).
 from django import forms
 from django.contrib import admin
 from django.contrib.auth import get_user_model
-from django.contrib.auth.admin import UserAdmin
+from django.contrib.auth.admin import GroupAdmin, UserAdmin
 from django.contrib.auth.forms import AdminUserCreationForm
 from django.contrib.auth.models import Group
+from rest_framework_simplejwt.token_blacklist.admin import (
+    BlacklistedTokenAdmin,
+    OutstandingTokenAdmin,
+)
 from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
 
 from ledger_core.admin import SafeLookupsMixin
@@ -45,11 +49,12 @@ if admin.site.is_registered(User):
 admin.site.register(User, LedgerUserAdmin)
 
 # The libraries' own admins (groups, simplejwt's tokens) get the same
-# NUL-safe changelists as the ledger's.
-for model in (Group, OutstandingToken, BlacklistedToken):
-    if admin.site.is_registered(model):
-        library_admin = type(admin.site.get_model_admin(model))
-        admin.site.unregister(model)
-        admin.site.register(
-            model, type(library_admin.__name__, (SafeLookupsMixin, library_admin), {})
-        )
+# NUL-safe changelists as the ledger's. Importing their admin modules above
+# registers them first, whatever the order of INSTALLED_APPS.
+for model, library_admin in (
+    (Group, GroupAdmin),
+    (OutstandingToken, OutstandingTokenAdmin),
+    (BlacklistedToken, BlacklistedTokenAdmin),
+):
+    admin.site.unregister(model)
+    admin.site.register(model, type(library_admin.__name__, (SafeLookupsMixin, library_admin), {}))
