@@ -23,8 +23,9 @@ from ledger_site.services import username_problem
 
 
 def _problem(username: str) -> str | None:
+    """Why ``username`` cannot be a new user's, or None."""
     problem = username_problem(username)
-    return None if problem is None else f"Error: {problem[1]}"
+    return None if problem is None else problem[1]
 
 
 class Command(createsuperuser.Command):
@@ -35,13 +36,13 @@ class Command(createsuperuser.Command):
         if not given and not options["interactive"]:
             given = os.environ.get("DJANGO_SUPERUSER_USERNAME")
         if given and (problem := _problem(given)):
-            raise CommandError(problem.removeprefix("Error: "))
+            raise CommandError(problem)
         super().handle(*args, **options)
 
     def get_input_data(self, field: Any, message: str, default: str | None = None) -> Any:
         """Django's prompt; a username that cannot be an owner's is asked again."""
         value = super().get_input_data(field, message, default)
         if field is self.username_field and value and (problem := _problem(value)):
-            self.stderr.write(problem)
+            self.stderr.write(f"Error: {problem}")
             return None
         return value
