@@ -15,6 +15,7 @@ import sys
 import time
 import urllib.parse
 import urllib.request
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -48,6 +49,7 @@ class Stack:
         self.base, self.log_path, self.port = base, log_path, port
         self.sweeper_port = sweeper_port
         self.webhooks_port = 0
+        self.env: dict[str, str] = {}
         self.tokens: dict[str, str] = {}
 
     def register(self, username: str) -> str:
@@ -117,6 +119,7 @@ def stack(tmp_path_factory):
         ):
             stack = Stack(base, log_path, port, sweeper_port)
             stack.webhooks_port = webhooks_port
+            stack.env = env
             yield stack
 
 
@@ -319,6 +322,10 @@ def test_grafana_provisioning_matches_dashboard():
         "latency",
         "5xx",
         "Rate-limited",
+        "Credits expired",
+        "sweeper lag",
+        "Webhook deliveries",
+        "Webhook lag",
     ):
         assert any(needed.lower() in t.lower() for t in titles), needed
     for panel in dashboard["panels"]:
@@ -355,6 +362,10 @@ def _traffic(stack, rounds: int = 4) -> None:
     """Traffic that gives every panel something to show, spread over several
     scrapes: rate() only sees increases between two samples of a series."""
     token = stack.register("prom-user")
+    # Credits that expire in two seconds, for the sweeper to expire.
+    soon = datetime.now(UTC) + timedelta(seconds=2)
+    manage(stack.env, "grant_credits", "--owner", "prom-user", "--amount", "2",
+           "--nonce", "prom-expiring", "--expires-at", soon.isoformat())  # fmt: skip
     post_url = f"{stack.base}/api/content/ledger/"
     statuses = []
     for r in range(rounds):
