@@ -7,6 +7,7 @@ and alert-rule checks.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import shutil
@@ -15,6 +16,7 @@ import sys
 import time
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -392,8 +394,11 @@ def _traffic(stack, rounds: int = 4) -> None:
     assert 429 in statuses  # the read limit is 40/m in this stack
 
 
-@pytest.mark.slow
-def test_prometheus_has_data_for_every_dashboard_and_alert_expression(stack, tmp_path):
+@contextlib.contextmanager
+def prometheus(tmp_path: Path, jobs: dict[str, int]) -> Iterator[str]:
+    """A real Prometheus with the project's alert rules, scraping each job
+    (``ledger``, ``ledger-sweeper``, ``ledger-webhooks``) at its port on
+    loopback every second; yields its address."""
     assert PROMETHEUS, "prometheus missing: make test installs Debian's prometheus package"
     prom_port = free_port()
     config = {
@@ -401,20 +406,11 @@ def test_prometheus_has_data_for_every_dashboard_and_alert_expression(stack, tmp
         "rule_files": [str(ALERTS)],
         "scrape_configs": [
             {
-                "job_name": "ledger",
+                "job_name": job,
                 "metrics_path": "/metrics",
-                "static_configs": [{"targets": [f"127.0.0.1:{stack.port}"]}],
-            },
-            {
-                "job_name": "ledger-sweeper",
-                "metrics_path": "/metrics",
-                "static_configs": [{"targets": [f"127.0.0.1:{stack.sweeper_port}"]}],
-            },
-            {
-                "job_name": "ledger-webhooks",
-                "metrics_path": "/metrics",
-                "static_configs": [{"targets": [f"127.0.0.1:{stack.webhooks_port}"]}],
-            },
+                "static_configs": [{"targets": [f"127.0.0.1:{port}"]}],
+            }
+            for job, port in jobs.items()
         ],
     }
     config_path = tmp_path / "prometheus.yml"
@@ -427,6 +423,17 @@ def test_prometheus_has_data_for_every_dashboard_and_alert_expression(stack, tmp
     ]
     prom = f"http://127.0.0.1:{prom_port}"
     with running_server(cmd, dict(), f"{prom}/-/ready", tmp_path / "prometheus.log"):
+        yield prom
+
+
+@pytest.mark.slow
+def test_prometheus_has_data_for_every_dashboard_and_alert_expression(stack, tmp_path):
+    jobs = {
+        "ledger": stack.port,
+        "ledger-sweeper": stack.sweeper_port,
+        "ledger-webhooks": stack.webhooks_port,
+    }
+    with prometheus(tmp_path, jobs) as prom:
         deadline = time.monotonic() + 30
         while not prom_query(prom, 'up{job="ledger"} == 1')["data"]["result"]:
             assert time.monotonic() < deadline, "Prometheus never scraped the stack"
@@ -459,6 +466,27 @@ def test_prometheus_has_data_for_every_dashboard_and_alert_expression(stack, tmp
             if prom_query(prom, expr)["status"] != "success":
                 problems.append(f"alert expression fails: {expr}")
         assert problems == [], "\n".join(problems)
+
+
+@pytest.mark.slow
+def test_a_worker_that_is_down_is_alerted(stack, tmp_path):
+    """A stopped sweeper or webhook worker serves no metrics, so its own
+    alerts cannot fire; LedgerWorkerDown does (pending, then firing after 5m)."""
+    jobs = {"ledger": stack.port, "ledger-sweeper": free_port(), "ledger-webhooks": free_port()}
+    with prometheus(tmp_path, jobs) as prom:
+        deadline = time.monotonic() + 30
+        while True:
+            with urllib.request.urlopen(f"{prom}/api/v1/alerts", timeout=10) as response:  # noqa: S310
+                alerts = json.loads(response.read())["data"]["alerts"]
+            down = {
+                a["labels"]["job"] for a in alerts if a["labels"]["alertname"] == "LedgerWorkerDown"
+            }
+            if down == {"ledger-sweeper", "ledger-webhooks"}:
+                break
+            assert time.monotonic() < deadline, alerts
+            time.sleep(0.5)
+        names = {a["labels"]["alertname"] for a in alerts}
+        assert "LedgerTargetDown" not in names, alerts  # the web target is up
 
 
 def test_metric_name_extraction():
