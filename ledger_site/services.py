@@ -87,4 +87,11 @@ def session_revoke(*, sid: str, user_id: Any) -> None:
     RevokedSession.objects.get_or_create(
         sid=sid, defaults={"user": get_user_model().objects.filter(pk=user_id).first()}
     )
-    RevokedSession.objects.filter(revoked_at__lt=timezone.now() - session_kept_for()).delete()
+    revoked_sessions_prune()
+
+
+def revoked_sessions_prune() -> int:
+    """Forget the logged-out sessions whose tokens have all expired; how many."""
+    cutoff = timezone.now() - session_kept_for()
+    deleted, _ = RevokedSession.objects.filter(revoked_at__lt=cutoff).delete()
+    return deleted

@@ -47,6 +47,9 @@ def test_compose_file_is_valid(tmp_path):
     assert sweeper["environment"]["MIGRATE_ON_START"] == "0"
     webhooks = services["webhook-worker"]
     assert webhooks["command"][:3] == ["python", "manage.py", "deliver_webhooks"]
+    pruner = services["auth-pruner"]
+    assert pruner["command"][:4] == ["python", "manage.py", "prune_auth", "--loop"]
+    assert pruner["environment"]["MIGRATE_ON_START"] == "0"
     assert any("pgdata" in v for v in services["db"]["volumes"])
     for name in ("db", "redis", "web"):
         assert services[name]["healthcheck"]["test"], name
