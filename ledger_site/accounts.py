@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
-from django.contrib.auth import get_user_model, password_validation
+from django.contrib.auth import get_user_model, password_validation, update_session_auth_hash
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import IntegrityError
 from drf_spectacular.utils import OpenApiResponse, extend_schema
@@ -32,6 +32,7 @@ from .jwt import (
     CLAIM_SESSION,
     LedgerTokenObtainPairSerializer,
     LedgerTokenRefreshSerializer,
+    token_pair_for,
 )
 from .services import USERNAME_RULE, session_revoke, user_register, username_problem
 
@@ -162,11 +163,22 @@ class TokenView(TokenObtainPairView):
     def post(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         response = super().post(request, *args, **kwargs)
         if response.status_code == status.HTTP_200_OK:
-            lifetime = settings.SIMPLE_JWT["ACCESS_TOKEN_LIFETIME"]
-            response.data["access_token"] = response.data["access"]
-            response.data["token_type"] = "bearer"
-            response.data["expires_in"] = int(lifetime.total_seconds())
+            response.data = token_pair_body(
+                access=response.data["access"], refresh=response.data["refresh"]
+            )
         return response
+
+
+def token_pair_body(*, access: str, refresh: str) -> dict[str, Any]:
+    """A login's answer: the pair, and the access token as OAuth 2 names it."""
+    lifetime = settings.SIMPLE_JWT["ACCESS_TOKEN_LIFETIME"]
+    return {
+        "access": access,
+        "refresh": refresh,
+        "access_token": access,
+        "token_type": "bearer",
+        "expires_in": int(lifetime.total_seconds()),
+    }
 
 
 class RefreshView(TokenRefreshView):
@@ -232,6 +244,58 @@ class LogoutView(APIView):
         user_id = refresh.get(jwt_settings.USER_ID_CLAIM)
         session_revoke(sid=sid, user_id=user_id)
         return Response(status=status.HTTP_205_RESET_CONTENT)
+
+
+class PasswordChangeSerializer(serializers.Serializer):
+    old_password = serializers.CharField(
+        max_length=128, write_only=True, trim_whitespace=False, style={"input_type": "password"}
+    )
+    new_password = serializers.CharField(
+        max_length=128, write_only=True, trim_whitespace=False, style={"input_type": "password"}
+    )
+
+    def validate_old_password(self, value: str) -> str:
+        if not self.context["user"].check_password(value):
+            raise serializers.ValidationError("This is not your password.", code="wrong")
+        return value
+
+    def validate_new_password(self, value: str) -> str:
+        try:
+            password_validation.validate_password(value, user=self.context["user"])
+        except DjangoValidationError as exc:
+            raise serializers.ValidationError(list(exc.messages)) from None
+        return value
+
+
+class PasswordChangeView(APIView):
+    """Change your password. Every token issued before stops refreshing and
+    writing at once (reads accept an access token until it expires); the
+    answer carries a new token pair, as a login does."""
+
+    permission_classes = [IsAuthenticated]
+    ratelimit_group = "auth"
+
+    @extend_schema(
+        summary="Change your password; answers a new token pair",
+        request=PasswordChangeSerializer,
+        responses={
+            200: TokenPairSerializer,
+            400: BAD_REQUEST,
+            401: UNAUTHORIZED,
+            429: RATE_LIMITED,
+        },
+    )
+    def post(self, request: Request) -> Response:
+        # A write: the authenticator loaded the user from the database.
+        user = request.user
+        serializer = PasswordChangeSerializer(data=request.data, context={"user": user})
+        serializer.is_valid(raise_exception=True)
+        user.set_password(serializer.validated_data["new_password"])
+        user.save(update_fields=["password"])
+        # A browser session stays logged in (Django would end it otherwise).
+        update_session_auth_hash(request, user)
+        pair = token_pair_for(user)
+        return Response(token_pair_body(access=str(pair.access_token), refresh=str(pair)))
 
 
 class MeView(APIView):

@@ -16,6 +16,7 @@ auth_patterns = [
     path("token/", accounts.TokenView.as_view(), name="token"),
     path("token/refresh/", accounts.RefreshView.as_view(), name="token-refresh"),
     path("logout/", accounts.LogoutView.as_view(), name="logout"),
+    path("password/", accounts.PasswordChangeView.as_view(), name="password"),
     path("me/", accounts.MeView.as_view(), name="me"),
 ]
 

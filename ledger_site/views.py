@@ -49,6 +49,7 @@ def _links(request: Request) -> dict[str, Any]:
             "token": url("auth:token"),
             "refresh": url("auth:token-refresh"),
             "logout": url("auth:logout"),
+            "password": url("auth:password"),
             "me": url("auth:me"),
             "session_login": url("rest_framework:login"),
         },

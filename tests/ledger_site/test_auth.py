@@ -8,11 +8,12 @@ from datetime import timedelta
 
 import pytest
 from django.contrib.auth import get_user_model
-from django.test import override_settings
+from django.test import Client, override_settings
 from rest_framework.test import APIClient
 from rest_framework_simplejwt.tokens import AccessToken
 
 from ledger_core.models import Balance, LedgerEntry
+from tests.conftest import bearer_client, fund
 from tests.factories import PASSWORD, UserFactory
 
 pytestmark = pytest.mark.django_db
@@ -200,6 +201,75 @@ def test_refresh_rotates_and_old_refresh_is_blacklisted(api_client, user):
     assert rotated["refresh"] != pair["refresh"]
     again = api_client.post(REFRESH, {"refresh": pair["refresh"]}, format="json")
     assert again.status_code == 401
+
+
+PASSWORD_URL = "/api/auth/password/"
+NEW_PASSWORD = "another-Horse-battery-7"
+
+
+def test_password_change_answers_new_tokens_and_stops_the_old_ones(api_client, user):
+    fund("alice", 5)
+    old = tokens(api_client)
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {old['access']}")
+    response = client.post(PASSWORD_URL, {"old_password": PASSWORD, "new_password": NEW_PASSWORD},
+                           format="json")  # fmt: skip
+    assert response.status_code == 200, response.content
+    new = response.json()
+    assert set(new) == {"access", "refresh", "access_token", "token_type", "expires_in"}
+    assert new["token_type"] == "bearer" and new["access_token"] == new["access"]
+    spend = {"owner_id": "alice", "operation": "CREDIT_SPEND", "nonce": "after-change"}
+    # The old tokens no longer write or refresh; the new ones do.
+    assert client.post("/api/content/ledger/", spend, format="json").status_code == 401
+    assert api_client.post(REFRESH, {"refresh": old["refresh"]}, format="json").status_code == 401
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {new['access']}")
+    assert client.post("/api/content/ledger/", spend, format="json").status_code == 201
+    assert api_client.post(REFRESH, {"refresh": new["refresh"]}, format="json").status_code == 200
+    # Logging in takes the new password only.
+    login = {"username": "alice", "password": PASSWORD}
+    assert api_client.post(TOKEN, login, format="json").status_code == 401
+    login["password"] = NEW_PASSWORD
+    assert api_client.post(TOKEN, login, format="json").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"old_password": "wrong", "new_password": NEW_PASSWORD}, "old_password"),
+        ({"old_password": PASSWORD, "new_password": "alice"}, "new_password"),  # weak
+        ({"old_password": PASSWORD, "new_password": "12345678901"}, "new_password"),
+        ({"old_password": PASSWORD}, "new_password"),
+        ({"new_password": NEW_PASSWORD}, "old_password"),
+    ],
+)
+def test_password_change_refusals_change_nothing(user, body, field):
+    response = bearer_client(user).post(PASSWORD_URL, body, format="json")
+    assert response.status_code == 400, response.content
+    assert response.json()["code"] == "invalid" and field in response.json()["errors"]
+    user.refresh_from_db()
+    assert user.check_password(PASSWORD)
+
+
+def test_password_change_needs_a_login(api_client, user):
+    body = {"old_password": PASSWORD, "new_password": NEW_PASSWORD}
+    response = api_client.post(PASSWORD_URL, body, format="json")
+    assert response.status_code == 401
+    assert response.json()["code"] == "not_authenticated"
+
+
+def test_password_change_keeps_the_browser_session(user):
+    browser = Client()
+    browser.force_login(user)
+    response = browser.post(PASSWORD_URL, {"old_password": PASSWORD, "new_password": NEW_PASSWORD},
+                            content_type="application/json")  # fmt: skip
+    assert response.status_code == 200, response.content
+    assert browser.get("/api/auth/me/").status_code == 200
+    # Another browser session of the same user ends, as Django's own password change does.
+    other = Client()
+    other.force_login(user)
+    browser.post(PASSWORD_URL, {"old_password": NEW_PASSWORD, "new_password": PASSWORD},
+                 content_type="application/json")  # fmt: skip
+    assert other.get("/api/auth/me/").status_code in (401, 403)
 
 
 def test_refresh_garbage_is_401(api_client):

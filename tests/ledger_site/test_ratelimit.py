@@ -110,6 +110,23 @@ def test_token_limited_per_username_across_addresses(api_client):
 
 
 @override_settings(RATE_LIMIT_AUTH="2/m")
+def test_password_guesses_limited_per_account_across_addresses(user):
+    """A stolen access token cannot be used to guess the account's password."""
+    client = bearer_client(user)
+    for address in ("10.0.0.1", "10.0.0.2"):
+        wrong = client.post("/api/auth/password/", {"old_password": "guess",
+                            "new_password": "another-Horse-battery-7"}, format="json",
+                            REMOTE_ADDR=address)  # fmt: skip
+        assert wrong.status_code == 400
+    right = client.post("/api/auth/password/", {"old_password": PASSWORD,
+                        "new_password": "another-Horse-battery-7"}, format="json",
+                        REMOTE_ADDR="10.0.0.3")  # fmt: skip
+    assert right.status_code == 429
+    user.refresh_from_db()
+    assert user.check_password(PASSWORD)
+
+
+@override_settings(RATE_LIMIT_AUTH="2/m")
 def test_register_limited_per_ip(api_client):
     for i in range(2):
         api_client.post(
