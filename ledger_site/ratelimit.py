@@ -52,13 +52,14 @@ outage = Circuit("rate-limit counters", logger, "allowing requests until they an
 
 def submitted_username(request: Request) -> str | None:
     """The account an ``auth`` request tries, normalised, if any: the
-    ``username`` of a login or registration body, else the authenticated
-    user's (a password change); a body that does not parse raises its error
-    (400, 413 or 415)."""
-    data = request.data
-    value = data.get("username") if hasattr(data, "get") else None
-    if not (isinstance(value, str) and value) and request.user.is_authenticated:
+    authenticated user's (a password change, whatever its body says), else
+    the ``username`` of a login or registration body; a body that does not
+    parse raises its error (400, 413 or 415)."""
+    if request.user.is_authenticated:
         value = request.user.get_username()
+    else:
+        data = request.data
+        value = data.get("username") if hasattr(data, "get") else None
     if isinstance(value, str) and value:
         return value.strip().lower()[:150]
     return None
