@@ -14,6 +14,7 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import IntegrityError
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers, status
+from rest_framework.authentication import SessionAuthentication
 from rest_framework.exceptions import AuthenticationFailed
 from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.request import Request
@@ -292,8 +293,11 @@ class PasswordChangeView(APIView):
         serializer.is_valid(raise_exception=True)
         user.set_password(serializer.validated_data["new_password"])
         user.save(update_fields=["password"])
-        # A browser session stays logged in (Django would end it otherwise).
-        update_session_auth_hash(request, user)
+        # A browser session that made the change stays logged in (Django
+        # would end it otherwise); a bearer token's request has no session to
+        # keep, and must not be given one.
+        if isinstance(request.successful_authenticator, SessionAuthentication):
+            update_session_auth_hash(request, user)
         pair = token_pair_for(user)
         return Response(token_pair_body(access=str(pair.access_token), refresh=str(pair)))
 

@@ -215,6 +215,7 @@ def test_password_change_answers_new_tokens_and_stops_the_old_ones(api_client, u
     response = client.post(PASSWORD_URL, {"old_password": PASSWORD, "new_password": NEW_PASSWORD},
                            format="json")  # fmt: skip
     assert response.status_code == 200, response.content
+    assert not response.cookies  # a token's client is not given a browser session
     new = response.json()
     assert set(new) == {"access", "refresh", "access_token", "token_type", "expires_in"}
     assert new["token_type"] == "bearer" and new["access_token"] == new["access"]
