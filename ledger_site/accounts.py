@@ -35,7 +35,13 @@ from .jwt import (
     LedgerTokenRefreshSerializer,
     token_pair_for,
 )
-from .services import USERNAME_RULE, session_revoke, user_register, username_problem
+from .services import (
+    USERNAME_RULE,
+    session_revoke,
+    user_password_change,
+    user_register,
+    username_problem,
+)
 
 
 class RegisterSerializer(serializers.Serializer):
@@ -291,8 +297,7 @@ class PasswordChangeView(APIView):
         user = request.user
         serializer = PasswordChangeSerializer(data=request.data, context={"user": user})
         serializer.is_valid(raise_exception=True)
-        user.set_password(serializer.validated_data["new_password"])
-        user.save(update_fields=["password"])
+        user_password_change(user=user, password=serializer.validated_data["new_password"])
         # A browser session that made the change stays logged in (Django
         # would end it otherwise); a bearer token's request has no session to
         # keep, and must not be given one.

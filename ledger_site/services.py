@@ -64,6 +64,14 @@ def user_register(*, username: str, password: str, email: str = "") -> Any:
     return user
 
 
+def user_password_change(*, user: Any, password: str) -> None:
+    """Give ``user`` a new password (validated by the caller). Every token
+    issued before stops refreshing and writing at once: tokens carry a hash
+    of the password they were issued under (simplejwt's ``CHECK_REVOKE_TOKEN``)."""
+    user.set_password(password)
+    user.save(update_fields=["password"])
+
+
 def session_kept_for() -> timedelta:
     """How long a logged-out session is remembered: until every token that
     carries it has expired. A refresh that raced the logout may have minted a
