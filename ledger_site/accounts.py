@@ -1,4 +1,4 @@
-"""Accounts: registration (with the signup credit), JWT tokens, logout, me.
+"""Accounts: registration (with the signup credit), JWT tokens, logout, password change, me.
 
 A regular user's ledger owner id is their username, so usernames are limited
 to characters an owner id may hold and are unique case-insensitively.
