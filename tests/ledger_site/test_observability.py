@@ -364,8 +364,10 @@ def _traffic(stack, rounds: int = 4) -> None:
     """Traffic that gives every panel something to show, spread over several
     scrapes: rate() only sees increases between two samples of a series."""
     token = stack.register("prom-user")
-    # Credits that expire in two seconds, for the sweeper to expire.
-    soon = datetime.now(UTC) + timedelta(seconds=2)
+    # Credits that expire during the traffic, for the sweeper (or the owner's
+    # next write) to expire; far enough ahead for the command to start on a
+    # busy machine (an instant in the past is refused).
+    soon = datetime.now(UTC) + timedelta(seconds=8)
     manage(stack.env, "grant_credits", "--owner", "prom-user", "--amount", "2",
            "--nonce", "prom-expiring", "--expires-at", soon.isoformat())  # fmt: skip
     post_url = f"{stack.base}/api/content/ledger/"
@@ -448,6 +450,13 @@ def test_prometheus_has_data_for_every_dashboard_and_alert_expression(stack, tmp
             time.sleep(1)
         else:
             pytest.fail("Prometheus never saw a ledger_entries_total rate")
+        # The expiry comes after the traffic's first seconds: wait for two
+        # samples of its counter, so that rate() has something to show.
+        deadline = time.monotonic() + 45
+        expired = "count_over_time(ledger_credits_expired_total[1m]) >= 2"
+        while not prom_query(prom, expired)["data"]["result"]:
+            assert time.monotonic() < deadline, "Prometheus never saw credits expire"
+            time.sleep(1)
         time.sleep(2)  # a couple more samples of every series
         known = {
             r["metric"]["__name__"]
