@@ -44,15 +44,29 @@ from .services import (
 )
 
 
+def password_field() -> serializers.CharField:
+    """A password as it is typed: write-only, not trimmed."""
+    return serializers.CharField(
+        max_length=128, write_only=True, trim_whitespace=False, style={"input_type": "password"}
+    )
+
+
+def password_problems(password: str, user: Any) -> list[str]:
+    """What Django's password validators hold against ``password`` for ``user``."""
+    try:
+        password_validation.validate_password(password, user=user)
+    except DjangoValidationError as exc:
+        return list(exc.messages)
+    return []
+
+
 class RegisterSerializer(serializers.Serializer):
     username = serializers.CharField(
         max_length=128,
         trim_whitespace=False,
         help_text=f"{USERNAME_RULE} (your ledger owner id)",
     )
-    password = serializers.CharField(
-        max_length=128, write_only=True, trim_whitespace=False, style={"input_type": "password"}
-    )
+    password = password_field()
     email = serializers.EmailField(required=False, allow_blank=True)
 
     def validate_username(self, value: str) -> str:
@@ -64,10 +78,8 @@ class RegisterSerializer(serializers.Serializer):
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         user = get_user_model()(username=attrs["username"], email=attrs.get("email", ""))
-        try:
-            password_validation.validate_password(attrs["password"], user=user)
-        except DjangoValidationError as exc:
-            raise serializers.ValidationError({"password": list(exc.messages)}) from None
+        if problems := password_problems(attrs["password"], user):
+            raise serializers.ValidationError({"password": problems})
         return attrs
 
 
@@ -254,12 +266,8 @@ class LogoutView(APIView):
 
 
 class PasswordChangeSerializer(serializers.Serializer):
-    old_password = serializers.CharField(
-        max_length=128, write_only=True, trim_whitespace=False, style={"input_type": "password"}
-    )
-    new_password = serializers.CharField(
-        max_length=128, write_only=True, trim_whitespace=False, style={"input_type": "password"}
-    )
+    old_password = password_field()
+    new_password = password_field()
 
     def validate_old_password(self, value: str) -> str:
         if not self.context["user"].check_password(value):
@@ -267,10 +275,8 @@ class PasswordChangeSerializer(serializers.Serializer):
         return value
 
     def validate_new_password(self, value: str) -> str:
-        try:
-            password_validation.validate_password(value, user=self.context["user"])
-        except DjangoValidationError as exc:
-            raise serializers.ValidationError(list(exc.messages)) from None
+        if problems := password_problems(value, self.context["user"]):
+            raise serializers.ValidationError(problems)
         return value
 
 
