@@ -65,10 +65,15 @@ def test_compose_file_is_valid(tmp_path):
         "postgres://ledger:change-me-database-password@db:5432/ledger"
     )
     assert web_env["DJANGO_SECURE"] == "1"
-    # Monitoring answers on this host only, unless an operator opens it.
-    for name in ("prometheus", "grafana"):
+    # The web answers on this host only (the TLS proxy in front is the way in:
+    # a direct client could forge X-Forwarded-Proto), and so does monitoring.
+    for name in ("web", "prometheus", "grafana"):
         for port in services[name]["ports"]:
-            published = port if isinstance(port, str) else f"{port['host_ip']}:{port['published']}"
+            published = (
+                port
+                if isinstance(port, str)
+                else f"{port.get('host_ip', '0.0.0.0')}:{port['published']}"
+            )
             assert published.startswith("127.0.0.1:"), (name, port)
 
 
