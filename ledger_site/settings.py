@@ -349,5 +349,9 @@ LOGGING = logging_config(LOG_LEVEL, LOG_FORMAT)
 # makes /metrics aggregate every worker's samples. Management commands run
 # with the same environment, so the directory must exist for them too.
 PROMETHEUS_EXPORT_MIGRATIONS = False
+# With a token, /metrics answers only `Authorization: Bearer <token>` (what
+# Prometheus sends with `authorization: {credentials_file: ...}`); without
+# one it is open, for a network where only Prometheus reaches it.
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
 if env.str("PROMETHEUS_MULTIPROC_DIR", default=""):
     Path(env.str("PROMETHEUS_MULTIPROC_DIR")).mkdir(parents=True, exist_ok=True)

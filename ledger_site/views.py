@@ -1,14 +1,18 @@
-"""The site's front door: a landing page, the API root, and JSON 400s and 404s under /api/."""
+"""The site's front door: a landing page, the API root, JSON 400s and 404s under
+/api/, and the Prometheus metrics."""
 
 from __future__ import annotations
 
+import hmac
 from typing import Any
 
+from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.urls import NoReverseMatch, reverse
 from django.views.defaults import bad_request as django_bad_request
 from django.views.defaults import page_not_found
+from django_prometheus.exports import ExportToDjangoView
 from drf_spectacular.utils import extend_schema
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
@@ -105,3 +109,22 @@ def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpR
             error_body("not_found", f"No API endpoint at {request.path}."), status=404
         )
     return page_not_found(request, exception)
+
+
+def metrics(request: HttpRequest) -> HttpResponse:
+    """django-prometheus's metrics (every worker's, under gunicorn). With
+    ``METRICS_TOKEN`` set, only for ``Authorization: Bearer <token>``: 401
+    otherwise, in the API's error shape."""
+    token = settings.METRICS_TOKEN
+    if token:
+        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            given.strip().encode(), token.encode()
+        ):
+            response = JsonResponse(
+                error_body("not_authenticated", "The metrics need the metrics token."),
+                status=401,
+            )
+            response["WWW-Authenticate"] = 'Bearer realm="metrics"'
+            return response
+    return ExportToDjangoView(request)

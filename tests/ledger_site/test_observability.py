@@ -44,6 +44,8 @@ from tests.livehelpers import (
 MONITORING = ROOT / "monitoring"
 DASHBOARD = MONITORING / "grafana" / "dashboards" / "ledger.json"
 ALERTS = MONITORING / "alerts.yml"
+#: The stack's /metrics answers only with it, as a deployment's may.
+METRICS_TOKEN = "metrics-" + "t0k3n" * 6
 
 
 class Stack:
@@ -68,7 +70,10 @@ class Stack:
 
     def metrics(self) -> dict[str, float]:
         """Sum of every sample per sample name, from one scrape."""
-        with urllib.request.urlopen(f"{self.base}/metrics", timeout=10) as response:  # noqa: S310
+        request = urllib.request.Request(  # noqa: S310 (loopback)
+            f"{self.base}/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"}
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
             text = response.read().decode()
         totals: dict[str, float] = {}
         for family in text_string_to_metric_families(text):
@@ -95,6 +100,7 @@ def stack(tmp_path_factory):
             DATABASE_URL=database_url,
             LOG_FORMAT="json",
             RATE_LIMIT_LEDGER_READ="40/m",
+            METRICS_TOKEN=METRICS_TOKEN,
             CACHE_KEY_PREFIX=f"ledger-obs-{free_port()}",
         )
         manage(env, "migrate", "--noinput")
@@ -400,9 +406,14 @@ def _traffic(stack, rounds: int = 4) -> None:
 def prometheus(tmp_path: Path, jobs: dict[str, int]) -> Iterator[str]:
     """A real Prometheus with the project's alert rules, scraping each job
     (``ledger``, ``ledger-sweeper``, ``ledger-webhooks``) at its port on
-    loopback every second; yields its address."""
+    loopback every second; yields its address. It sends the web's metrics
+    token as README.md tells a deployment to: from a file, written with a
+    trailing newline as ``echo`` would."""
     assert PROMETHEUS, "prometheus missing: make test installs Debian's prometheus package"
     prom_port = free_port()
+    token_file = tmp_path / "metrics-token"
+    token_file.write_text(METRICS_TOKEN + "\n")
+    web_auth = {"authorization": {"type": "Bearer", "credentials_file": str(token_file)}}
     config = {
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
         "rule_files": [str(ALERTS)],
@@ -411,6 +422,7 @@ def prometheus(tmp_path: Path, jobs: dict[str, int]) -> Iterator[str]:
                 "job_name": job,
                 "metrics_path": "/metrics",
                 "static_configs": [{"targets": [f"127.0.0.1:{port}"]}],
+                **(web_auth if job == "ledger" else {}),
             }
             for job, port in jobs.items()
         ],
@@ -521,3 +533,27 @@ def test_metrics_endpoint_in_process(client):
 def test_wait_for_helper_times_out_quickly():
     with pytest.raises(TimeoutError):
         wait_for(f"http://127.0.0.1:{free_port()}/", timeout=0.5)
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    [None, "Bearer wrong-token", f"Basic {METRICS_TOKEN}", "Bearer", f"Bearer {METRICS_TOKEN}x"],
+)
+def test_metrics_need_the_token_when_one_is_set(client, settings, authorization):
+    settings.METRICS_TOKEN = METRICS_TOKEN
+    headers = {"HTTP_AUTHORIZATION": authorization} if authorization else {}
+    response = client.get("/metrics", **headers)
+    assert response.status_code == 401
+    assert response.json()["code"] == "not_authenticated"
+    assert response["WWW-Authenticate"] == 'Bearer realm="metrics"'
+    assert b"django_http" not in response.content
+
+
+def test_metrics_answer_the_token(client, settings):
+    settings.METRICS_TOKEN = METRICS_TOKEN
+    response = client.get("/metrics", HTTP_AUTHORIZATION=f"Bearer {METRICS_TOKEN}")
+    assert response.status_code == 200
+    assert "django_http_requests_total_by_method_total" in response.content.decode()
+    # The scheme's case does not matter (RFC 9110).
+    response = client.get("/metrics", HTTP_AUTHORIZATION=f"bearer {METRICS_TOKEN}")
+    assert response.status_code == 200
