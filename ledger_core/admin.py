@@ -39,7 +39,7 @@ from django.utils.http import urlencode
 
 from .actors import POST_ANY_PERMISSION, Actor
 from .events import Cursor
-from .exceptions import LedgerError
+from .exceptions import LedgerError, SubscriptionNotFound
 from .models import (
     ENTRY_FIELDS,
     REVERSAL,
@@ -59,6 +59,7 @@ from .webhooks import (
     destination_problem,
     subscription_change,
     subscription_create,
+    subscription_secret_renew,
 )
 
 
@@ -626,7 +627,8 @@ class WebhookSubscriptionForm(forms.ModelForm):
 @admin.register(WebhookSubscription)
 class WebhookSubscriptionAdmin(SafeLookupsMixin, admin.ModelAdmin):
     """Webhook subscriptions: their health at a glance. A new one gets its
-    secret generated here and shown once; the secret is never displayed again."""
+    secret generated here and shown once; the secret is never displayed again,
+    and the "new signing secrets" action replaces it (shown once, too)."""
 
     list_display = [
         "id", "url", "active", "app", "event_types", "cursor", "last_success_at",
@@ -634,6 +636,7 @@ class WebhookSubscriptionAdmin(SafeLookupsMixin, admin.ModelAdmin):
     ]  # fmt: skip
     list_filter = ["active"]
     form = WebhookSubscriptionForm
+    actions = ["renew_secret"]
     fields = [
         "url", "event_types", "app", "active", "cursor", "resume_after", "attempts",
         "next_attempt_at", "failing_since", "last_error", "last_success_at", "disabled_at",
@@ -649,6 +652,23 @@ class WebhookSubscriptionAdmin(SafeLookupsMixin, admin.ModelAdmin):
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return request.user.has_perm(POST_ANY_PERMISSION)
+
+    @admin.action(
+        description="Give the selected subscriptions new signing secrets (shown once)",
+        permissions=["change"],
+    )
+    def renew_secret(self, request: HttpRequest, queryset: QuerySet[WebhookSubscription]) -> None:
+        actor = Actor.for_user(request.user)
+        for pk in queryset.order_by("pk").values_list("pk", flat=True):
+            try:
+                renewed = subscription_secret_renew(pk, actor=actor)
+            except SubscriptionNotFound:
+                continue  # deleted meanwhile
+            self.message_user(
+                request,
+                f"Webhook #{pk}: its new signing secret, shown only now: {renewed.secret}",
+                messages.WARNING,
+            )
 
     def save_model(self, request: HttpRequest, obj: WebhookSubscription, form: Any, change: bool):
         resume_after = form.cleaned_data["resume_after"]

@@ -335,6 +335,25 @@ def subscription_change(
     return sub
 
 
+def subscription_secret_renew(subscription_id: int, *, actor: Actor) -> WebhookSubscription:
+    """Give a subscription a new signing secret (managers only), readable on
+    the returned object only: for a secret that leaked, or one rotated on a
+    schedule. A delivery in flight ends first, signed with the old secret;
+    every later one is signed with the new. A receiver that still checks the
+    old secret refuses them, and they are retried in order, as any refused
+    delivery is, until it checks the new one: nothing is lost or skipped."""
+    _check(actor=actor, url=None, event_types=None, app=None, after=None)
+    with transaction.atomic():
+        _hold_deliveries(subscription_id)
+        sub = WebhookSubscription.objects.filter(pk=subscription_id).first()
+        if sub is None:
+            raise SubscriptionNotFound()
+        sub.secret = secrets.token_hex(32)
+        sub.save(update_fields=["secret"])
+    logger.info("webhook secret renewed", extra={"subscription": sub.pk, "actor": actor.name})
+    return sub
+
+
 def subscription_delete(subscription_id: int, *, actor: Actor) -> None:
     """Delete a subscription (managers only), once a delivery in flight has ended."""
     _check(actor=actor, url=None, event_types=None, app=None, after=None)

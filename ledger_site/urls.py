@@ -3,7 +3,12 @@ from django.contrib.auth.views import LoginView
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
-from ledger_core.api.events import EventFeedView, WebhookDetailView, WebhookListView
+from ledger_core.api.events import (
+    EventFeedView,
+    WebhookDetailView,
+    WebhookListView,
+    WebhookSecretView,
+)
 
 from . import accounts, health, views
 from .logins import login_rate_limited
@@ -39,6 +44,11 @@ urlpatterns = [
     path("api/events/", EventFeedView.as_view(), name="events"),
     path("api/webhooks/", WebhookListView.as_view(), name="webhooks"),
     path("api/webhooks/<int:subscription_id>/", WebhookDetailView.as_view(), name="webhook"),
+    path(
+        "api/webhooks/<int:subscription_id>/secret/",
+        WebhookSecretView.as_view(),
+        name="webhook-secret",
+    ),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
     path(

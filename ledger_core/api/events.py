@@ -24,7 +24,12 @@ from ..conf import ledger_settings
 from ..events import EVENT_TYPES, MAX_LIMIT, Cursor, Event, event_page, waiting_slot
 from ..exceptions import Forbidden, SubscriptionNotFound
 from ..models import WebhookSubscription
-from ..webhooks import subscription_change, subscription_create, subscription_delete
+from ..webhooks import (
+    subscription_change,
+    subscription_create,
+    subscription_delete,
+    subscription_secret_renew,
+)
 from .schema import NOT_FOUND, READ_ERRORS, WRITE_ERRORS
 from .serializers import EntrySerializer, StrictIntegerField
 
@@ -211,3 +216,21 @@ class WebhookDetailView(APIView):
     def delete(self, request: Request, subscription_id: int) -> Response:
         subscription_delete(subscription_id, actor=_manager(request))
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class WebhookSecretView(APIView):
+    """A new signing secret for a webhook subscription (managers)."""
+
+    @extend_schema(
+        summary="Give a webhook subscription a new signing secret (shown once)",
+        description=(
+            "The old secret stops signing once a delivery in flight has ended. Until the "
+            "receiver checks the new one it refuses the deliveries, and they are retried in "
+            "order, as any refused delivery is."
+        ),
+        request=None,  # no body: the new secret is generated
+        responses={200: NewWebhookSerializer, 404: NOT_FOUND, **WRITE_ERRORS},
+    )
+    def post(self, request: Request, subscription_id: int) -> Response:
+        subscription = subscription_secret_renew(subscription_id, actor=_manager(request))
+        return Response(NewWebhookSerializer(subscription).data)

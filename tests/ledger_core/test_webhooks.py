@@ -18,12 +18,14 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
+from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
 from django.core.management import call_command
 from django.db import connections
+from django.utils import timezone
 
 from ledger_core.actors import Actor
 from ledger_core.events import Cursor, event_page
@@ -444,6 +446,61 @@ def test_a_subscription_is_read_changed_and_deleted_through_the_api(manager_clie
         assert response.status_code == 404 and response.json()["code"] == "not_found"
     assert not WebhookSubscription.objects.exists()
     assert manager_client.get("/api/webhooks/x/").status_code == 404
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_new_secret_signs_every_later_delivery_and_refused_ones_are_retried(
+    manager_client, alice_client
+):
+    port = free_port()
+    created = manager_client.post("/api/webhooks/", {"url": f"http://127.0.0.1:{port}/"},
+                                  format="json").json()  # fmt: skip
+    secret_url = f"/api/webhooks/{created['id']}/secret/"
+    assert alice_client.post(secret_url).status_code == 403
+    assert WebhookSubscription.objects.get(pk=created["id"]).secret == created["secret"]
+    renewed = manager_client.post(secret_url)
+    assert renewed.status_code == 200, renewed.content
+    new = renewed.json()["secret"]
+    assert len(new) == 64 and new != created["secret"]
+    assert {k: v for k, v in renewed.json().items() if k != "secret"} == {
+        k: v for k, v in created.items() if k != "secret"
+    }
+    assert WebhookSubscription.objects.get(pk=created["id"]).secret == new
+    assert "secret" not in manager_client.get(f"/api/webhooks/{created['id']}/").json()
+    for missing in ("/api/webhooks/99999/secret/", "/api/webhooks/2147483648/secret/"):
+        response = manager_client.post(missing)
+        assert response.status_code == 404 and response.json()["code"] == "not_found"
+    fund("a", 1)
+    receiver = Receiver(port, created["secret"])  # a receiver not told yet
+    receiver.requests = 1  # past the first failing slot
+    receiver.start()
+    try:
+        assert deliver_once(created["id"]).result == "failed"
+        assert receiver.bad_signatures == 1 and receiver.acknowledged == []
+        receiver.secret = new
+        retry_due = timezone.now() + timedelta(hours=1)
+        assert deliver_once(created["id"], now=retry_due).result == "delivered"
+    finally:
+        receiver.stop()
+    assert [e["data"]["owner_id"] for e in receiver.acknowledged] == ["a"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_admin_gives_new_secrets_shown_once(admin_client):
+    subs = [subscription_create(url=f"https://example.test/{n}", actor=MANAGER) for n in "ab"]
+    response = admin_client.post(
+        ADMIN_WEBHOOKS,
+        {"action": "renew_secret", "_selected_action": [sub.pk for sub in subs]},
+        follow=True,
+    )
+    assert response.status_code == 200
+    shown = [str(message) for message in response.context["messages"]]
+    for sub in subs:
+        secret = WebhookSubscription.objects.get(pk=sub.pk).secret
+        assert secret != sub.secret
+        assert f"Webhook #{sub.pk}: its new signing secret, shown only now: {secret}" in shown
+    page = admin_client.get(f"{ADMIN_WEBHOOKS}{subs[0].pk}/change/").content.decode()
+    assert WebhookSubscription.objects.get(pk=subs[0].pk).secret not in page
 
 
 def test_a_subscription_to_an_app_that_is_not_registered_is_refused(manager_client):
