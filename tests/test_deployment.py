@@ -50,6 +50,17 @@ def test_compose_file_is_valid(tmp_path):
     pruner = services["auth-pruner"]
     assert pruner["command"][:4] == ["python", "manage.py", "prune_auth", "--loop"]
     assert pruner["environment"]["MIGRATE_ON_START"] == "0"
+    verifier = services["ledger-verifier"]
+    assert verifier["command"][:4] == ["python", "manage.py", "verify_ledger", "--loop"]
+    assert "--swept" not in verifier["command"]  # the sweeper runs apart: no false alarm
+    # Prometheus scrapes every worker that serves metrics, at the port it serves them on.
+    prometheus = yaml.safe_load((ROOT / "monitoring" / "prometheus.yml").read_text())
+    targets = {target for job in prometheus["scrape_configs"]
+               for static in job["static_configs"] for target in static["targets"]}  # fmt: skip
+    for name, service in services.items():
+        command = service.get("command") or []
+        if "--metrics-port" in command:
+            assert f"{name}:{command[command.index('--metrics-port') + 1]}" in targets, name
     assert any("pgdata" in v for v in services["db"]["volumes"])
     for name in ("db", "redis", "web"):
         assert services[name]["healthcheck"]["test"], name

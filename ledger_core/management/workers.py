@@ -1,4 +1,4 @@
-"""What the long-running commands (sweepers, webhook delivery) share: the
+"""What the long-running commands (sweepers, webhook delivery, the verifier) share: the
 options ``--loop SECONDS`` and, for those with gauges of their own,
 ``--metrics-port``, and the loop itself (``run``)."""
 

@@ -209,6 +209,7 @@ WORKERS_LOOPING = {
     "expire_credits": ["--loop", "0.3", "--no-progress"],
     "expire_holds": ["--loop", "0.3"],
     "deliver_webhooks": ["--loop", "0.3"],
+    "verify_ledger": ["--loop", "0.3", "--no-progress"],
 }
 
 
@@ -247,6 +248,7 @@ def test_workers_keep_running_through_a_postgresql_restart_and_outage(site, serv
         # One warning per outage (the restart's and the stop's may be one).
         assert 1 <= text.count("database unavailable") <= 2, (name, text)
         assert text.count("database available again") == text.count("database unavailable")
-    for name, done in (("expire_credits", "lots expired"), ("expire_holds", "holds released")):
+    for name, done in (("expire_credits", "lots expired"), ("expire_holds", "holds released"),
+                       ("verify_ledger", "ledger consistent")):  # fmt: skip
         after = texts[name].rsplit("database available again", 1)[1]
         assert done in after, (name, texts[name])

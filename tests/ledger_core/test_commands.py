@@ -3,17 +3,25 @@
 from __future__ import annotations
 
 import io
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
 from datetime import timedelta
 
+import psycopg
 import pytest
 from django.contrib.auth import get_user_model
 from django.core.management import CommandError, call_command
 from django.db import connection, transaction
 from django.utils import timezone
+from prometheus_client.parser import text_string_to_metric_families
 
+from bench import common
 from bench.common import service_account_password
 from ledger_core.models import Balance, LedgerEntry
 from tests.conftest import SYSTEM, fund
+from tests.livehelpers import free_port, manage, running_server, site_env
 
 pytestmark = pytest.mark.django_db
 
@@ -406,3 +414,60 @@ def test_a_service_account_is_not_given_an_owners_ledger(flags):
     with pytest.raises(CommandError, match="'cust-42' already has a ledger"):
         run("create_service_account", "cust-42", *flags)
     assert not get_user_model().objects.filter(username__iexact="cust-42").exists()
+
+
+def _gauges(port: int) -> dict[str, float]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:  # noqa: S310
+        text = response.read().decode()
+    return {
+        sample.name: sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name.startswith("ledger_verify_")
+    }
+
+
+def _gauges_once(port: int, ready: Callable[[dict[str, float]], bool]) -> dict[str, float]:
+    deadline = time.monotonic() + 30
+    while not ready(gauges := _gauges(port)):
+        assert time.monotonic() < deadline, gauges
+        time.sleep(0.2)
+    return gauges
+
+
+@pytest.mark.slow
+def test_the_verifier_worker_serves_each_checks_result_and_keeps_running(tmp_path):
+    """verify_ledger --loop checks again and again and serves the last check's
+    result: none found, then, once a balance is changed behind the ledger's
+    back, the discrepancy; a worker does not exit on one."""
+    with common.temp_database("ledger_live") as (url, dsn):
+        env = site_env(DATABASE_URL=url, LOG_LEVEL="WARNING")
+        manage(env, "migrate", "--noinput")
+        for owner, amount in (("alice", "5"), ("bob", "3")):
+            manage(env, "grant_credits", "--owner", owner, "--amount", amount, "--nonce", "seed",
+                   "--allow-new-owners", "--no-progress")  # fmt: skip
+        port = free_port()
+        cmd = [
+            sys.executable, "manage.py", "verify_ledger", "--loop", "0.5", "--no-progress",
+            "--metrics-port", str(port),
+        ]  # fmt: skip
+        log = tmp_path / "verifier.log"
+        with running_server(cmd, env, f"http://127.0.0.1:{port}/metrics", log) as proc:
+            first = _gauges_once(port, lambda g: g["ledger_verify_last_run_timestamp_seconds"] > 0)
+            assert first["ledger_verify_discrepancies"] == 0
+            assert first["ledger_verify_interval_seconds"] == 0.5
+            with psycopg.connect(dsn, autocommit=True) as conn:
+                conn.execute("UPDATE ledger_core_balance SET balance = 30 WHERE owner_id = 'bob'")
+            found = _gauges_once(port, lambda g: g["ledger_verify_discrepancies"] > 0)
+            assert found["ledger_verify_discrepancies"] == 1
+            assert (
+                found["ledger_verify_last_run_timestamp_seconds"]
+                > (first["ledger_verify_last_run_timestamp_seconds"])
+            )
+            time.sleep(1)  # more checks, each finding it again
+            assert proc.poll() is None
+            assert _gauges(port)["ledger_verify_discrepancies"] == 1
+        text = log.read_text()
+    assert "checked 2 owner(s), 2 entries" in text and "ledger consistent" in text
+    assert "owner=bob: balance 30 but entries add up to 3" in text
+    assert "Traceback" not in text

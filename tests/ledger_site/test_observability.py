@@ -44,6 +44,8 @@ from tests.livehelpers import (
 MONITORING = ROOT / "monitoring"
 DASHBOARD = MONITORING / "grafana" / "dashboards" / "ledger.json"
 ALERTS = MONITORING / "alerts.yml"
+#: The jobs of the long-running workers, as monitoring/prometheus.yml names them.
+WORKER_JOBS = ("ledger-sweeper", "ledger-webhooks", "ledger-verifier")
 #: The stack's /metrics answers only with it, as a deployment's may.
 METRICS_TOKEN = "metrics-" + "t0k3n" * 6
 
@@ -53,6 +55,7 @@ class Stack:
         self.base, self.log_path, self.port = base, log_path, port
         self.sweeper_port = sweeper_port
         self.webhooks_port = 0
+        self.verifier_port = 0
         self.env: dict[str, str] = {}
         self.tokens: dict[str, str] = {}
 
@@ -120,13 +123,21 @@ def stack(tmp_path_factory):
             sys.executable, "manage.py", "deliver_webhooks", "--loop", "1",
             "--metrics-port", str(webhooks_port),
         ]  # fmt: skip
+        # And the ledger verifier.
+        verifier_port = free_port()
+        verifier = [
+            sys.executable, "manage.py", "verify_ledger", "--loop", "1", "--no-progress",
+            "--metrics-port", str(verifier_port),
+        ]  # fmt: skip
         with (
             running_server(gunicorn_cmd(port, 3), env, f"{base}/healthz", log_path),
             running_server(sweeper, sweeper_env, f"http://127.0.0.1:{sweeper_port}/metrics"),
             running_server(webhooks, sweeper_env, f"http://127.0.0.1:{webhooks_port}/metrics"),
+            running_server(verifier, sweeper_env, f"http://127.0.0.1:{verifier_port}/metrics"),
         ):
             stack = Stack(base, log_path, port, sweeper_port)
             stack.webhooks_port = webhooks_port
+            stack.verifier_port = verifier_port
             stack.env = env
             yield stack
 
@@ -316,6 +327,78 @@ def test_promtool_accepts_config_and_rules():
         assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_the_verifier_alerts_fire_when_they_should(tmp_path):
+    """promtool replays the verifier's gauges through the alert rules: a
+    discrepancy alerts at once; no finished check for twice the interval plus
+    an hour (counted from the worker's start before its first) alerts too."""
+    assert PROMTOOL, "promtool missing: make test installs Debian's prometheus package"
+    rules = {
+        rule["alert"]: rule
+        for group in yaml.safe_load(ALERTS.read_text())["groups"]
+        for rule in group["rules"]
+    }
+    target = '{job="ledger-verifier",instance="verifier:9103"}'
+    labels = {"job": "ledger-verifier", "instance": "verifier:9103"}
+
+    def alert(name: str) -> dict:
+        annotations = dict(rules[name]["annotations"])
+        annotations["summary"] = annotations["summary"].replace("{{ $value }}", "2")
+        return {
+            "exp_labels": {**labels, "severity": rules[name]["labels"]["severity"]},
+            "exp_annotations": annotations,
+        }
+
+    def case(last_run: str, discrepancies: str, checks: list[tuple[str, str, bool]]) -> dict:
+        return {
+            "interval": "1m",
+            "input_series": [
+                {"series": f"ledger_verify_last_run_timestamp_seconds{target}", "values": last_run},
+                {"series": f"ledger_verify_discrepancies{target}", "values": discrepancies},
+                {"series": f"ledger_verify_interval_seconds{target}", "values": "60x100"},
+                {"series": f"process_start_time_seconds{target}", "values": "0x100"},
+            ],  # fmt: skip
+            "alert_rule_test": [
+                {"eval_time": at, "alertname": name, "exp_alerts": [alert(name)] if firing else []}
+                for at, name, firing in checks
+            ],  # fmt: skip
+        }
+
+    tests = {
+        "rule_files": [str(ALERTS)],
+        "evaluation_interval": "1m",
+        "tests": [
+            # Two discrepancies from the third check on.
+            case(
+                "0 60 120 180 240",
+                "0 0 2 2 2",
+                [("1m", "LedgerDiscrepancy", False), ("2m", "LedgerDiscrepancy", True)],
+            ),
+            # The first check never finishes: 62 minutes after the start, plus 5.
+            case(
+                "0x100",
+                "0x100",
+                [
+                    ("60m", "LedgerVerifyOverdue", False),
+                    ("70m", "LedgerVerifyOverdue", True),
+                    ("70m", "LedgerDiscrepancy", False),
+                ],
+            ),
+            # A check finished at 10m, then none: 62 minutes after it, plus 5.
+            case(
+                "0x9 600x100",
+                "0x100",
+                [("70m", "LedgerVerifyOverdue", False), ("80m", "LedgerVerifyOverdue", True)],
+            ),
+        ],  # fmt: skip
+    }
+    path = tmp_path / "verifier-alerts.yml"
+    path.write_text(yaml.safe_dump(tests))
+    result = subprocess.run(
+        [PROMTOOL, "test", "rules", str(path)], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 def test_grafana_provisioning_matches_dashboard():
     datasource = yaml.safe_load(
         (MONITORING / "grafana/provisioning/datasources/prometheus.yml").read_text()
@@ -405,7 +488,7 @@ def _traffic(stack, rounds: int = 4) -> None:
 @contextlib.contextmanager
 def prometheus(tmp_path: Path, jobs: dict[str, int]) -> Iterator[str]:
     """A real Prometheus with the project's alert rules, scraping each job
-    (``ledger``, ``ledger-sweeper``, ``ledger-webhooks``) at its port on
+    (``ledger`` and ``WORKER_JOBS``) at its port on
     loopback every second; yields its address. It sends the web's metrics
     token as README.md tells a deployment to: from a file, written with a
     trailing newline as ``echo`` would."""
@@ -446,6 +529,7 @@ def test_prometheus_has_data_for_every_dashboard_and_alert_expression(stack, tmp
         "ledger": stack.port,
         "ledger-sweeper": stack.sweeper_port,
         "ledger-webhooks": stack.webhooks_port,
+        "ledger-verifier": stack.verifier_port,
     }
     with prometheus(tmp_path, jobs) as prom:
         deadline = time.monotonic() + 30
@@ -493,7 +577,7 @@ def test_prometheus_has_data_for_every_dashboard_and_alert_expression(stack, tmp
 def test_a_worker_that_is_down_is_alerted(stack, tmp_path):
     """A stopped sweeper or webhook worker serves no metrics, so its own
     alerts cannot fire; LedgerWorkerDown does (pending, then firing after 5m)."""
-    jobs = {"ledger": stack.port, "ledger-sweeper": free_port(), "ledger-webhooks": free_port()}
+    jobs = {"ledger": stack.port, **{job: free_port() for job in WORKER_JOBS}}
     with prometheus(tmp_path, jobs) as prom:
         deadline = time.monotonic() + 30
         while True:
@@ -502,7 +586,7 @@ def test_a_worker_that_is_down_is_alerted(stack, tmp_path):
             down = {
                 a["labels"]["job"] for a in alerts if a["labels"]["alertname"] == "LedgerWorkerDown"
             }
-            if down == {"ledger-sweeper", "ledger-webhooks"}:
+            if down == set(WORKER_JOBS):
                 break
             assert time.monotonic() < deadline, alerts
             time.sleep(0.5)

@@ -12,6 +12,15 @@ entries without a balance row and no non-zero balance without entries; and
 no stored event position ahead of the database's transaction ids.
 Streams entries and balances in owner order through server-side cursors (a
 merge join), so memory stays flat on any table size. Exits 1 if anything is off.
+
+``--loop SECONDS`` keeps it running as a worker (docker-compose's
+``ledger-verifier``): a check, then a pause, again and again; with
+``--metrics-port`` it serves the last check's result as gauges, and
+Prometheus alerts when a check finds a discrepancy or none has finished for
+too long. Tamper evidence needs someone to look: this is who looks. Each
+check reads in one snapshot from beginning to end, which keeps VACUUM from
+removing row versions that die meanwhile: on a large ledger, choose the
+pause with that in mind.
 """
 
 from __future__ import annotations
@@ -28,9 +37,11 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connection, transaction
 from django.db.models import OuterRef, Subquery, Sum
 from django.db.models.functions import Coalesce
+from prometheus_client import Gauge
 
 from ledger_core import chain
 from ledger_core.exceptions import LedgerError
+from ledger_core.management.workers import add_worker_arguments, run, serve_metrics
 from ledger_core.models import (
     Balance,
     CreditLot,
@@ -43,6 +54,17 @@ from ledger_core.selectors import owners_unknown
 from ledger_core.validation import owner_id_validate
 
 CHUNK = 5000
+# The verifier's gauges, served by --metrics-port with --loop: Prometheus
+# alerts on a discrepancy, and on a check that has not finished for too long.
+DISCREPANCIES = Gauge(
+    "ledger_verify_discrepancies",
+    "Discrepancies the last finished check found (0: the ledger is consistent).",
+)
+LAST_RUN = Gauge(
+    "ledger_verify_last_run_timestamp_seconds",
+    "When the verifier last finished a check (Unix time; 0 before its first).",
+)
+INTERVAL = Gauge("ledger_verify_interval_seconds", "The pause between two checks (--loop SECONDS).")
 # What the owner's pending holds reserve (expired ones included until
 # released): what Balance.held must say.
 _PENDING_HOLDS = Coalesce(
@@ -151,6 +173,11 @@ class Command(BaseCommand):
         parser.add_argument(
             "--max-report", type=_count, default=1000, help="discrepancies printed at most"
         )
+        add_worker_arguments(
+            parser,
+            loop_help="keep running: check again every SECONDS after a pass ends, and serve "
+            "the result as gauges on --metrics-port (a long-running worker; never exits 1)",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         owner = options["owner"]
@@ -160,7 +187,6 @@ class Command(BaseCommand):
             self.checkpoint = checkpoint.lower()
             if not _HASH.fullmatch(self.checkpoint):
                 raise CommandError("--since-head takes OWNER=HASH (64 hex digits)")
-        self.checkpoint_seen = False
         if owner is not None:
             try:
                 owner_id_validate(owner)
@@ -168,15 +194,35 @@ class Command(BaseCommand):
                 raise CommandError(exc.detail) from None
             if owners_unknown(owner_ids=[owner]):
                 raise CommandError(f"owner {owner!r} has no ledger and no user; nothing to check")
+        # Progress on a terminal only, in the terminal's own colour.
+        self.progress = not options["no_progress"] and self.stderr.isatty()
+        self.max_report = options["max_report"]
+        if options["loop"] is None:
+            if self.verify(owner, swept=options["swept"]):
+                sys.exit(1)
+            return
+        serve_metrics(options)
+        INTERVAL.set(options["loop"])
+        run(options["loop"], lambda: self.watch(owner, swept=options["swept"]),
+            name="the ledger verifier")  # fmt: skip
+
+    def watch(self, owner: str | None, *, swept: bool) -> bool:
+        """One pass of ``--loop``: the check, its result in the gauges."""
+        problems = self.verify(owner, swept=swept)
+        DISCREPANCIES.set(problems)
+        LAST_RUN.set(time.time())
+        return False
+
+    def verify(self, owner: str | None, *, swept: bool) -> int:
+        """Check the whole ledger (or ``owner``'s), print what is off and a
+        summary; return how many discrepancies were found."""
+        self.problems = 0
+        self.checkpoint_seen = False
         entries = LedgerEntry.objects.order_by("owner_id", "id")
         balances = Balance.objects.order_by("owner_id")
         if owner is not None:
             entries = entries.filter(owner_id=owner)
             balances = balances.filter(owner_id=owner)
-        # Progress on a terminal only, in the terminal's own colour.
-        self.progress = not options["no_progress"] and self.stderr.isatty()
-        self.max_report = options["max_report"]
-        self.problems = 0
         started = time.perf_counter()
         # Entries and balances must come from one snapshot, or posts landing
         # during the run would show up as false differences: the
@@ -210,7 +256,7 @@ class Command(BaseCommand):
         )
         if unswept:
             message = f"{unswept} credit lot(s) past their expiry still hold credits"
-            if options["swept"]:
+            if swept:
                 self.report("*", message + " after a sweep")
             else:
                 self.stdout.write(f"note: {message} (expire_credits has not swept them yet)")
@@ -218,8 +264,9 @@ class Command(BaseCommand):
             self.stdout.write(
                 summary + f"{self.problems} discrepanc{'y' if self.problems == 1 else 'ies'}"
             )
-            sys.exit(1)
-        self.stdout.write(summary + "ledger consistent")
+        else:
+            self.stdout.write(summary + "ledger consistent")
+        return self.problems
 
     def _lots(self, owner: str | None) -> int:
         """Check every credit lot: amount = rest + held by pending holds +
