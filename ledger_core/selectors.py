@@ -14,7 +14,7 @@ as the first.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -46,6 +46,7 @@ __all__ = [
     "BalanceView",
     "balance_at",
     "balance_get",
+    "balances_get",
     "entry_get",
     "entry_list",
     "hold_get",
@@ -79,8 +80,8 @@ def owners_unknown(*, owner_ids: Iterable[str]) -> list[str]:
     return [owner for owner in wanted if owner not in known]
 
 
-_BALANCE_SQL = f"""
-SELECT b.balance, b.version, b.updated_at, b.head_hash,
+_BALANCE_SELECT = f"""
+SELECT b.owner_id, b.balance, b.version, b.updated_at, b.head_hash,
     CASE WHEN b.held = 0 THEN 0 ELSE (
         SELECT coalesce(-sum(h.amount), 0)::bigint FROM {_HOLD_TABLE} AS h
         WHERE h.owner_id = b.owner_id AND h.status = 'pending' AND h.expires_at > t.now
@@ -114,8 +115,10 @@ SELECT b.balance, b.version, b.updated_at, b.head_hash,
         ) AS r JOIN {_LOT_TABLE} AS l ON l.entry = r.entry AND l.expires_at > t.now
     ) END AS released
 FROM {_BALANCE_TABLE} AS b, (SELECT statement_timestamp() AS now) AS t
-WHERE b.owner_id = %(owner)s
+WHERE {{owners}}
 """  # noqa: S608 (table names are model constants, values are parameters)
+_BALANCE_SQL = _BALANCE_SELECT.format(owners="b.owner_id = %(owner)s")
+_BALANCES_SQL = _BALANCE_SELECT.format(owners="b.owner_id = ANY(%(owners)b::text[])")
 
 #: How many of the soonest-expiring lots a balance shows.
 EXPIRING_SHOWN = 5
@@ -135,11 +138,26 @@ def balance_get(*, owner_id: str) -> BalanceView:
     with connection.cursor() as cursor:
         cursor.execute(_BALANCE_SQL, {"owner": owner_id, "expiring": EXPIRING_SHOWN})
         row = cursor.fetchone()
+    return _balance_view(owner_id, row)
+
+
+def balances_get(*, owner_ids: Sequence[str]) -> list[BalanceView]:
+    """The current balances of ``owner_ids``, in that order (0 for an unknown
+    owner), as ``balance_get`` reads each: one statement, so one snapshot for
+    all of them."""
+    with connection.cursor() as cursor:
+        cursor.execute(_BALANCES_SQL, {"owners": list(owner_ids), "expiring": EXPIRING_SHOWN})
+        rows = {row[0]: row for row in cursor.fetchall()}
+    return [_balance_view(owner_id, rows.get(owner_id)) for owner_id in owner_ids]
+
+
+def _balance_view(owner_id: str, row: Sequence[Any] | None) -> BalanceView:
+    """A row of ``_BALANCE_SELECT`` (None: the owner has no balance row) as a view."""
     if row is None:
         return BalanceView(
             owner_id=owner_id, balance=0, version=0, updated_at=None, head_hash=GENESIS
         )
-    balance, version, updated_at, head_hash, held, gone, expiring, released = row
+    _, balance, version, updated_at, head_hash, held, gone, expiring, released = row
     return BalanceView(
         owner_id=owner_id,
         balance=balance - gone,

@@ -347,6 +347,25 @@ class BalanceAtSerializer(serializers.Serializer):
     version = serializers.IntegerField(help_text="the owner's entries up to that instant")
 
 
+MAX_BALANCES = 1000
+
+
+class BalancesQuerySerializer(serializers.Serializer):
+    owner_ids = serializers.ListField(
+        child=OwnerIdField(),
+        min_length=1,
+        max_length=MAX_BALANCES,
+        help_text=f"1-{MAX_BALANCES} owner ids; each is answered once, in the order given",
+    )
+
+    def validate_owner_ids(self, value):
+        return list(dict.fromkeys(value))  # the first of repeated ids
+
+
+class BalancesSerializer(serializers.Serializer):
+    balances = BalanceSerializer(many=True, help_text="one per owner id, in the order asked")
+
+
 class BalanceQuerySerializer(serializers.Serializer):
     at = serializers.DateTimeField(
         required=False, help_text="ISO 8601 instant, not in the future: the balance as of then"

@@ -42,7 +42,15 @@ from ..actors import Actor
 from ..exceptions import BatchRefused, EntryNotFound, Forbidden, HoldNotFound, InvalidEntry
 from ..models import LedgerEntry
 from ..operations import LedgerOperation, registry
-from ..selectors import balance_at, balance_get, entry_get, entry_list, hold_get, hold_list
+from ..selectors import (
+    balance_at,
+    balance_get,
+    balances_get,
+    entry_get,
+    entry_list,
+    hold_get,
+    hold_list,
+)
 from ..services import (
     EntryRequest,
     PostResult,
@@ -61,6 +69,8 @@ from .serializers import (
     BalanceAtSerializer,
     BalanceQuerySerializer,
     BalanceSerializer,
+    BalancesQuerySerializer,
+    BalancesSerializer,
     BatchPostSerializer,
     BatchResultSerializer,
     CaptureResultSerializer,
@@ -199,6 +209,7 @@ class LedgerViewSet(viewsets.GenericViewSet):
         if self.action == "hold_create":
             return with_operations(HoldPostSerializer, label, tuple(holdable_operations(label)))
         return {
+            "balances": BalancesQuerySerializer,
             "reverse": ReverseSerializer,
             "hold_capture": HoldCaptureSerializer,
             "hold_void": HoldVoidSerializer,
@@ -308,7 +319,10 @@ class LedgerViewSet(viewsets.GenericViewSet):
 
     @property
     def ratelimit_group(self) -> str | None:
-        # A dry run reads; it counts against the read limit.
+        # A dry run reads, and so does asking for many balances: they count
+        # against the read limit.
+        if self.action == "balances":
+            return "ledger_read"
         return "ledger_read" if self.action in self.dry_run_actions and self.dry_run else None
 
     def _validated_post(self, request: Request) -> dict[str, Any]:
@@ -393,15 +407,44 @@ class LedgerViewSet(viewsets.GenericViewSet):
         status_code = status.HTTP_201_CREATED if atomic and created else status.HTTP_200_OK
         return Response({"atomic": atomic, "results": items}, status=status_code)
 
-    # ``ledger/batch/`` and ``ledger/holds/`` are list routes, and they are also
-    # the balance URL of the owners ``batch`` and ``holds`` (valid owner ids):
-    # a GET there is that owner's balance. The schema documents it once, as
+    # ``ledger/batch/``, ``ledger/balances/`` and ``ledger/holds/`` are list
+    # routes, and they are also the balance URL of the owners ``batch``,
+    # ``balances`` and ``holds`` (valid owner ids): a GET there is that owner's
+    # balance. The schema documents it once, as
     # ``ledger/{owner_id}/``.
     @extend_schema(exclude=True)
     @batch.mapping.get
     def batch_owner_balance(self, request: Request) -> Response:
         """The balance of the owner ``batch``."""
         return self.retrieve(request, owner_id="batch")
+
+    @extend_schema(
+        summary="Balances of up to 1000 owners in one request (a read)",
+        description=(
+            "Each owner is answered as `GET .../ledger/{owner_id}/` answers it (an unknown "
+            "owner has balance 0), all from one snapshot, in the order asked. Owners may ask "
+            "for their own only, managers and auditors for anyone: one id that is not yours "
+            "is a 403 and nothing is answered. It counts once against the read rate limit."
+        ),
+        request=BalancesQuerySerializer,
+        responses={200: BalancesSerializer, **READ_ERRORS},
+    )
+    @action(detail=False, methods=["post"])
+    def balances(self, request: Request) -> Response:
+        """The balances of many owners (a POST, so that 1000 ids fit)."""
+        query = BalancesQuerySerializer(data=request.data)
+        query.is_valid(raise_exception=True)
+        owner_ids = query.validated_data["owner_ids"]
+        actor = request_actor(request)
+        if not all(actor.may_view(owner_id) for owner_id in owner_ids):
+            raise Forbidden("You may only read your own ledger.")
+        return Response(BalancesSerializer({"balances": balances_get(owner_ids=owner_ids)}).data)
+
+    @extend_schema(exclude=True)
+    @balances.mapping.get
+    def balances_owner_balance(self, request: Request) -> Response:
+        """The balance of the owner ``balances``."""
+        return self.retrieve(request, owner_id="balances")
 
     @extend_schema(
         summary="Reverse an entry of this app (managers): one REVERSAL entry, at most once",
@@ -593,7 +636,7 @@ def _item_error(index: int, errors: dict) -> InvalidEntry:
 
 
 def list_route_segments(viewset: type[LedgerViewSet] = LedgerViewSet) -> frozenset[str]:
-    """The path segments of ``viewset``'s list routes (``batch``, ``holds``):
+    """The path segments of ``viewset``'s list routes (``batch``, ``balances``, ``holds``):
     ``ledger/<segment>/`` is that route and, for a GET, the balance of the
     owner with that id; no user may register one as their username."""
     return frozenset(action.url_path for action in viewset.get_extra_actions() if not action.detail)
@@ -602,7 +645,7 @@ def list_route_segments(viewset: type[LedgerViewSet] = LedgerViewSet) -> frozens
 def ledger_urls(
     viewset: type[LedgerViewSet], *, basename: str = "ledger"
 ) -> list[URLPattern | URLResolver]:
-    """URL patterns ``ledger/``, ``ledger/batch/``, ``ledger/<owner_id>/``,
+    """URL patterns ``ledger/``, ``ledger/batch/``, ``ledger/balances/``, ``ledger/<owner_id>/``,
     ``ledger/<owner_id>/entries/``, ``ledger/entries/<id>/`` and the holds',
     named ``<app namespace>:ledger-...``."""
     router = SimpleRouter()

@@ -4,13 +4,16 @@ construction, one query per read, and nothing lost when Redis is gone."""
 from __future__ import annotations
 
 import threading
+from datetime import timedelta
 
 import pytest
 from django.test import override_settings
+from django.utils import timezone
+from rest_framework.test import APIClient
 
 from ledger_core.actors import Actor
 from ledger_core.selectors import balance_get
-from ledger_core.services import entry_post
+from ledger_core.services import entry_post, hold_place
 from tests.conftest import bearer_client, fund
 from tests.factories import UserFactory
 from tests.ledger_core.test_concurrency import run_concurrently
@@ -162,3 +165,67 @@ def test_entries_are_numbered_and_timed_in_the_order_they_were_applied():
     times = [created for _, created, _ in rows]
     assert times == sorted(times)
     assert [b for _, _, b in rows] == list(range(1, len(rows) + 1))
+
+
+def test_many_balances_in_one_request_answer_as_single_reads(django_assert_num_queries):
+    """An owner with a hold and an expiring lot, a plain one and an unknown
+    one: each answered exactly as its own balance read answers it, in the
+    order asked, repeated ids once; one statement for all of them."""
+    manager = bearer_client(UserFactory(username="boss", perms=["ledger_core.post_any_entry"]))
+    fund("alice", 9)
+    entry_post(owner_id="alice", operation="CREDIT_ADD", nonce="lot", app="content",
+               actor=MANAGER, amount=4, expires_at=timezone.now() + timedelta(days=3))  # fmt: skip
+    hold_place(owner_id="alice", operation="CREDIT_SPEND", nonce="h", app="content",
+               actor=MANAGER, amount=-2)  # fmt: skip
+    fund("bob", 3)
+    asked = ["bob", "nobody-yet", "alice", "bob"]
+    with django_assert_num_queries(2):  # the user, then the balances
+        response = manager.post("/api/content/ledger/balances/", {"owner_ids": asked},
+                                format="json")  # fmt: skip
+    assert response.status_code == 200, response.content
+    balances = response.json()["balances"]
+    assert [b["owner_id"] for b in balances] == ["bob", "nobody-yet", "alice"]
+    for answer in balances:
+        single = manager.get(f"/api/content/ledger/{answer['owner_id']}/").json()
+        assert answer == single
+    alice = balances[2]
+    assert (alice["balance"], alice["held"], alice["available"]) == (13, 2, 11)
+    assert alice["expiring"][0]["amount"] == 2  # the hold reserved 2 of the lot's 4
+    assert balances[1]["balance"] == 0 and balances[1]["version"] == 0
+
+
+def test_many_balances_only_of_owners_you_may_read():
+    alice = bearer_client(UserFactory(username="alice"))
+    auditor = bearer_client(UserFactory(username="eve", perms=["ledger_core.view_any_ledger"]))
+    fund("alice", 2)
+    fund("bob", 5)
+    url = "/api/rewards/ledger/balances/"
+    own = alice.post(url, {"owner_ids": ["alice"]}, format="json")
+    assert own.status_code == 200 and own.json()["balances"][0]["balance"] == 2
+    refused = alice.post(url, {"owner_ids": ["alice", "bob"]}, format="json")
+    assert refused.status_code == 403 and refused.json()["code"] == "forbidden"
+    assert b'"balance"' not in refused.content
+    seen = auditor.post(url, {"owner_ids": ["alice", "bob"]}, format="json").json()
+    assert [b["balance"] for b in seen["balances"]] == [2, 5]
+    assert APIClient().post(url, {"owner_ids": ["alice"]}, format="json").status_code == 401
+
+
+@pytest.mark.parametrize(
+    "body",
+    [{}, {"owner_ids": []}, {"owner_ids": "alice"}, {"owner_ids": ["not an owner!"]},
+     {"owner_ids": [7]}, {"owner_ids": ["x" * 129]}, {"owner_ids": ["a"] * 1001}],
+)  # fmt: skip
+def test_many_balances_refuse_bad_lists(body):
+    manager = bearer_client(UserFactory(username="boss", perms=["ledger_core.post_any_entry"]))
+    response = manager.post("/api/content/ledger/balances/", body, format="json")
+    assert response.status_code == 400, response.content
+    assert response.json()["code"] == "invalid" and "owner_ids" in response.json()["errors"]
+
+
+def test_the_owner_named_balances_keeps_its_balance_url():
+    fund("balances", 6)
+    manager = bearer_client(UserFactory(username="boss", perms=["ledger_core.post_any_entry"]))
+    response = manager.get("/api/content/ledger/balances/")
+    assert response.status_code == 200 and response.json()["balance"] == 6
+    entries = manager.get("/api/content/ledger/balances/entries/")
+    assert entries.status_code == 200 and len(entries.json()["results"]) == 1

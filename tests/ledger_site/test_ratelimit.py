@@ -61,6 +61,19 @@ def test_reads_limited_per_user(user):
     assert response.status_code == 429 and "Retry-After" in response
 
 
+@override_settings(RATE_LIMIT_LEDGER_READ="2/m", RATE_LIMIT_LEDGER_WRITE="1/m")
+def test_many_balances_count_once_against_the_read_limit(user):
+    client = bearer_client(user)
+    many = {"owner_ids": ["alice"] * 3}
+    for _ in range(2):
+        assert client.post("/api/content/ledger/balances/", many, format="json").status_code == 200
+    refused = client.post("/api/content/ledger/balances/", many, format="json")
+    assert refused.status_code == 429 and refused.json()["code"] == "rate_limited"
+    # The write budget was not touched.
+    fund("alice", 1)
+    assert post_spend(client, "alice", "s1").status_code == 201
+
+
 @override_settings(RATE_LIMIT_AUTH="3/m")
 def test_token_limited_per_ip(api_client):
     UserFactory(username="alice")
