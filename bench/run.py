@@ -7,7 +7,8 @@ In one run on this machine:
 2. The real stack (gunicorn with the production configuration, PostgreSQL,
    Redis, JWT auth, rate limiting on with high limits, metrics and JSON logs on)
    is driven by wrk on loopback, bounded in time: single posts with unique
-   nonces over many owners, balance reads, batch posts.
+   nonces over many owners, balance reads, batch posts, and many-balances
+   reads (100 owners a request).
 3. History growth: read and post latency for an owner with 1,000,000 entries
    against one with 10 (entries inserted with SQL).
    pgbench also runs the same post with the hash chain's work (the A/B of
@@ -415,6 +416,7 @@ def main() -> None:  # noqa: PLR0915
     )
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--batch", type=int, default=100)
+    parser.add_argument("--balances", type=int, default=100, help="owners per many-balances read")
     parser.add_argument("--history", type=int, default=1_000_000)
     parser.add_argument(
         "--variant",
@@ -503,9 +505,11 @@ def main() -> None:  # noqa: PLR0915
                     "posts",
                     "reads",
                     "batches",
+                    "balances",
                     "b-posts",
                     "b-reads",
                     "b-batches",
+                    "b-balances",
                 )
             }
             if variant_base:
@@ -524,6 +528,7 @@ def main() -> None:  # noqa: PLR0915
                 ("posts", "post.lua", conns, {}),
                 ("reads", "read.lua", conns, {}),
                 ("batches", "batch.lua", max(2, conns // 4), {"BENCH_BATCH": str(args.batch)}),
+                ("balances", "balances.lua", conns, {"BENCH_BALANCES": str(args.balances)}),
             )
             for round_ in range(rounds):
                 print(f"round {round_ + 1}/{rounds}: {slice_s}s per scenario ...", flush=True)
@@ -560,16 +565,19 @@ def main() -> None:  # noqa: PLR0915
                 "clients": 8,
                 "seconds": slice_s * rounds,
             }
-            for name in ("floor", "posts", "reads", "batches"):
+            for name in ("floor", "posts", "reads", "batches", "balances"):
                 report[name] = combine(slices[name])
             report["batches"]["batch_size"] = args.batch
             report["batches"]["entries_per_s"] = report["batches"]["rps"] * args.batch
+            report["balances"]["owners_per_request"] = args.balances
+            report["balances"]["balances_per_s"] = report["balances"]["rps"] * args.balances
             if variant_base:
                 report["variant"] = {
                     "env": variant_env,
                     "posts": combine(slices["b-posts"]),
                     "reads": combine(slices["b-reads"]),
                     "batches": combine(slices["b-batches"]),
+                    "balances": combine(slices["b-balances"]),
                 }
             report["slices"] = {
                 name: [x["rps"] for x in runs]
@@ -603,12 +611,14 @@ def main() -> None:  # noqa: PLR0915
 
     ceiling = report["pgbench"]["tps"]
     posts, reads, batches = report["posts"], report["reads"], report["batches"]
+    balances = report["balances"]
     hist = report["history"]
     report["ratios"] = {
         "posts_to_pgbench": posts["rps"] / ceiling,
         "batch_entries_to_pgbench": batches["entries_per_s"] / ceiling,
         "reads_to_pgbench": reads["rps"] / ceiling,
         "reads_to_posts": reads["rps"] / posts["rps"],
+        "many_balances_to_reads": balances["balances_per_s"] / reads["rps"],
         "floor_to_pgbench": report["floor"]["rps"] / ceiling,
         "history_read_p50_big_to_small": hist["history-big"]["read"]["p50_ms"]
         / hist["history-small"]["read"]["p50_ms"],
@@ -635,11 +645,14 @@ def main() -> None:  # noqa: PLR0915
         ("single posts", posts, posts["rps"]),
         ("balance reads", reads, reads["rps"]),
         (f"batch posts ({args.batch}/req)", batches, batches["entries_per_s"]),
+        (f"many balances ({args.balances}/req)", balances, balances["balances_per_s"]),
     ]
     for name, data, per_s in rows:
         print(f"{name:<28}{data['rps']:>10,.0f}{data['p50_ms']:>9.2f}{data['p99_ms']:>9.2f}"
               f"{data['errors']:>8}{per_s / ceiling:>11.3f}")  # fmt: skip
     print(f"batch entries/s: {batches['entries_per_s']:,.0f}")
+    print(f"balances/s through many-balances reads: {balances['balances_per_s']:,.0f} "
+          f"= {report['ratios']['many_balances_to_reads']:.1f} x single balance reads")  # fmt: skip
     print("CPU ms per request (median of the rounds): web workers / PostgreSQL / Redis")
     for name, data, _ in rows:
         cpu = data.get("cpu_ms")
@@ -652,7 +665,7 @@ def main() -> None:  # noqa: PLR0915
     if "variant" in report:
         variant = report["variant"]
         label = " ".join(f"{k}={v}" for k, v in variant["env"].items())
-        for kind in ("posts", "reads", "batches"):
+        for kind in ("posts", "reads", "batches", "balances"):
             ratio = variant[kind]["rps"] / report[kind]["rps"]
             per_round = [
                 b / a for a, b in zip(report["slices"][kind], report["slices"][f"b-{kind}"],
