@@ -62,6 +62,7 @@ def _links(request: Request) -> dict[str, Any]:
         links[app] = {
             "post": url(f"{app}:ledger-list"),
             "batch": url(f"{app}:ledger-batch"),
+            "balances": url(f"{app}:ledger-balances"),
             "balance": url(f"{app}:ledger-detail", **example),
             "entries": url(f"{app}:ledger-entries", **example),
             "holds": url(f"{app}:ledger-hold-create"),

@@ -30,6 +30,7 @@ def test_api_root_lists_every_app(api_client):
     assert body["auth"]["token"] == "http://testserver/api/auth/token/"
     assert body["content"]["items"].endswith("/api/content/items/")
     assert body["content"]["holds"] == "http://testserver/api/content/ledger/holds/"
+    assert body["rewards"]["balances"] == "http://testserver/api/rewards/ledger/balances/"
     assert body["rewards"]["owner_holds"].endswith("/api/rewards/ledger/OWNER/holds/")
     assert body["events"] == {
         "feed": "http://testserver/api/events/",
