@@ -59,7 +59,6 @@ from .webhooks import (
     destination_problem,
     subscription_change,
     subscription_create,
-    subscription_secret_renew,
 )
 
 
@@ -661,7 +660,7 @@ class WebhookSubscriptionAdmin(SafeLookupsMixin, admin.ModelAdmin):
         actor = Actor.for_user(request.user)
         for pk in queryset.order_by("pk").values_list("pk", flat=True):
             try:
-                renewed = subscription_secret_renew(pk, actor=actor)
+                renewed = subscription_change(pk, actor=actor, new_secret=True)
             except SubscriptionNotFound:
                 continue  # deleted meanwhile
             self.message_user(

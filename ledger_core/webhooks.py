@@ -299,9 +299,17 @@ def subscription_change(
     app: str | None = None,
     active: bool | None = None,
     after: Cursor | None = None,
+    new_secret: bool = False,
 ) -> WebhookSubscription:
     """Change the given fields of a subscription (managers only); ``after``
     moves its cursor (to replay, or past a cursor a restore left ahead).
+
+    ``new_secret`` replaces its signing secret (one that leaked, or one
+    rotated on a schedule), readable on the returned object only. The
+    delivery in flight ends signed with the old secret, every later one is
+    signed with the new; a receiver that still checks the old one refuses
+    them, and they are retried in order, as any refused delivery is, until
+    it checks the new one: nothing is lost or skipped.
 
     It waits for a delivery in flight and keeps new ones off until it
     commits, and writes only what it changes, so neither overwrites the
@@ -330,27 +338,13 @@ def subscription_change(
         if enabled:
             sub.disabled_at = None
             changed.add("disabled_at")
+        if new_secret:
+            sub.secret = secrets.token_hex(32)
+            changed.add("secret")
         if changed:
             sub.save(update_fields=changed)
-    return sub
-
-
-def subscription_secret_renew(subscription_id: int, *, actor: Actor) -> WebhookSubscription:
-    """Give a subscription a new signing secret (managers only), readable on
-    the returned object only: for a secret that leaked, or one rotated on a
-    schedule. A delivery in flight ends first, signed with the old secret;
-    every later one is signed with the new. A receiver that still checks the
-    old secret refuses them, and they are retried in order, as any refused
-    delivery is, until it checks the new one: nothing is lost or skipped."""
-    _check(actor=actor, url=None, event_types=None, app=None, after=None)
-    with transaction.atomic():
-        _hold_deliveries(subscription_id)
-        sub = WebhookSubscription.objects.filter(pk=subscription_id).first()
-        if sub is None:
-            raise SubscriptionNotFound()
-        sub.secret = secrets.token_hex(32)
-        sub.save(update_fields=["secret"])
-    logger.info("webhook secret renewed", extra={"subscription": sub.pk, "actor": actor.name})
+    if new_secret:
+        logger.info("webhook secret renewed", extra={"subscription": sub.pk, "actor": actor.name})
     return sub
 
 

@@ -12,6 +12,8 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+from prometheus_client.parser import text_string_to_metric_families
+
 from bench import common
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,6 +52,18 @@ def manage(env: dict[str, str], *args: str, timeout: float = 120) -> subprocess.
 
 def wait_for(url: str, timeout: float = 30.0, headers: dict[str, str] | None = None) -> None:
     common.wait_up(url, timeout, headers)
+
+
+def scrape(url: str, headers: dict[str, str] | None = None) -> dict[str, float]:
+    """The sum of every sample per sample name, from one scrape of ``url``."""
+    request = urllib.request.Request(url, headers=headers or {})  # noqa: S310 (loopback)
+    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+        text = response.read().decode()
+    totals: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            totals[sample.name] = totals.get(sample.name, 0.0) + sample.value
+    return totals
 
 
 @contextlib.contextmanager

@@ -28,7 +28,6 @@ from ..webhooks import (
     subscription_change,
     subscription_create,
     subscription_delete,
-    subscription_secret_renew,
 )
 from .schema import NOT_FOUND, READ_ERRORS, WRITE_ERRORS
 from .serializers import EntrySerializer, StrictIntegerField
@@ -232,5 +231,7 @@ class WebhookSecretView(APIView):
         responses={200: NewWebhookSerializer, 404: NOT_FOUND, **WRITE_ERRORS},
     )
     def post(self, request: Request, subscription_id: int) -> Response:
-        subscription = subscription_secret_renew(subscription_id, actor=_manager(request))
+        subscription = subscription_change(
+            subscription_id, actor=_manager(request), new_secret=True
+        )
         return Response(NewWebhookSerializer(subscription).data)

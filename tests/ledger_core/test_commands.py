@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import sys
 import time
-import urllib.request
 from collections.abc import Callable
 from datetime import timedelta
 
@@ -15,13 +14,12 @@ from django.contrib.auth import get_user_model
 from django.core.management import CommandError, call_command
 from django.db import connection, transaction
 from django.utils import timezone
-from prometheus_client.parser import text_string_to_metric_families
 
 from bench import common
 from bench.common import service_account_password
 from ledger_core.models import Balance, LedgerEntry
 from tests.conftest import SYSTEM, fund
-from tests.livehelpers import free_port, manage, running_server, site_env
+from tests.livehelpers import free_port, manage, running_server, scrape, site_env
 
 pytestmark = pytest.mark.django_db
 
@@ -417,14 +415,7 @@ def test_a_service_account_is_not_given_an_owners_ledger(flags):
 
 
 def _gauges(port: int) -> dict[str, float]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:  # noqa: S310
-        text = response.read().decode()
-    return {
-        sample.name: sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-        if sample.name.startswith("ledger_verify_")
-    }
+    return scrape(f"http://127.0.0.1:{port}/metrics")
 
 
 def _gauges_once(port: int, ready: Callable[[dict[str, float]], bool]) -> dict[str, float]:

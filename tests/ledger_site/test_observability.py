@@ -23,7 +23,6 @@ from pathlib import Path
 import pytest
 import yaml
 from django.db import transaction
-from prometheus_client.parser import text_string_to_metric_families
 
 from ledger_core import metrics
 from ledger_core.actors import Actor
@@ -37,6 +36,7 @@ from tests.livehelpers import (
     gunicorn_env,
     manage,
     running_server,
+    scrape,
     temp_database,
     wait_for,
 )
@@ -73,16 +73,7 @@ class Stack:
 
     def metrics(self) -> dict[str, float]:
         """Sum of every sample per sample name, from one scrape."""
-        request = urllib.request.Request(  # noqa: S310 (loopback)
-            f"{self.base}/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"}
-        )
-        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
-            text = response.read().decode()
-        totals: dict[str, float] = {}
-        for family in text_string_to_metric_families(text):
-            for sample in family.samples:
-                totals[sample.name] = totals.get(sample.name, 0.0) + sample.value
-        return totals
+        return scrape(f"{self.base}/metrics", {"Authorization": f"Bearer {METRICS_TOKEN}"})
 
     def log_lines(self) -> list[dict]:
         lines = []
