@@ -61,6 +61,10 @@ from .webhooks import (
     subscription_create,
 )
 
+#: How long the admin's "keeping the old ones" rotation lets a replaced
+#: webhook secret sign beside the new one.
+KEEP_OLD_SECRET_ADMIN = 24 * 3600
+
 
 class LargeTablePaginator(Paginator):
     """Counts without scanning a large table: the planner's estimate for an
@@ -627,7 +631,10 @@ class WebhookSubscriptionForm(forms.ModelForm):
 class WebhookSubscriptionAdmin(SafeLookupsMixin, admin.ModelAdmin):
     """Webhook subscriptions: their health at a glance. A new one gets its
     secret generated here and shown once; the secret is never displayed again,
-    and the "new signing secrets" action replaces it (shown once, too)."""
+    and the "new signing secrets" actions replace it (shown once, too): at
+    once (a secret that leaked), or keeping the old one signing for a day
+    beside the new (a scheduled rotation, which the receiver can follow
+    without refusing a delivery)."""
 
     list_display = [
         "id", "url", "active", "app", "event_types", "cursor", "last_success_at",
@@ -635,15 +642,15 @@ class WebhookSubscriptionAdmin(SafeLookupsMixin, admin.ModelAdmin):
     ]  # fmt: skip
     list_filter = ["active"]
     form = WebhookSubscriptionForm
-    actions = ["renew_secret"]
+    actions = ["renew_secret", "renew_secret_keeping_old"]
     fields = [
         "url", "event_types", "app", "active", "cursor", "resume_after", "attempts",
         "next_attempt_at", "failing_since", "last_error", "last_success_at", "disabled_at",
-        "created_at", "created_by",
+        "previous_secret_until", "created_at", "created_by",
     ]  # fmt: skip
     readonly_fields = [
         "cursor", "attempts", "next_attempt_at", "failing_since", "last_error",
-        "last_success_at", "disabled_at", "created_at", "created_by",
+        "last_success_at", "disabled_at", "previous_secret_until", "created_at", "created_by",
     ]  # fmt: skip
 
     def has_add_permission(self, request: HttpRequest) -> bool:
@@ -653,19 +660,38 @@ class WebhookSubscriptionAdmin(SafeLookupsMixin, admin.ModelAdmin):
         return request.user.has_perm(POST_ANY_PERMISSION)
 
     @admin.action(
-        description="Give the selected subscriptions new signing secrets (shown once)",
+        description="Give the selected subscriptions new signing secrets at once (shown once)",
         permissions=["change"],
     )
     def renew_secret(self, request: HttpRequest, queryset: QuerySet[WebhookSubscription]) -> None:
+        self._renew_secrets(request, queryset, keep_old_seconds=0)
+
+    @admin.action(
+        description="Give the selected subscriptions new signing secrets, the old ones "
+        "signing too for a day (shown once)",
+        permissions=["change"],
+    )
+    def renew_secret_keeping_old(
+        self, request: HttpRequest, queryset: QuerySet[WebhookSubscription]
+    ) -> None:
+        self._renew_secrets(request, queryset, keep_old_seconds=KEEP_OLD_SECRET_ADMIN)
+
+    def _renew_secrets(
+        self, request: HttpRequest, queryset: QuerySet[WebhookSubscription], keep_old_seconds: int
+    ) -> None:
         actor = Actor.for_user(request.user)
         for pk in queryset.order_by("pk").values_list("pk", flat=True):
             try:
-                renewed = subscription_change(pk, actor=actor, new_secret=True)
+                renewed = subscription_change(
+                    pk, actor=actor, new_secret=True, keep_old_seconds=keep_old_seconds
+                )
             except SubscriptionNotFound:
                 continue  # deleted meanwhile
+            until = renewed.previous_secret_until
+            kept = f" (the old one signs too until {until:%Y-%m-%d %H:%M:%S %Z})" if until else ""
             self.message_user(
                 request,
-                f"Webhook #{pk}: its new signing secret, shown only now: {renewed.secret}",
+                f"Webhook #{pk}: its new signing secret, shown only now: {renewed.secret}{kept}",
                 messages.WARNING,
             )
 

@@ -307,7 +307,9 @@ class WebhookSubscription(models.Model):
     worker (``manage.py deliver_webhooks``) sends the events after it in
     batches, signed with ``secret``, and keeps retrying with backoff until a
     2xx; a subscription failing longer than ``LEDGER_WEBHOOK_DISABLE_AFTER``
-    seconds is disabled, with its last error kept.
+    seconds is disabled, with its last error kept. After a rotation that keeps
+    the old secret for a while, deliveries carry a second signature with
+    ``previous_secret`` until ``previous_secret_until``.
     """
 
     id = models.BigAutoField(primary_key=True)
@@ -316,6 +318,11 @@ class WebhookSubscription(models.Model):
     app = models.CharField(max_length=APP_LABEL_MAX_LENGTH, blank=True, help_text="empty: all")
     active = models.BooleanField(default=True)
     secret = models.CharField(max_length=64, editable=False)
+    previous_secret = models.CharField(max_length=64, editable=False, blank=True, default="")
+    previous_secret_until = models.DateTimeField(
+        null=True, blank=True, editable=False,
+        help_text="until then, deliveries are signed with the replaced secret too",
+    )  # fmt: skip
     created_at = models.DateTimeField(default=timezone.now)
     created_by = models.CharField(max_length=200)
     cursor = models.CharField(max_length=64, default="0.0.0")

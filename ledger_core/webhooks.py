@@ -15,6 +15,9 @@ kept for the admin.
 
 A receiver verifies ``Ledger-Signature: t=<unix>,v1=<hex>``: the hex is
 HMAC-SHA256, keyed with the subscription's secret, of ``"<t>.<raw body>"``.
+While a rotated secret is kept (``keep_old_seconds``), a second ``v1`` is
+the same HMAC keyed with the replaced secret: a receiver accepts a delivery
+when any ``v1`` matches its secret.
 
 Destinations are public addresses only (unless ``LEDGER_WEBHOOK_ALLOW_PRIVATE``):
 an IP literal or ``localhost`` is checked at subscription, and every delivery
@@ -59,6 +62,8 @@ logger = logging.getLogger("ledger_core.webhooks")
 
 #: Events per delivery.
 BATCH = 100
+#: The longest a replaced secret keeps signing after a rotation: a week.
+KEEP_OLD_SECRET_MAX = 7 * 24 * 3600
 _LOCK_SPACE = 0x4C45  # advisory lock keys: (this, subscription id)
 
 _NOT_PUBLIC = (
@@ -300,16 +305,20 @@ def subscription_change(
     active: bool | None = None,
     after: Cursor | None = None,
     new_secret: bool = False,
+    keep_old_seconds: int = 0,
 ) -> WebhookSubscription:
     """Change the given fields of a subscription (managers only); ``after``
     moves its cursor (to replay, or past a cursor a restore left ahead).
 
     ``new_secret`` replaces its signing secret (one that leaked, or one
     rotated on a schedule), readable on the returned object only. The
-    delivery in flight ends signed with the old secret, every later one is
-    signed with the new; a receiver that still checks the old one refuses
-    them, and they are retried in order, as any refused delivery is, until
-    it checks the new one: nothing is lost or skipped.
+    delivery in flight ends signed with the old secret; every later one is
+    signed with the new and, for ``keep_old_seconds`` (at most
+    ``KEEP_OLD_SECRET_MAX``), with the one it replaces too, so a receiver can
+    switch at its own pace. With 0 (for a secret that leaked) the old one
+    signs nothing more, nor does any secret an earlier rotation kept. A
+    receiver that checks neither secret refuses the deliveries, and they
+    are retried in order, as any refused delivery is: nothing is lost.
 
     It waits for a delivery in flight and keeps new ones off until it
     commits, and writes only what it changes, so neither overwrites the
@@ -317,6 +326,11 @@ def subscription_change(
     giving it a new URL makes the next delivery try at once (the backoff is
     reset)."""
     _check(actor=actor, url=url, event_types=event_types, app=app, after=after)
+    if (keep_old_seconds and not new_secret) or not 0 <= keep_old_seconds <= KEEP_OLD_SECRET_MAX:
+        raise InvalidEntry(
+            f"keep_old_seconds: 0 to {KEEP_OLD_SECRET_MAX}, with a new secret only.",
+            field="keep_old_seconds",
+        )
     given = {"url": url, "event_types": event_types, "app": app, "active": active}
     with transaction.atomic():
         _hold_deliveries(subscription_id)
@@ -339,12 +353,23 @@ def subscription_change(
             sub.disabled_at = None
             changed.add("disabled_at")
         if new_secret:
+            kept = timezone.now() + timedelta(seconds=keep_old_seconds)
+            sub.previous_secret, sub.previous_secret_until = (
+                (sub.secret, kept) if keep_old_seconds else ("", None)
+            )
             sub.secret = secrets.token_hex(32)
-            changed.add("secret")
+            changed |= {"secret", "previous_secret", "previous_secret_until"}
         if changed:
             sub.save(update_fields=changed)
     if new_secret:
-        logger.info("webhook secret renewed", extra={"subscription": sub.pk, "actor": actor.name})
+        logger.info(
+            "webhook secret renewed",
+            extra={
+                "subscription": sub.pk,
+                "actor": actor.name,
+                "keep_old_seconds": keep_old_seconds,
+            },
+        )
     return sub
 
 
@@ -383,10 +408,12 @@ def _hold_deliveries(subscription_id: int) -> None:
         cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [_LOCK_SPACE, subscription_id])
 
 
-def signature(secret: str, timestamp: int, body: bytes) -> str:
-    """The ``Ledger-Signature`` header value for ``body`` sent at ``timestamp``."""
-    mac = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
-    return f"t={timestamp},v1={mac.hexdigest()}"
+def signature(secret: str, timestamp: int, body: bytes, *older: str) -> str:
+    """The ``Ledger-Signature`` header value for ``body`` sent at ``timestamp``:
+    one ``v1`` per secret, ``secret``'s first, then each of ``older``'s."""
+    signed = f"{timestamp}.".encode() + body
+    macs = (hmac.new(key.encode(), signed, hashlib.sha256).hexdigest() for key in (secret, *older))
+    return ",".join([f"t={timestamp}", *(f"v1={mac}" for mac in macs)])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -418,6 +445,12 @@ def _deliver(subscription_id: int, now: datetime) -> Delivery:
         return Delivery("disabled")
     if sub.next_attempt_at is not None and sub.next_attempt_at > now:
         return Delivery("waiting")
+    if sub.previous_secret_until is not None and sub.previous_secret_until <= now:
+        # Its time is up: the replaced secret signs nothing more, and is forgotten.
+        WebhookSubscription.objects.filter(pk=sub.pk).update(
+            previous_secret="", previous_secret_until=None
+        )
+        sub.previous_secret, sub.previous_secret_until = "", None
     after = Cursor.parse(sub.cursor) or Cursor()
     try:
         events, next_cursor = event_page(
@@ -465,7 +498,8 @@ def _failed(sub: WebhookSubscription, now: datetime, error: str, delivery: Deliv
 
 
 def _post(sub: WebhookSubscription, body: bytes, event_ids: list[str]) -> str | None:
-    """POST ``body``; None on a 2xx, else what went wrong. A redirect is a
+    """POST ``body``, signed with the subscription's secret (and the one it
+    replaced, while that is kept); None on a 2xx, else what went wrong. A redirect is a
     failure and is not followed: its target is not what was subscribed, and
     a client that follows one re-sends the POST as a body-less GET, whose 2xx
     would move the cursor past events nobody received."""
@@ -478,10 +512,11 @@ def _post(sub: WebhookSubscription, body: bytes, event_ids: list[str]) -> str | 
         parts.hostname or "", parts.port, float(ledger_settings.WEBHOOK_TIMEOUT)
     )
     timestamp = int(time.time())
+    older = [sub.previous_secret] if sub.previous_secret else []
     headers = {
         "Content-Type": "application/json",
         "Ledger-Event-Ids": ",".join(event_ids),
-        "Ledger-Signature": signature(sub.secret, timestamp, body),
+        "Ledger-Signature": signature(sub.secret, timestamp, body, *older),
         "User-Agent": "shared-ledger-webhooks",
     }
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")

@@ -25,6 +25,7 @@ from ..events import EVENT_TYPES, MAX_LIMIT, Cursor, Event, event_page, waiting_
 from ..exceptions import Forbidden, SubscriptionNotFound
 from ..models import WebhookSubscription
 from ..webhooks import (
+    KEEP_OLD_SECRET_MAX,
     subscription_change,
     subscription_create,
     subscription_delete,
@@ -127,6 +128,11 @@ class WebhookSerializer(serializers.Serializer):
     cursor = serializers.CharField(read_only=True)
     last_error = serializers.CharField(read_only=True)
     failing_since = serializers.DateTimeField(read_only=True, allow_null=True)
+    previous_secret_until = serializers.DateTimeField(
+        read_only=True, allow_null=True,
+        help_text="after a rotation that kept the old secret: until then, deliveries carry a "
+        "second signature made with it",
+    )  # fmt: skip
     created_at = serializers.DateTimeField(read_only=True)
 
 
@@ -141,6 +147,15 @@ class WebhookChangeSerializer(WebhookSerializer):
         required=False, write_only=True,
         help_text="move the cursor: deliver the events after this position (an event's id or "
         "a page's `next`; 0.0.0 is the feed's beginning), at once",
+    )  # fmt: skip
+
+
+class WebhookSecretSerializer(serializers.Serializer):
+    keep_old_seconds = StrictIntegerField(
+        required=False, default=0, min_value=0, max_value=KEEP_OLD_SECRET_MAX,
+        help_text="how long deliveries stay signed with the replaced secret too, so the "
+        "receiver can switch to the new one without refusing any; 0 (the default, for a "
+        "secret that leaked): not at all",
     )  # fmt: skip
 
 
@@ -223,15 +238,21 @@ class WebhookSecretView(APIView):
     @extend_schema(
         summary="Give a webhook subscription a new signing secret (shown once)",
         description=(
-            "The old secret stops signing once a delivery in flight has ended. Until the "
-            "receiver checks the new one it refuses the deliveries, and they are retried in "
-            "order, as any refused delivery is."
+            "Once a delivery in flight has ended, every delivery is signed with the new "
+            "secret and, for `keep_old_seconds`, with the old one too (a second `v1`), so "
+            "the receiver can switch without refusing any. Without it (a secret that leaked) "
+            "the old secret signs nothing more; until the receiver checks the new one it "
+            "refuses the deliveries, and they are retried in order, as any refused delivery "
+            "is. The body is optional."
         ),
-        request=None,  # no body: the new secret is generated
+        request=WebhookSecretSerializer,
         responses={200: NewWebhookSerializer, 404: NOT_FOUND, **WRITE_ERRORS},
     )
     def post(self, request: Request, subscription_id: int) -> Response:
+        actor = _manager(request)
+        serializer = WebhookSecretSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
         subscription = subscription_change(
-            subscription_id, actor=_manager(request), new_secret=True
+            subscription_id, actor=actor, new_secret=True, **serializer.validated_data
         )
         return Response(NewWebhookSerializer(subscription).data)

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import hashlib
 import hmac
 import io
 import json
+import re
 import socket
 import socketserver
 import ssl
@@ -17,9 +19,10 @@ import subprocess
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -29,9 +32,10 @@ from django.utils import timezone
 
 from ledger_core.actors import Actor
 from ledger_core.events import Cursor, event_page
+from ledger_core.exceptions import InvalidEntry
 from ledger_core.models import WebhookSubscription
 from ledger_core.services import EntryRequest, entry_post_batch, hold_capture, hold_place
-from ledger_core.webhooks import deliver_once, signature, subscription_create
+from ledger_core.webhooks import deliver_once, signature, subscription_change, subscription_create
 from tests.conftest import SYSTEM, fund
 from tests.ledger_core.test_events import ahead_of_the_feed
 from tests.livehelpers import free_port
@@ -66,14 +70,27 @@ def _receivers_on_loopback(settings):
     settings.LEDGER_WEBHOOK_ALLOW_PRIVATE = True
 
 
-class Receiver:
-    """An HTTP receiver that verifies signatures and fails every 10th-in-3 request."""
+@functools.cache
+def readme_verifier() -> Callable[..., bool]:
+    """The receiver's check that README.md prints, ``verified(secret, header, body)``."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme[readme.index("## Events and webhooks") :]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    namespace: dict = {}
+    exec(compile(code, "README.md", "exec"), namespace)  # noqa: S102 (the README's own code)
+    return namespace["verified"]
 
-    def __init__(self, port: int, secret: str) -> None:
-        self.port, self.secret = port, secret
+
+class Receiver:
+    """An HTTP receiver that verifies signatures as the README does and, if
+    ``flaky``, fails 3 requests in 10."""
+
+    def __init__(self, port: int, secret: str, *, flaky: bool = True) -> None:
+        self.port, self.secret, self.flaky = port, secret, flaky
         self.requests = 0
         self.acknowledged: list[dict] = []
         self.bad_signatures = 0
+        self.signatures: list[str] = []
         self.lock = threading.Lock()
         self.server: ThreadingHTTPServer | None = None
 
@@ -83,13 +100,12 @@ class Receiver:
         class Handler(QuietHandler):
             def do_POST(self):  # noqa: N802 (http.server's name)
                 body = self.rfile.read(int(self.headers["Content-Length"]))
-                t = int(self.headers["Ledger-Signature"].split(",")[0][2:])
-                expected = hmac.new(receiver.secret.encode(), f"{t}.".encode() + body,
-                                    hashlib.sha256).hexdigest()  # fmt: skip
+                header = self.headers["Ledger-Signature"]
                 with receiver.lock:
                     receiver.requests += 1
-                    fail = receiver.requests % 10 in (1, 4, 7)  # 30%
-                    if not self.headers["Ledger-Signature"].endswith(f"v1={expected}"):
+                    receiver.signatures.append(header)
+                    fail = receiver.flaky and receiver.requests % 10 in (1, 4, 7)  # 30%
+                    if not readme_verifier()(receiver.secret, header, body):
                         receiver.bad_signatures += 1
                         fail = True
                     events = json.loads(body)["events"]
@@ -368,6 +384,8 @@ def test_signature_is_hmac_sha256_of_timestamp_and_body():
     header = signature("k", 1700000000, b'{"events":[]}')
     mac = hmac.new(b"k", b'1700000000.{"events":[]}', hashlib.sha256).hexdigest()
     assert header == f"t=1700000000,v1={mac}"
+    old = hmac.new(b"o", b'1700000000.{"events":[]}', hashlib.sha256).hexdigest()
+    assert signature("k", 1700000000, b'{"events":[]}', "o") == f"t=1700000000,v1={mac},v1={old}"
 
 
 @pytest.mark.django_db
@@ -486,21 +504,113 @@ def test_a_new_secret_signs_every_later_delivery_and_refused_ones_are_retried(
 
 
 @pytest.mark.django_db(transaction=True)
-def test_the_admin_gives_new_secrets_shown_once(admin_client):
+def test_a_rotation_that_keeps_the_old_secret_signs_with_both_until_its_time_is_up(
+    manager_client,
+):
+    port = free_port()
+    created = manager_client.post("/api/webhooks/", {"url": f"http://127.0.0.1:{port}/"},
+                                  format="json").json()  # fmt: skip
+    one, secret_url = f"/api/webhooks/{created['id']}/", f"/api/webhooks/{created['id']}/secret/"
+    assert created["previous_secret_until"] is None
+    before = timezone.now()
+    renewed = manager_client.post(secret_url, {"keep_old_seconds": 3600}, format="json")
+    assert renewed.status_code == 200, renewed.content
+    new, until = renewed.json()["secret"], renewed.json()["previous_secret_until"]
+    assert new != created["secret"]
+    kept_until = WebhookSubscription.objects.get(pk=created["id"]).previous_secret_until
+    assert before + timedelta(seconds=3600) <= kept_until <= timezone.now() + timedelta(hours=1)
+    assert manager_client.get(one).json()["previous_secret_until"] == until
+    assert "secret" not in json.dumps(manager_client.get("/api/webhooks/").json()).replace(
+        "previous_secret_until", ""
+    )  # neither secret is ever listed
+    receiver = Receiver(port, created["secret"], flaky=False)  # a receiver not told yet
+    receiver.start()
+    try:
+        fund("a", 1)
+        assert deliver_once(created["id"]).result == "delivered"  # the old secret still works
+        receiver.secret = new
+        fund("b", 1)
+        assert deliver_once(created["id"]).result == "delivered"  # and so does the new one
+        assert receiver.bad_signatures == 0
+        assert [header.count("v1=") for header in receiver.signatures] == [2, 2]
+        # Once its time is up the old secret signs nothing more, and is forgotten.
+        fund("c", 1)
+        receiver.secret = created["secret"]
+        assert deliver_once(created["id"], now=kept_until).result == "failed"
+        assert receiver.bad_signatures == 1 and receiver.signatures[-1].count("v1=") == 1
+        state = WebhookSubscription.objects.get(pk=created["id"])
+        assert (state.previous_secret, state.previous_secret_until) == ("", None)
+        receiver.secret = new
+        assert deliver_once(created["id"], now=kept_until + timedelta(hours=1)).result == (
+            "delivered"
+        )
+        # A rotation without keeping (a leak) drops the kept secret at once.
+        kept = manager_client.post(secret_url, {"keep_old_seconds": 600}, format="json").json()
+        assert WebhookSubscription.objects.get(pk=created["id"]).previous_secret == new
+        leaked = manager_client.post(secret_url)
+        assert leaked.status_code == 200 and leaked.json()["previous_secret_until"] is None
+        state = WebhookSubscription.objects.get(pk=created["id"])
+        assert (state.previous_secret, state.previous_secret_until) == ("", None)
+        fund("d", 1)
+        receiver.secret = kept["secret"]
+        assert deliver_once(created["id"], now=kept_until + timedelta(hours=2)).result == "failed"
+        receiver.secret = leaked.json()["secret"]
+        assert deliver_once(created["id"], now=kept_until + timedelta(hours=3)).result == (
+            "delivered"
+        )
+    finally:
+        receiver.stop()
+    assert [e["data"]["owner_id"] for e in receiver.acknowledged] == ["a", "b", "c", "d"]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("keep", [-1, 604801, 1.5, "soon", True, None, [60]])
+def test_a_rotation_keeps_the_old_secret_at_most_a_week(manager_client, keep):
+    body = {"keep_old_seconds": keep}
+    sub = subscription_create(url="https://example.test/hook", actor=MANAGER)
+    response = manager_client.post(f"/api/webhooks/{sub.pk}/secret/", body, format="json")
+    assert response.status_code == 400, response.content
+    assert response.json()["code"] == "invalid"
+    assert "keep_old_seconds" in response.json()["errors"]
+    assert WebhookSubscription.objects.get(pk=sub.pk).secret == sub.secret  # nothing changed
+    # The service refuses the same, and keeping without a new secret.
+    for arguments in ({"new_secret": True, "keep_old_seconds": 604801},
+                      {"keep_old_seconds": 60}):  # fmt: skip
+        with pytest.raises(InvalidEntry):
+            subscription_change(sub.pk, actor=MANAGER, **arguments)
+    assert manager_client.post(f"/api/webhooks/{sub.pk}/secret/", {"keep_old_seconds": 604800},
+                               format="json").status_code == 200  # fmt: skip
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("action", ["renew_secret", "renew_secret_keeping_old"])
+def test_the_admin_gives_new_secrets_shown_once(admin_client, action):
     subs = [subscription_create(url=f"https://example.test/{n}", actor=MANAGER) for n in "ab"]
+    before = timezone.now()
     response = admin_client.post(
-        ADMIN_WEBHOOKS,
-        {"action": "renew_secret", "_selected_action": [sub.pk for sub in subs]},
+        ADMIN_WEBHOOKS, {"action": action, "_selected_action": [sub.pk for sub in subs]},
         follow=True,
-    )
+    )  # fmt: skip
     assert response.status_code == 200
     shown = [str(message) for message in response.context["messages"]]
     for sub in subs:
-        secret = WebhookSubscription.objects.get(pk=sub.pk).secret
-        assert secret != sub.secret
-        assert f"Webhook #{sub.pk}: its new signing secret, shown only now: {secret}" in shown
+        state = WebhookSubscription.objects.get(pk=sub.pk)
+        assert state.secret != sub.secret
+        text = f"Webhook #{sub.pk}: its new signing secret, shown only now: {state.secret}"
+        if action == "renew_secret":
+            assert (state.previous_secret, state.previous_secret_until) == ("", None)
+            assert text in shown
+        else:  # the old one signs beside it for a day
+            assert state.previous_secret == sub.secret
+            day = timedelta(days=1)
+            assert before + day <= state.previous_secret_until <= timezone.now() + day
+            until = f"{state.previous_secret_until:%Y-%m-%d %H:%M:%S} UTC"
+            assert f"{text} (the old one signs too until {until})" in shown
     page = admin_client.get(f"{ADMIN_WEBHOOKS}{subs[0].pk}/change/").content.decode()
-    assert WebhookSubscription.objects.get(pk=subs[0].pk).secret not in page
+    state = WebhookSubscription.objects.get(pk=subs[0].pk)
+    assert state.secret not in page and subs[0].secret not in page
+    if action == "renew_secret_keeping_old":
+        assert "Previous secret until" in page
 
 
 def test_a_subscription_to_an_app_that_is_not_registered_is_refused(manager_client):
@@ -522,21 +632,22 @@ def test_a_subscription_to_an_app_that_is_not_registered_is_refused(manager_clie
 
 
 def test_the_readme_receiver_check_accepts_our_signature_and_nothing_else():
-    import re
-    from pathlib import Path
-
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    section = readme[readme.index("## Events and webhooks") :]
-    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
-    namespace: dict = {}
-    exec(compile(code, "README.md", "exec"), namespace)  # noqa: S102 (the README's own code)
-    verified = namespace["verified"]
+    verified = readme_verifier()
     body, now = b'{"events":[]}', int(time.time())
     header = signature("s3cret", now, body)
     assert verified("s3cret", header, body)
     assert not verified("s3cret", header, body + b" ")
     assert not verified("other", header, body)
     assert not verified("s3cret", signature("s3cret", now - 3600, body), body)
+    # During a rotation that keeps the old secret, either secret verifies.
+    both = signature("new", now, body, "old")
+    assert both.count("v1=") == 2 and both.startswith(f"t={now},")
+    assert verified("new", both, body) and verified("old", both, body)
+    assert not verified("other", both, body)
+    # A malformed header is refused, not an exception in the receiver.
+    for header in ("", "v1=abc", f"t={now}", f"t=x,{both[len(f't={now},'):]}", "t,v1",
+                   f"t={now},t={now},v1=é", both.replace("v1=", "v2=")):  # fmt: skip
+        assert not verified("new", header, body), header
 
 
 @pytest.mark.django_db
