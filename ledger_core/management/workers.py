@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from django.core.management.base import CommandParser
+from django.core.management.base import CommandError, CommandParser
 from django.db import InterfaceError, OperationalError, close_old_connections
 from prometheus_client import start_http_server
 
@@ -52,9 +52,17 @@ def add_worker_arguments(parser: CommandParser, *, loop_help: str, metrics: bool
 
 
 def serve_metrics(options: dict[str, Any]) -> None:
-    """Serve this process's Prometheus metrics if ``--metrics-port`` was given."""
-    if options.get("metrics_port"):
-        start_http_server(options["metrics_port"], addr=options["metrics_address"])
+    """Serve this process's Prometheus metrics if ``--metrics-port`` was given.
+    Only a ``--loop`` worker lives long enough to be scraped: a single pass
+    with a metrics port is refused rather than serving nobody."""
+    if not options.get("metrics_port"):
+        return
+    if options.get("loop") is None:
+        raise CommandError(
+            "--metrics-port serves a --loop worker's metrics to Prometheus; a single pass "
+            "ends before any scrape: add --loop SECONDS, or leave --metrics-port out"
+        )
+    start_http_server(options["metrics_port"], addr=options["metrics_address"])
 
 
 def run(interval: float | None, one_pass: Callable[[], bool], *, name: str) -> None:

@@ -273,6 +273,11 @@ def test_a_file_that_is_not_utf8_csv_is_a_clear_error(tmp_path, content, message
         (["deliver_webhooks", "--loop", "nan"], "not a number of seconds above 0"),
         (["expire_credits", "--metrics-port", "99999"], "not a port"),
         (["deliver_webhooks", "--metrics-port", "-1"], "not a port"),
+        # A single pass ends before any scrape: a metrics port needs --loop.
+        *[
+            ([command, "--metrics-port", "9100"], "add --loop SECONDS")
+            for command in ("verify_ledger", "expire_credits", "deliver_webhooks")
+        ],
     ],
 )
 def test_bad_command_arguments_are_clear_errors(args, message):

@@ -197,11 +197,11 @@ class Command(BaseCommand):
         # Progress on a terminal only, in the terminal's own colour.
         self.progress = not options["no_progress"] and self.stderr.isatty()
         self.max_report = options["max_report"]
+        serve_metrics(options)
         if options["loop"] is None:
             if self.verify(owner, swept=options["swept"]):
                 sys.exit(1)
             return
-        serve_metrics(options)
         INTERVAL.set(options["loop"])
         run(options["loop"], lambda: self.watch(owner, swept=options["swept"]),
             name="the ledger verifier")  # fmt: skip
