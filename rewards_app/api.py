@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from django.utils import timezone
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers
 from rest_framework.request import Request
@@ -12,7 +11,7 @@ from rest_framework.views import APIView
 from ledger_core.api import LedgerViewSet, domain_nonce_field, replay_response, request_actor
 from ledger_core.api.schema import WRITE_ERRORS
 from ledger_core.api.serializers import EntrySerializer, OwnerIdField
-from ledger_core.services import next_utc_midnight
+from ledger_core.services import daily_limit_frees_at
 
 from .operations import RewardOperation
 from .services import daily_claim, referral_create
@@ -71,7 +70,7 @@ class DailyClaimView(APIView):
             nonce=serializer.validated_data.get("nonce"),
         )
         body = DailyClaimResponseSerializer(
-            {"entry": result.entry, "next_claim_at": next_utc_midnight(timezone.now())}
+            {"entry": result.entry, "next_claim_at": daily_limit_frees_at(result.entry)}
         ).data
         return replay_response(body, replayed=result.replayed)
 

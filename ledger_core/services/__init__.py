@@ -19,6 +19,7 @@ from .holds import (
 from .posting import (
     PostResult,
     PreparedEntry,
+    daily_limit_frees_at,
     entry_fingerprint,
     entry_post,
     entry_prepare,
@@ -42,6 +43,7 @@ __all__ = [
     "EntryRequest",
     "PostResult",
     "PreparedEntry",
+    "daily_limit_frees_at",
     "entry_fingerprint",
     "entry_post",
     "entry_post_batch",

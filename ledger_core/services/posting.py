@@ -29,7 +29,7 @@ import json
 import logging
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from django.db import IntegrityError, InterfaceError, OperationalError, connection, transaction
@@ -251,6 +251,19 @@ def next_utc_midnight(now: datetime) -> datetime:
     """The start of the UTC day after ``now`` (when a daily limit frees up)."""
     start = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     return start + timedelta(days=1)
+
+
+def daily_limit_frees_at(entry: LedgerEntry) -> datetime | None:
+    """When the daily limit ``entry`` counted against frees up: the start of
+    the UTC day after the one it was posted on (so a replay of yesterday's
+    claim says when yesterday's limit ended, as its first answer did). None
+    for an entry under no daily limit."""
+    _, _, day = (entry.limit_key or "").rpartition(":")
+    try:
+        posted_on = date.fromisoformat(day)
+    except ValueError:
+        return None
+    return datetime(posted_on.year, posted_on.month, posted_on.day, tzinfo=UTC) + timedelta(days=1)
 
 
 def _limit_key(policy: OperationPolicy, operation: str, now: datetime) -> str | None:

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 
 from ledger_core.actors import Actor
 from ledger_core.models import Balance, LedgerEntry
+from ledger_core.services import daily_limit_frees_at
 from rewards_app.models import Referral
 from rewards_app.services import daily_claim, referral_create
 from tests.factories import UserFactory
+from tests.ledger_core.test_commands import corrupt
 from tests.ledger_core.test_concurrency import run_concurrently
 
 DAILY = "/api/rewards/daily/"
@@ -37,6 +41,35 @@ def test_daily_claim_retry_with_nonce_is_replay(alice_client, user):
     assert (first.status_code, again.status_code) == (201, 200)
     assert again["Idempotent-Replayed"] == "true"
     assert again.json()["entry"]["id"] == first.json()["entry"]["id"]
+    assert again.json()["next_claim_at"] == first.json()["next_claim_at"]
+
+
+@pytest.mark.django_db
+def test_a_replay_of_an_earlier_days_claim_says_when_that_days_limit_ended(alice_client, user):
+    first = alice_client.post(DAILY, {"nonce": "monday"}, format="json")
+    assert first.status_code == 201, first.content
+    # The claim was made on an earlier day (the nonce is answered the same
+    # whenever it comes back): its limit key says which day it counted against.
+    corrupt(
+        "UPDATE ledger_core_ledgerentry SET limit_key = %s WHERE id = %s",
+        ["DAILY_REWARD:2026-03-02", first.json()["entry"]["id"]],
+    )
+    again = alice_client.post(DAILY, {"nonce": "monday"}, format="json")
+    assert again.status_code == 200, again.content
+    assert again.json()["next_claim_at"] == "2026-03-03T00:00:00Z"  # not tonight
+    # And the day's limit is today's again: a new claim today goes through.
+    assert alice_client.post(DAILY, {}, format="json").status_code == 201
+
+
+def test_daily_limit_frees_at_the_next_utc_midnight_of_the_day_posted():
+    def entry(key):
+        return LedgerEntry(limit_key=key)
+
+    assert daily_limit_frees_at(entry("DAILY_REWARD:2026-12-31")) == datetime(
+        2027, 1, 1, tzinfo=UTC
+    )
+    assert daily_limit_frees_at(entry("WELCOME_BONUS")) is None  # once ever: never frees
+    assert daily_limit_frees_at(entry(None)) is None
 
 
 @pytest.mark.django_db
