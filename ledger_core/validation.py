@@ -9,12 +9,14 @@ from typing import Any
 from .exceptions import InvalidEntry
 from .models import NONCE_MAX_LENGTH, OWNER_ID_MAX_LENGTH
 
-OWNER_ID_RE = re.compile(rf"\A[A-Za-z0-9_.@+:\-]{{1,{OWNER_ID_MAX_LENGTH}}}\Z")
+# Not "." or "..": an owner's URLs (ledger/<owner_id>/) would be dot segments,
+# which browsers, curl and most HTTP clients remove before sending (RFC 3986, 5.2.4).
+OWNER_ID_RE = re.compile(rf"\A(?!\.\.?\Z)[A-Za-z0-9_.@+:\-]{{1,{OWNER_ID_MAX_LENGTH}}}\Z")
 # Printable ASCII without space: 0x21 ('!') .. 0x7e ('~').
 NONCE_RE = re.compile(rf"\A[\x21-\x7e]{{1,{NONCE_MAX_LENGTH}}}\Z")
 METADATA_MAX_BYTES = 4096
 
-OWNER_ID_RULE = f"1-{OWNER_ID_MAX_LENGTH} characters of A-Z a-z 0-9 _ . @ + : -"
+OWNER_ID_RULE = f"1-{OWNER_ID_MAX_LENGTH} characters of A-Z a-z 0-9 _ . @ + : -, not . or .."
 NONCE_RULE = f"1-{NONCE_MAX_LENGTH} printable ASCII characters without whitespace"
 
 

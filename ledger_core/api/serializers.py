@@ -25,7 +25,7 @@ from ..validation import (
 )
 
 # ECMA-compatible forms of the rules, published as `pattern` in the schema.
-OWNER_ID_PATTERN = r"^[A-Za-z0-9_.@+:\-]{1,128}$"
+OWNER_ID_PATTERN = r"^(?!\.\.?$)[A-Za-z0-9_.@+:\-]{1,128}$"
 NONCE_PATTERN = r"^[!-~]{1,128}$"
 
 

@@ -216,6 +216,8 @@ def test_manager_grant(manager_client):
         body(owner_id="a b"),
         body(owner_id=" alice"),
         body(owner_id="x" * 129),
+        body(owner_id="."),  # dot segments: no URL could address the owner
+        body(owner_id=".."),
         body(owner_id=123),
         body(owner_id=None),
         body(owner_id=["alice"]),

@@ -213,7 +213,8 @@ def test_many_balances_only_of_owners_you_may_read():
 @pytest.mark.parametrize(
     "body",
     [{}, {"owner_ids": []}, {"owner_ids": "alice"}, {"owner_ids": ["not an owner!"]},
-     {"owner_ids": [7]}, {"owner_ids": ["x" * 129]}, {"owner_ids": ["a"] * 1001}],
+     {"owner_ids": ["alice", ".."]}, {"owner_ids": [7]}, {"owner_ids": ["x" * 129]},
+     {"owner_ids": ["a"] * 1001}],
 )  # fmt: skip
 def test_many_balances_refuse_bad_lists(body):
     manager = bearer_client(UserFactory(username="boss", perms=["ledger_core.post_any_entry"]))

@@ -252,6 +252,8 @@ def test_unknown_operation_lists_allowed(kwargs):
         {"owner_id": "has space"},
         {"owner_id": "ünïcode"},
         {"owner_id": "slash/"},
+        {"owner_id": "."},
+        {"owner_id": ".."},
         {"nonce": ""},
         {"nonce": "x" * 129},
         {"nonce": "tab\there"},
@@ -273,6 +275,9 @@ def test_owner_id_accepts_full_alphabet():
     owner = "Az09_.@+:-"
     entry = post(owner_id=owner, operation="CREDIT_ADD", nonce="!~#", actor=MANAGER, amount=1)
     assert entry.entry.owner_id == owner
+    for dots in ("...", ".x", "x.."):  # only "." and ".." are dot segments
+        assert post(owner_id=dots, operation="CREDIT_ADD", nonce="d", actor=MANAGER,
+                    amount=1).entry.owner_id == dots  # fmt: skip
 
 
 def test_metadata_is_stored():
