@@ -31,7 +31,7 @@ from ..webhooks import (
     subscription_delete,
 )
 from .schema import NOT_FOUND, READ_ERRORS, WRITE_ERRORS
-from .serializers import EntrySerializer, StrictIntegerField
+from .serializers import AppLabelField, EntrySerializer, StrictIntegerField
 
 MAX_WAIT = 30
 _POLL_SECONDS = 0.25
@@ -48,7 +48,7 @@ class CursorField(serializers.CharField):
 class EventQuerySerializer(serializers.Serializer):
     after = CursorField(required=False, help_text="`next` of the previous page; omitted: start")
     limit = StrictIntegerField(required=False, min_value=1, max_value=MAX_LIMIT, default=100)
-    app = serializers.CharField(required=False, max_length=64)
+    app = AppLabelField(required=False)
     owner_id = serializers.CharField(required=False, max_length=128)
     type = serializers.ChoiceField(required=False, choices=EVENT_TYPES)
     wait = StrictIntegerField(

@@ -14,8 +14,14 @@ from rest_framework.fields import empty
 from rest_framework.utils import html
 
 from ..conf import ledger_settings
-from ..models import ENTRY_FIELDS, NONCE_MAX_LENGTH, OWNER_ID_MAX_LENGTH, HoldStatus
-from ..operations import OPERATION_MAX_LENGTH
+from ..models import (
+    APP_LABEL_MAX_LENGTH,
+    ENTRY_FIELDS,
+    NONCE_MAX_LENGTH,
+    OWNER_ID_MAX_LENGTH,
+    HoldStatus,
+)
+from ..operations import OPERATION_MAX_LENGTH, all_operation_values, registry
 from ..validation import (
     NONCE_RULE,
     OWNER_ID_RULE,
@@ -377,9 +383,30 @@ class BalanceQuerySerializer(serializers.Serializer):
         return value
 
 
+class AppLabelField(serializers.CharField):
+    """A registered app's label (a filter on any other could only match nothing,
+    so a typo is a 400 listing the known ones, not an empty page)."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("max_length", APP_LABEL_MAX_LENGTH)
+        kwargs.setdefault("help_text", "a registered app's label")
+        super().__init__(**kwargs)
+
+    def to_internal_value(self, data):
+        value = super().to_internal_value(data)
+        if registry.get_app(value) is None:
+            raise serializers.ValidationError(
+                f"Unknown app {value!r} (known apps: {registry.known_labels()})."
+            )
+        return value
+
+
 class EntryFilterSerializer(serializers.Serializer):
-    operation = serializers.CharField(required=False, max_length=OPERATION_MAX_LENGTH)
-    app = serializers.CharField(required=False, max_length=64)
+    operation = serializers.CharField(
+        required=False, max_length=OPERATION_MAX_LENGTH,
+        help_text="an operation of any registered app or of the ledger",
+    )  # fmt: skip
+    app = AppLabelField(required=False)
     nonce = NonceField(
         required=False,
         help_text="the entry posted with this nonce, if any (did a post land?): "
@@ -387,6 +414,14 @@ class EntryFilterSerializer(serializers.Serializer):
     )
     since = serializers.DateTimeField(required=False, help_text="inclusive, ISO 8601")
     until = serializers.DateTimeField(required=False, help_text="exclusive, ISO 8601")
+
+    def validate_operation(self, value):
+        known = all_operation_values()
+        if value not in known:
+            raise serializers.ValidationError(
+                f"Unknown operation {value!r} (known operations: {', '.join(sorted(known))})."
+            )
+        return value
 
     def validate(self, attrs):
         since, until = attrs.get("since"), attrs.get("until")

@@ -444,10 +444,31 @@ def test_an_owner_named_entries_keeps_its_ledger_urls(manager_client):
         {"page_size": "\u00b2"},  # a digit to str.isdigit(), not to int()
         {"cursor": "garbage"},
         {"since": "2026-02-01T00:00:00Z", "until": "2026-01-01T00:00:00Z"},
+        {"operation": "CREDIT_SPENT"},  # a typo would answer an empty page
+        {"operation": "credit_spend"},
+        {"app": "contnet"},
     ],
 )
 def test_entries_bad_filters_are_400(alice_client, params):
     assert_error(alice_client.get("/api/content/ledger/alice/entries/", params), 400, "invalid")
+
+
+def test_an_unknown_filter_value_is_a_400_that_lists_the_known_ones(alice_client):
+    fund("alice", 5)
+    url = "/api/content/ledger/alice/entries/"
+    body = alice_client.get(url, {"operation": "CREDIT_SPENT"}).json()
+    assert "CREDIT_SPEND" in body["errors"]["operation"][0]
+    assert "REFERRAL_BONUS" in body["errors"]["operation"][0]  # any app's: the wallet is shared
+    body = alice_client.get(url, {"app": "contnet"}).json()
+    assert "known apps: content, rewards, site" in body["errors"]["app"][0]
+    # Known values filter as before, including the ledger's own operations and
+    # another app's (an empty page when the owner has none).
+    for params, amounts in [({"operation": "CREDIT_ADD"}, [5]), ({"app": "content"}, [5]),
+                            ({"operation": "REVERSAL"}, []), ({"app": "rewards"}, []),
+                            ({"operation": "REFERRAL_BONUS", "app": "rewards"}, [])]:  # fmt: skip
+        response = alice_client.get(url, params)
+        assert response.status_code == 200, (params, response.content)
+        assert [e["amount"] for e in response.json()["results"]] == amounts, params
 
 
 def test_browsable_api_renders_for_session_user(client, user):

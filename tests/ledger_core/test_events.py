@@ -59,7 +59,7 @@ def test_feed_api_pages_filters_and_permissions(manager_client, alice_client, au
     assert manager_client.get(EVENTS + "?owner_id=bob").json()["events"][0]["data"]["amount"] == 3
     for bad in ("?after=yesterday", "?limit=0", "?limit=1001", "?type=entry.deleted",
                 "?wait=31", "?limit=2.0", "?limit=1_0",
-                "?limit=%D9%A3", "?wait=%D9%A3"):  # fmt: skip
+                "?limit=%D9%A3", "?wait=%D9%A3", "?app=reward"):  # fmt: skip
         response = manager_client.get(EVENTS + bad)
         assert response.status_code == 400 and response.json()["code"] == "invalid", bad
     assert alice_client.get(EVENTS).status_code == 403
