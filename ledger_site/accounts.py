@@ -1,4 +1,5 @@
-"""Accounts: registration (with the signup credit), JWT tokens, logout, password change, me.
+"""Accounts: registration (with the signup credit), JWT tokens, logout,
+password change and reset by mail, me.
 
 A regular user's ledger owner id is their username, so usernames are limited
 to characters an owner id may hold and are unique case-insensitively.
@@ -12,10 +13,11 @@ from django.conf import settings
 from django.contrib.auth import get_user_model, password_validation, update_session_auth_hash
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import IntegrityError
+from django.urls import reverse
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers, status
 from rest_framework.authentication import SessionAuthentication
-from rest_framework.exceptions import AuthenticationFailed
+from rest_framework.exceptions import APIException, AuthenticationFailed
 from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -26,7 +28,7 @@ from rest_framework_simplejwt.tokens import RefreshToken
 from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
 
 from ledger_core.actors import POST_ANY_PERMISSION, VIEW_ANY_PERMISSION
-from ledger_core.api.schema import BAD_REQUEST, RATE_LIMITED, UNAUTHORIZED, UNAVAILABLE
+from ledger_core.api.schema import BAD_REQUEST, RATE_LIMITED, UNAUTHORIZED, UNAVAILABLE, error
 from ledger_core.selectors import balance_get
 
 from .jwt import (
@@ -37,6 +39,8 @@ from .jwt import (
 )
 from .services import (
     USERNAME_RULE,
+    password_reset_request,
+    password_reset_user,
     session_revoke,
     user_password_change,
     user_register,
@@ -311,6 +315,106 @@ class PasswordChangeView(APIView):
             update_session_auth_hash(request, user)
         pair = token_pair_for(user)
         return Response(token_pair_body(access=str(pair.access_token), refresh=str(pair)))
+
+
+class PasswordResetSerializer(serializers.Serializer):
+    email = serializers.EmailField(help_text="the email address of your account")
+
+
+class ResetRequestedSerializer(serializers.Serializer):
+    detail = serializers.CharField()
+
+
+RESET_REQUESTED = (
+    "If an active account has this email address, a password reset link is on its way to it."
+)
+
+
+class ResetByMailOff(APIException):
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    default_code = "not_configured"
+    default_detail = (
+        "Password reset by mail is not configured on this site (EMAIL_URL); "
+        "an administrator can set a new password."
+    )
+
+
+class PasswordResetView(APIView):
+    """Ask for a password reset link by mail. The answer is the same whether
+    or not an account has the address, so it tells nobody who has one."""
+
+    authentication_classes: list = []
+    permission_classes = [AllowAny]
+    ratelimit_group = "auth"
+
+    @extend_schema(
+        summary="Forgot your password: a reset link by mail",
+        request=PasswordResetSerializer,
+        responses={
+            202: ResetRequestedSerializer,
+            400: BAD_REQUEST,
+            429: RATE_LIMITED,
+            503: error("mail is not configured on this site (not_configured)"),
+        },
+        auth=[],
+    )
+    def post(self, request: Request) -> Response:
+        if not settings.EMAIL_URL:
+            raise ResetByMailOff()
+        serializer = PasswordResetSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        password_reset_request(
+            email=serializer.validated_data["email"],
+            confirm_url=request.build_absolute_uri(reverse("auth:password-reset-confirm")),
+        )
+        return Response({"detail": RESET_REQUESTED}, status=status.HTTP_202_ACCEPTED)
+
+
+class PasswordResetConfirmSerializer(serializers.Serializer):
+    uid = serializers.CharField(max_length=64, help_text="from the reset link")
+    token = serializers.CharField(max_length=64, help_text="from the reset link")
+    new_password = password_field()
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        user = password_reset_user(uid=attrs["uid"], token=attrs["token"])
+        if user is None:
+            raise serializers.ValidationError(
+                {
+                    "token": "This reset link is not valid: it expired, was used, or was "
+                    "replaced by a newer password. Ask for a new one."
+                },  # fmt: skip
+                code="invalid_link",
+            )
+        if problems := password_problems(attrs["new_password"], user):
+            raise serializers.ValidationError({"new_password": problems})
+        return {**attrs, "user": user}
+
+
+class PasswordResetConfirmView(APIView):
+    """Set a new password with a reset link's ``uid`` and ``token``. The link
+    then stops working, and every token issued before stops refreshing and
+    writing, as after a password change; log in with the new password."""
+
+    authentication_classes: list = []
+    permission_classes = [AllowAny]
+    ratelimit_group = "auth"
+
+    @extend_schema(
+        summary="Set a new password with a reset link",
+        request=PasswordResetConfirmSerializer,
+        responses={
+            204: OpenApiResponse(description="changed; log in with the new password"),
+            400: BAD_REQUEST,
+            429: RATE_LIMITED,
+        },
+        auth=[],
+    )
+    def post(self, request: Request) -> Response:
+        serializer = PasswordResetConfirmSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        user_password_change(user=data["user"], password=data["new_password"])
+        return Response(status=status.HTTP_204_NO_CONTENT)
 
 
 class MeView(APIView):

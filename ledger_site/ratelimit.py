@@ -53,13 +53,14 @@ outage = Circuit("rate-limit counters", logger, "allowing requests until they an
 def submitted_username(request: Request) -> str | None:
     """The account an ``auth`` request tries, normalised, if any: the
     authenticated user's (a password change, whatever its body says), else
-    the ``username`` of a login or registration body; a body that does not
-    parse raises its error (400, 413 or 415)."""
+    the ``username`` of a login or registration body, or the ``email`` of a
+    password reset request (so one mailbox is not flooded from many
+    addresses); a body that does not parse raises its error (400, 413 or 415)."""
     if request.user.is_authenticated:
         value = request.user.get_username()
     else:
         data = request.data
-        value = data.get("username") if hasattr(data, "get") else None
+        value = (data.get("username") or data.get("email")) if hasattr(data, "get") else None
     if isinstance(value, str) and value:
         return value.strip().lower()[:150]
     return None

@@ -1,16 +1,22 @@
 """The site's writes: registration, which opens the new owner's ledger (with
-the rules a new username must meet, for the API and the admin alike), and the
-end of a login session."""
+the rules a new username must meet, for the API and the admin alike), the
+end of a login session, and password changes and resets."""
 
 from __future__ import annotations
 
+import logging
 import re
 from datetime import timedelta
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.contrib.auth.tokens import default_token_generator
+from django.core.mail import send_mail
 from django.db import transaction
 from django.utils import timezone
+from django.utils.encoding import force_bytes, force_str
+from django.utils.http import urlsafe_base64_decode, urlsafe_base64_encode
 from rest_framework_simplejwt.settings import api_settings as jwt_settings
 
 from ledger_core.actors import Actor
@@ -19,6 +25,8 @@ from ledger_core.selectors import ledger_exists
 from ledger_core.services import entry_post
 
 from .models import RevokedSession
+
+logger = logging.getLogger("ledger_site.accounts")
 
 SIGNUP_NONCE = "signup"
 SITE_APP = "site"
@@ -70,6 +78,70 @@ def user_password_change(*, user: Any, password: str) -> None:
     of the password they were issued under (simplejwt's ``CHECK_REVOKE_TOKEN``)."""
     user.set_password(password)
     user.save(update_fields=["password"])
+
+
+def password_reset_request(*, email: str, confirm_url: str) -> int:
+    """Mail a password reset link to every active user with ``email`` (any
+    letter case) and a usable password; how many were mailed. The caller
+    answers the same whatever this finds, so nobody learns which addresses
+    have accounts; a mail that cannot be sent is logged, not raised, for the
+    same reason. ``confirm_url`` is the API's confirm endpoint, named in the
+    mail when the site has no reset page of its own (``PASSWORD_RESET_URL``)."""
+    sent = 0
+    for user in get_user_model().objects.filter(email__iexact=email, is_active=True):
+        if not user.has_usable_password():
+            continue  # an account that logs in some other way
+        uid = urlsafe_base64_encode(force_bytes(user.pk))
+        token = default_token_generator.make_token(user)
+        try:
+            send_mail(
+                f"Reset the password of {user.get_username()}",
+                _reset_mail(user.get_username(), uid, token, confirm_url),
+                None,  # DEFAULT_FROM_EMAIL
+                [user.email],
+            )
+        except Exception:  # noqa: BLE001 - SMTP refusals, timeouts, DNS...
+            logger.exception("password reset mail failed", extra={"user_id": user.pk})
+            continue
+        logger.info("password reset mailed", extra={"user_id": user.pk})
+        sent += 1
+    return sent
+
+
+def _reset_mail(username: str, uid: str, token: str, confirm_url: str) -> str:
+    page = settings.PASSWORD_RESET_URL
+    if page:
+        how = (
+            f"Choose a new password here:\n\n{page.replace('{uid}', uid).replace('{token}', token)}"
+        )
+    else:
+        how = (
+            f"Choose a new password by posting it with this reset link's uid and token:\n\n"
+            f"POST {confirm_url}\n"
+            f'{{"uid": "{uid}", "token": "{token}", "new_password": "..."}}'
+        )
+    minutes = max(1, settings.PASSWORD_RESET_TIMEOUT // 60)
+    return (
+        f"Someone, hopefully you, asked to reset the password of the account {username!r}.\n\n"
+        f"{how}\n\nThe link works once, for {minutes} minutes. If you did not ask, ignore "
+        "this mail: your password stays as it is.\n"
+    )
+
+
+def password_reset_user(*, uid: str, token: str) -> Any | None:
+    """The active user a reset link (``uid``, ``token``) was made for, if the
+    link still works: not expired (``PASSWORD_RESET_TIMEOUT``) and not used
+    (a token is bound to the password it was made under). None otherwise."""
+    try:
+        pk = force_str(urlsafe_base64_decode(uid))
+    except ValueError:  # not base64, or not text
+        return None
+    if not (pk.isascii() and pk.isdigit() and len(pk) <= 18):
+        return None
+    user = get_user_model().objects.filter(pk=int(pk), is_active=True).first()
+    if user is None or not default_token_generator.check_token(user, token):
+        return None
+    return user
 
 
 def session_kept_for() -> timedelta:

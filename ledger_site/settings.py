@@ -242,6 +242,23 @@ SIMPLE_JWT = {
     "CHECK_REVOKE_TOKEN": True,
 }
 
+# --- Email (password reset links) --------------------------------------------
+# EMAIL_URL, e.g. smtp+tls://user:password@smtp.example.com:587 (django-environ's
+# email URLs). Without it, debug prints mail on the console, and production
+# sends none: a password reset request answers 503 rather than accept
+# requests whose mail goes nowhere.
+EMAIL_URL = env.str("EMAIL_URL", default="") or ("consolemail://" if DEBUG else "")
+if EMAIL_URL:
+    vars().update(env.email_url_config(EMAIL_URL))
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="ledger@localhost")
+EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=10)
+# How long a reset link works (seconds; it also stops working once used).
+PASSWORD_RESET_TIMEOUT = env.int("PASSWORD_RESET_TIMEOUT", default=3600)
+# Where the mail sends the user: a page of yours that takes {uid} and {token}
+# and posts them with the new password to /api/auth/password/reset/confirm/.
+# Empty: the mail gives the uid, the token and that API call.
+PASSWORD_RESET_URL = env.str("PASSWORD_RESET_URL", default="")
+
 # --- Ledger ---------------------------------------------------------------
 # Per-site overrides of operation amounts/policies, e.g. {"DAILY_REWARD": 2}.
 LEDGER_OPERATION_CONFIG: dict = {}

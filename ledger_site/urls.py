@@ -22,6 +22,12 @@ auth_patterns = [
     path("token/refresh/", accounts.RefreshView.as_view(), name="token-refresh"),
     path("logout/", accounts.LogoutView.as_view(), name="logout"),
     path("password/", accounts.PasswordChangeView.as_view(), name="password"),
+    path("password/reset/", accounts.PasswordResetView.as_view(), name="password-reset"),
+    path(
+        "password/reset/confirm/",
+        accounts.PasswordResetConfirmView.as_view(),
+        name="password-reset-confirm",
+    ),
     path("me/", accounts.MeView.as_view(), name="me"),
 ]
 

@@ -54,6 +54,7 @@ def _links(request: Request) -> dict[str, Any]:
             "refresh": url("auth:token-refresh"),
             "logout": url("auth:logout"),
             "password": url("auth:password"),
+            "password_reset": url("auth:password-reset"),
             "me": url("auth:me"),
             "session_login": url("rest_framework:login"),
         },

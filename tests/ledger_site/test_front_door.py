@@ -28,6 +28,7 @@ def test_api_root_lists_every_app(api_client):
     assert body["content"]["post"] == "http://testserver/api/content/ledger/"
     assert body["rewards"]["entries"] == "http://testserver/api/rewards/ledger/OWNER/entries/"
     assert body["auth"]["token"] == "http://testserver/api/auth/token/"
+    assert body["auth"]["password_reset"] == "http://testserver/api/auth/password/reset/"
     assert body["content"]["items"].endswith("/api/content/items/")
     assert body["content"]["holds"] == "http://testserver/api/content/ledger/holds/"
     assert body["rewards"]["balances"] == "http://testserver/api/rewards/ledger/balances/"
