@@ -370,6 +370,12 @@ class PasswordResetView(APIView):
         return Response({"detail": RESET_REQUESTED}, status=status.HTTP_202_ACCEPTED)
 
 
+DEAD_LINK = (
+    "This reset link is not valid: it expired, was used, or was replaced by a newer password. "
+    "Ask for a new one."
+)
+
+
 class PasswordResetConfirmSerializer(serializers.Serializer):
     uid = serializers.CharField(max_length=64, help_text="from the reset link")
     token = serializers.CharField(max_length=64, help_text="from the reset link")
@@ -378,13 +384,7 @@ class PasswordResetConfirmSerializer(serializers.Serializer):
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         user = password_reset_user(uid=attrs["uid"], token=attrs["token"])
         if user is None:
-            raise serializers.ValidationError(
-                {
-                    "token": "This reset link is not valid: it expired, was used, or was "
-                    "replaced by a newer password. Ask for a new one."
-                },  # fmt: skip
-                code="invalid_link",
-            )
+            raise serializers.ValidationError({"token": DEAD_LINK}, code="invalid_link")
         if problems := password_problems(attrs["new_password"], user):
             raise serializers.ValidationError({"new_password": problems})
         return {**attrs, "user": user}

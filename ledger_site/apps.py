@@ -11,7 +11,7 @@ class SiteConfig(AppConfig):
     def ready(self) -> None:
         from ledger_core.operations import register
 
-        from . import schema  # noqa: F401  (registers the OpenAPI auth extension)
+        from . import checks, schema  # noqa: F401  (registers the system checks, the OpenAPI auth extension)
         from .operations import SiteOperation
 
         register(self.label, SiteOperation)

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 from django.core import mail
+from django.core.checks import run_checks
 from rest_framework.test import APIClient
 
 from tests.factories import PASSWORD, UserFactory
@@ -177,6 +178,17 @@ def test_a_bad_reset_request_is_a_400(api_client, body):
     response = api_client.post(RESET, body, format="json")
     assert response.status_code == 400 and response.json()["code"] == "invalid"
     assert mail.outbox == []
+
+
+@pytest.mark.parametrize(
+    ("page", "problems"),
+    [("", []), ("https://app.example.test/r?u={uid}&t={token}", []),
+     ("https://app.example.test/reset", ["site.E001"]),
+     ("https://app.example.test/r/{token}", ["site.E001"])],
+)  # fmt: skip
+def test_a_reset_page_without_the_uid_and_token_fails_the_system_check(settings, page, problems):
+    settings.PASSWORD_RESET_URL = page
+    assert [problem.id for problem in run_checks() if problem.id.startswith("site.")] == problems
 
 
 def test_without_mail_a_reset_request_says_so(api_client, settings):

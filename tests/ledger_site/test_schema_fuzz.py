@@ -61,6 +61,8 @@ def test_fuzz_as_manager_and_owner(tmp_path):
             CACHE_KEY_PREFIX=f"ledger-fuzz-{free_port()}",
             # Long polls answer within a second here (the fuzzer asks for up to 30).
             LEDGER_EVENTS_MAX_WAIT="1",
+            # Password reset mail is sent (to nowhere), as on a configured site.
+            EMAIL_URL="dummymail://",
         )
         manage(env, "migrate", "--noinput")
         out = manage(env, "create_service_account", "fuzz-manager").stdout
