@@ -59,6 +59,7 @@ from .webhooks import (
     destination_problem,
     subscription_change,
     subscription_create,
+    subscription_ping,
 )
 
 #: How long the admin's "keeping the old ones" rotation lets a replaced
@@ -642,7 +643,7 @@ class WebhookSubscriptionAdmin(SafeLookupsMixin, admin.ModelAdmin):
     ]  # fmt: skip
     list_filter = ["active"]
     form = WebhookSubscriptionForm
-    actions = ["renew_secret", "renew_secret_keeping_old"]
+    actions = ["ping", "renew_secret", "renew_secret_keeping_old"]
     fields = [
         "url", "event_types", "app", "active", "cursor", "resume_after", "attempts",
         "next_attempt_at", "failing_since", "last_error", "last_success_at", "disabled_at",
@@ -658,6 +659,22 @@ class WebhookSubscriptionAdmin(SafeLookupsMixin, admin.ModelAdmin):
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return request.user.has_perm(POST_ANY_PERMISSION)
+
+    @admin.action(
+        description="Try the selected subscriptions' URLs (a signed delivery with no events)",
+        permissions=["change"],
+    )
+    def ping(self, request: HttpRequest, queryset: QuerySet[WebhookSubscription]) -> None:
+        actor = Actor.for_user(request.user)
+        for pk in queryset.order_by("pk").values_list("pk", flat=True):
+            try:
+                error = subscription_ping(pk, actor=actor)
+            except SubscriptionNotFound:
+                continue  # deleted meanwhile
+            if error is None:
+                self.message_user(request, f"Webhook #{pk}: acknowledged.", messages.SUCCESS)
+            else:
+                self.message_user(request, f"Webhook #{pk}: {error}", messages.ERROR)
 
     @admin.action(
         description="Give the selected subscriptions new signing secrets at once (shown once)",

@@ -426,6 +426,25 @@ class Delivery:
     lag_seconds: float = 0.0
 
 
+def subscription_ping(subscription_id: int, *, actor: Actor) -> str | None:
+    """Send the subscription's URL a delivery with no events, signed as every
+    delivery is, now (managers only): None if it answered 2xx, else what went
+    wrong. A receiver's set-up (address, TLS, signature check) can so be
+    tried before events depend on it. The cursor and failure state stay as
+    they are, and an inactive subscription can be tried too."""
+    _check(actor=actor, url=None, event_types=None, app=None, after=None)
+    sub = WebhookSubscription.objects.filter(pk=subscription_id).first()
+    if sub is None:
+        raise SubscriptionNotFound()
+    if sub.previous_secret_until is not None and sub.previous_secret_until <= timezone.now():
+        sub.previous_secret = ""  # its time is up (the next delivery forgets it)
+    error = _post(sub, json.dumps({"events": []}, separators=(",", ":")).encode(), [])
+    logger.info(
+        "webhook pinged", extra={"subscription": sub.pk, "actor": actor.name, "error": error}
+    )
+    return error
+
+
 def deliver_once(subscription_id: int, *, now: datetime | None = None) -> Delivery:
     """Deliver the next batch of one subscription, if it is due and free."""
     with connection.cursor() as cursor:

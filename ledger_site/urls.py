@@ -7,6 +7,7 @@ from ledger_core.api.events import (
     EventFeedView,
     WebhookDetailView,
     WebhookListView,
+    WebhookPingView,
     WebhookSecretView,
 )
 
@@ -54,6 +55,9 @@ urlpatterns = [
         "api/webhooks/<int:subscription_id>/secret/",
         WebhookSecretView.as_view(),
         name="webhook-secret",
+    ),
+    path(
+        "api/webhooks/<int:subscription_id>/ping/", WebhookPingView.as_view(), name="webhook-ping"
     ),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),

@@ -3,7 +3,8 @@ as printed, run in order and answer what the README says they answer.
 
 The site runs as `make run` runs it (the development server on the embedded
 PostgreSQL, no Redis); the only change to the commands is the port, since
-8000 may be taken on the machine that runs the suite.
+8000 may be taken on the machine that runs the suite, and webhooks go to a
+closed local proxy port, so the example's ping reaches nothing outside.
 """
 
 from __future__ import annotations
@@ -106,6 +107,9 @@ def test_readme_commands_run_as_printed(tmp_path):
         DJANGO_SECURE=None,
         LOG_FORMAT="console",
         EMBEDDED_PGDATA=str(tmp_path / "pgdata"),
+        # The README pings its example webhook: through a "proxy" on this
+        # machine where nothing listens, so no request leaves it.
+        LEDGER_WEBHOOK_PROXY=f"http://127.0.0.1:{free_port()}",
     )
     python = str(ROOT / ".venv" / "bin" / "python")
     if not (ROOT / ".venv" / "bin" / "python").exists():  # the suite's own interpreter

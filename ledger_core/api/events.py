@@ -29,6 +29,7 @@ from ..webhooks import (
     subscription_change,
     subscription_create,
     subscription_delete,
+    subscription_ping,
 )
 from .schema import NOT_FOUND, READ_ERRORS, WRITE_ERRORS
 from .serializers import AppLabelField, EntrySerializer, StrictIntegerField
@@ -256,3 +257,29 @@ class WebhookSecretView(APIView):
             subscription_id, actor=actor, new_secret=True, **serializer.validated_data
         )
         return Response(NewWebhookSerializer(subscription).data)
+
+
+class PingSerializer(serializers.Serializer):
+    delivered = serializers.BooleanField(help_text="the URL answered 2xx")
+    error = serializers.CharField(
+        allow_null=True, help_text="what went wrong (as the admin's last error shows it), or null"
+    )
+
+
+class WebhookPingView(APIView):
+    """A delivery with no events to a subscription's URL, now (managers)."""
+
+    @extend_schema(
+        summary="Try a webhook subscription's URL: a signed delivery with no events",
+        description=(
+            'POSTs `{"events": []}` to the URL, signed as every delivery is, and answers '
+            "whether it was acknowledged (2xx). The cursor and the failure state do not change; "
+            "an inactive subscription can be tried too. Waits for the answer (up to "
+            "LEDGER_WEBHOOK_TIMEOUT to connect and as long again for the answer)."
+        ),
+        request=None,
+        responses={200: PingSerializer, 404: NOT_FOUND, **WRITE_ERRORS},
+    )
+    def post(self, request: Request, subscription_id: int) -> Response:
+        error = subscription_ping(subscription_id, actor=_manager(request))
+        return Response(PingSerializer({"delivered": error is None, "error": error}).data)

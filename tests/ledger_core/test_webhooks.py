@@ -109,7 +109,7 @@ class Receiver:
                         receiver.bad_signatures += 1
                         fail = True
                     events = json.loads(body)["events"]
-                    ids = self.headers["Ledger-Event-Ids"].split(",")
+                    ids = [i for i in self.headers["Ledger-Event-Ids"].split(",") if i]
                     assert ids == [e["id"] for e in events]
                     if not fail:
                         receiver.acknowledged.extend(events)
@@ -561,6 +561,66 @@ def test_a_rotation_that_keeps_the_old_secret_signs_with_both_until_its_time_is_
     finally:
         receiver.stop()
     assert [e["data"]["owner_id"] for e in receiver.acknowledged] == ["a", "b", "c", "d"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_ping_tries_the_url_with_a_signed_empty_delivery_and_changes_nothing(
+    manager_client, alice_client, settings
+):
+    port = free_port()
+    created = manager_client.post("/api/webhooks/", {"url": f"http://127.0.0.1:{port}/"},
+                                  format="json").json()  # fmt: skip
+    ping = f"/api/webhooks/{created['id']}/ping/"
+    fund("a", 1)  # an event waiting: a ping neither sends it nor moves past it
+    before = WebhookSubscription.objects.values().get(pk=created["id"])
+    # Nobody listening yet: the answer says why, as the admin's last error would.
+    response = manager_client.post(ping)
+    assert response.status_code == 200, response.content
+    assert response.json()["delivered"] is False
+    assert response.json()["error"].startswith("ConnectionRefusedError")
+    receiver = Receiver(port, created["secret"], flaky=False)
+    receiver.start()
+    try:
+        assert manager_client.post(ping).json() == {"delivered": True, "error": None}
+        assert receiver.requests == 1 and receiver.bad_signatures == 0
+        assert receiver.acknowledged == []  # the delivery had no events
+        receiver.secret = "not-the-secret"  # a receiver checking the wrong secret refuses it
+        assert manager_client.post(ping).json() == {"delivered": False, "error": "HTTP 500"}
+        # Stopped subscriptions can be tried too; only managers may.
+        manager_client.patch(f"/api/webhooks/{created['id']}/", {"active": False}, format="json")
+        receiver.secret = created["secret"]
+        assert manager_client.post(ping).json()["delivered"] is True
+        assert alice_client.post(ping).status_code == 403
+        assert receiver.requests == 3
+    finally:
+        receiver.stop()
+    after = WebhookSubscription.objects.values().get(pk=created["id"])
+    assert {**after, "active": True} == before  # cursor, failures: as they were
+    missing = manager_client.post("/api/webhooks/99999/ping/")
+    assert missing.status_code == 404 and missing.json()["code"] == "not_found"
+    # The destination rules apply to a ping as to any delivery.
+    settings.LEDGER_WEBHOOK_ALLOW_PRIVATE = False
+    refused = manager_client.post(ping).json()
+    assert refused["delivered"] is False and refused["error"].startswith("refused:")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_admin_pings_subscriptions(admin_client):
+    port = free_port()
+    sub = subscription_create(url=f"http://127.0.0.1:{port}/", actor=MANAGER)
+    response = admin_client.post(ADMIN_WEBHOOKS, {"action": "ping", "_selected_action": [sub.pk]},
+                                 follow=True)  # fmt: skip
+    shown = [str(message) for message in response.context["messages"]]
+    assert len(shown) == 1 and shown[0].startswith(f"Webhook #{sub.pk}: ConnectionRefusedError")
+    receiver = Receiver(port, sub.secret, flaky=False)
+    receiver.start()
+    try:
+        response = admin_client.post(
+            ADMIN_WEBHOOKS, {"action": "ping", "_selected_action": [sub.pk]}, follow=True
+        )
+    finally:
+        receiver.stop()
+    assert [str(m) for m in response.context["messages"]] == [f"Webhook #{sub.pk}: acknowledged."]
 
 
 @pytest.mark.django_db
