@@ -36,12 +36,13 @@ def admin_dsn(url: str, dbname: str = "postgres") -> str:
 
 
 @contextlib.contextmanager
-def temp_database(prefix: str = "ledger_bench") -> Iterator[tuple[str, str]]:
-    """A new database; yields (django url, psycopg dsn); dropped afterwards."""
+def temp_database(prefix: str = "ledger_bench", options: str = "") -> Iterator[tuple[str, str]]:
+    """A new database (``CREATE DATABASE`` with ``options``, e.g. a locale);
+    yields (django url, psycopg dsn); dropped afterwards."""
     base = database_url()
     name = f"{prefix}_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(admin_dsn(base), autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
+        conn.execute(f'CREATE DATABASE "{name}" {options}')
     try:
         yield base.rsplit("/", 1)[0] + "/" + name, admin_dsn(base, name)
     finally:

@@ -129,9 +129,10 @@ def call(
 
 
 @contextlib.contextmanager
-def temp_database() -> Iterator[str]:
-    """A fresh PostgreSQL database for a live server (migrate it); dropped afterwards."""
-    with common.temp_database("ledger_live") as (url, _dsn):
+def temp_database(options: str = "") -> Iterator[str]:
+    """A fresh PostgreSQL database for a live server (migrate it); dropped
+    afterwards. ``options`` go to ``CREATE DATABASE`` (a locale, say)."""
+    with common.temp_database("ledger_live", options) as (url, _dsn):
         yield url
 
 

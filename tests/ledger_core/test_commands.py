@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -19,7 +20,15 @@ from bench import common
 from bench.common import service_account_password
 from ledger_core.models import Balance, LedgerEntry
 from tests.conftest import SYSTEM, fund
-from tests.livehelpers import free_port, manage, running_server, scrape, site_env
+from tests.livehelpers import (
+    ROOT,
+    free_port,
+    manage,
+    running_server,
+    scrape,
+    site_env,
+    temp_database,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -290,6 +299,37 @@ def test_bad_command_arguments_are_clear_errors(args, message):
 def test_verify_unknown_owner_says_so():
     with pytest.raises(CommandError, match="'nobody-here' has no ledger and no user"):
         run("verify_ledger", "--owner", "nobody-here", "--no-progress")
+
+
+@pytest.mark.slow
+def test_verify_merges_in_the_databases_own_order_of_owner_ids():
+    # A database whose owner ids sort as en-US does ("ab" before "Ab"; Python
+    # puts "Ab" first). An owner with a balance row and no entries ("ab", a
+    # row opened at 0 and never posted to) sits where the two orders
+    # disagree: entries and balances must still be matched owner by owner.
+    locale = "TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE 'en-US'"
+    with temp_database(locale) as database_url:
+        env = site_env(DATABASE_URL=database_url, REDIS_URL=None, DJANGO_SECRET_KEY="x")
+        manage(env, "migrate", "--noinput")
+        for owner in ("Ab", "a-b", "AB"):
+            manage(env, "grant_credits", "--owner", owner, "--amount", "5", "--nonce", "g",
+                   "--allow-new-owners",
+                   "--no-progress")  # fmt: skip
+        dsn = common.admin_dsn(database_url, database_url.rsplit("/", 1)[1])
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            rows = conn.execute("SELECT o FROM (VALUES ('ab'), ('Ab')) v(o) ORDER BY o")
+            assert [row[0] for row in rows] == ["ab", "Ab"]  # not Python's order
+            # A row as a batch opens one (ledger_core.services.batches).
+            conn.execute(
+                "INSERT INTO ledger_core_balance (owner_id, balance, version, updated_at) "
+                "VALUES ('ab', 0, 0, now())"
+            )
+        result = subprocess.run(
+            [sys.executable, "manage.py", "verify_ledger", "--no-progress"], cwd=ROOT, env=env,
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "checked 4 owner(s), 3 entries" in result.stdout and "ledger consistent" in result.stdout
 
 
 def test_verify_clean_ledger_passes():

@@ -325,13 +325,27 @@ class Command(BaseCommand):
         elif self.problems == self.max_report + 1:
             self.stdout.write("... more discrepancies not shown (--max-report)")
 
+    def _first_owner(self, entry: Any, balance: Any) -> str:
+        """The owner that comes first of the two streams' next rows, in the
+        order PostgreSQL sorted them: the owner ids' collation, which may not
+        be Python's (``en_US``, the usual default, puts ``ab`` before ``Ab``).
+        The heads differ only where one stream has an owner the other lacks (a
+        balance row opened at 0 and never posted to, which is consistent, or a
+        discrepancy), so PostgreSQL is asked only then."""
+        if entry is _END or balance is _END:
+            return (balance if entry is _END else entry)[0]
+        if entry[0] == balance[0]:
+            return entry[0]
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT %s::text < %s::text", [entry[0], balance[0]])
+            return entry[0] if cursor.fetchone()[0] else balance[0]
+
     def _merge(self, entries: Iterator, balances: Iterator) -> tuple[int, int]:
         owners = entry_count = 0
         next_entry = next(entries, _END)
         next_balance = next(balances, _END)
         while next_entry is not _END or next_balance is not _END:
-            candidates = [row[0] for row in (next_entry, next_balance) if row is not _END]
-            owner_id = min(candidates)
+            owner_id = self._first_owner(next_entry, next_balance)
             total = count = 0
             negative_reported = False
             head, chain_broken = chain.GENESIS, False
