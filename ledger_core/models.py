@@ -14,6 +14,8 @@ exception and would become (owner_id, id) when distributing.
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
@@ -338,3 +340,11 @@ class WebhookSubscription(models.Model):
 
     def __str__(self) -> str:
         return f"webhook #{self.pk} -> {self.url}"
+
+    def signing_secrets(self, now: datetime) -> list[str]:
+        """What a delivery at ``now`` is signed with: the secret, then the one
+        it replaced while a rotation keeps that."""
+        until = self.previous_secret_until
+        if self.previous_secret and until is not None and now < until:
+            return [self.secret, self.previous_secret]
+        return [self.secret]

@@ -436,9 +436,8 @@ def subscription_ping(subscription_id: int, *, actor: Actor) -> str | None:
     sub = WebhookSubscription.objects.filter(pk=subscription_id).first()
     if sub is None:
         raise SubscriptionNotFound()
-    if sub.previous_secret_until is not None and sub.previous_secret_until <= timezone.now():
-        sub.previous_secret = ""  # its time is up (the next delivery forgets it)
-    error = _post(sub, json.dumps({"events": []}, separators=(",", ":")).encode(), [])
+    body = json.dumps({"events": []}, separators=(",", ":")).encode()
+    error = _post(sub, body, [], sub.signing_secrets(timezone.now()))
     logger.info(
         "webhook pinged", extra={"subscription": sub.pk, "actor": actor.name, "error": error}
     )
@@ -485,7 +484,7 @@ def _deliver(subscription_id: int, now: datetime) -> Delivery:
         return Delivery("idle")
     lag = max((now - events[0].created_at).total_seconds(), 0.0)
     body = json.dumps({"events": [event_json(e) for e in events]}, separators=(",", ":"))
-    error = _post(sub, body.encode(), [e.id for e in events])
+    error = _post(sub, body.encode(), [e.id for e in events], sub.signing_secrets(now))
     if error is None:
         WebhookSubscription.objects.filter(pk=sub.pk).update(
             cursor=str(next_cursor), attempts=0, next_attempt_at=None, failing_since=None,
@@ -516,9 +515,11 @@ def _failed(sub: WebhookSubscription, now: datetime, error: str, delivery: Deliv
     return dataclasses.replace(delivery, result="disabled") if disable else delivery
 
 
-def _post(sub: WebhookSubscription, body: bytes, event_ids: list[str]) -> str | None:
-    """POST ``body``, signed with the subscription's secret (and the one it
-    replaced, while that is kept); None on a 2xx, else what went wrong. A redirect is a
+def _post(
+    sub: WebhookSubscription, body: bytes, event_ids: list[str], keys: list[str]
+) -> str | None:
+    """POST ``body``, signed with each of ``keys``; None on a 2xx, else what
+    went wrong. A redirect is a
     failure and is not followed: its target is not what was subscribed, and
     a client that follows one re-sends the POST as a body-less GET, whose 2xx
     would move the cursor past events nobody received."""
@@ -531,11 +532,10 @@ def _post(sub: WebhookSubscription, body: bytes, event_ids: list[str]) -> str | 
         parts.hostname or "", parts.port, float(ledger_settings.WEBHOOK_TIMEOUT)
     )
     timestamp = int(time.time())
-    older = [sub.previous_secret] if sub.previous_secret else []
     headers = {
         "Content-Type": "application/json",
         "Ledger-Event-Ids": ",".join(event_ids),
-        "Ledger-Signature": signature(sub.secret, timestamp, body, *older),
+        "Ledger-Signature": signature(keys[0], timestamp, body, *keys[1:]),
         "User-Agent": "shared-ledger-webhooks",
     }
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
