@@ -42,6 +42,7 @@ from .services import (
     password_reset_request,
     password_reset_user,
     session_revoke,
+    user_email_change,
     user_password_change,
     user_register,
     username_problem,
@@ -120,6 +121,7 @@ class MeSerializer(serializers.Serializer):
     id = serializers.IntegerField()
     username = serializers.CharField()
     owner_id = serializers.CharField()
+    email = serializers.CharField(help_text="where password reset links go; empty: none")
     is_staff = serializers.BooleanField()
     balance = serializers.IntegerField()
     permissions = serializers.ListField(child=serializers.CharField())
@@ -317,6 +319,41 @@ class PasswordChangeView(APIView):
         return Response(token_pair_body(access=str(pair.access_token), refresh=str(pair)))
 
 
+class EmailChangeSerializer(serializers.Serializer):
+    password = password_field()
+    email = serializers.EmailField(allow_blank=True, help_text="empty: no address")
+
+    def validate_password(self, value: str) -> str:
+        if not self.context["user"].check_password(value):
+            raise serializers.ValidationError("This is not your password.", code="wrong")
+        return value
+
+
+class EmailSerializer(serializers.Serializer):
+    email = serializers.CharField()
+
+
+class EmailChangeView(APIView):
+    """Change the email address password reset links go to. It takes your
+    password, so a stolen access token alone cannot redirect them; reset
+    links sent to the old address stop working."""
+
+    permission_classes = [IsAuthenticated]
+    ratelimit_group = "auth"
+
+    @extend_schema(
+        summary="Change your email address (for password reset links)",
+        request=EmailChangeSerializer,
+        responses={200: EmailSerializer, 400: BAD_REQUEST, 401: UNAUTHORIZED, 429: RATE_LIMITED},
+    )
+    def post(self, request: Request) -> Response:
+        # A write: the authenticator loaded the user from the database.
+        serializer = EmailChangeSerializer(data=request.data, context={"user": request.user})
+        serializer.is_valid(raise_exception=True)
+        user_email_change(user=request.user, email=serializer.validated_data["email"])
+        return Response({"email": request.user.email})
+
+
 class PasswordResetSerializer(serializers.Serializer):
     email = serializers.EmailField(help_text="the email address of your account")
 
@@ -442,6 +479,7 @@ class MeView(APIView):
                 "id": user.pk,
                 "username": owner_id,
                 "owner_id": owner_id,
+                "email": user.email,
                 "is_staff": user.is_staff,
                 "balance": balance_get(owner_id=owner_id).balance,
                 "permissions": ledger_perms,

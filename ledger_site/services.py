@@ -80,6 +80,15 @@ def user_password_change(*, user: Any, password: str) -> None:
     user.save(update_fields=["password"])
 
 
+def user_email_change(*, user: Any, email: str) -> None:
+    """Give ``user`` a new email address (the caller checked their password).
+    Reset links sent before stop working: Django's reset token covers the
+    address."""
+    user.email = email
+    user.save(update_fields=["email"])
+    logger.info("email changed", extra={"user_id": user.pk})
+
+
 def password_reset_request(*, email: str, confirm_url: str) -> int:
     """Mail a password reset link to every active user with ``email`` (any
     letter case) and a usable password; how many were mailed. The caller

@@ -24,6 +24,7 @@ auth_patterns = [
     path("logout/", accounts.LogoutView.as_view(), name="logout"),
     path("password/", accounts.PasswordChangeView.as_view(), name="password"),
     path("password/reset/", accounts.PasswordResetView.as_view(), name="password-reset"),
+    path("email/", accounts.EmailChangeView.as_view(), name="email"),
     path(
         "password/reset/confirm/",
         accounts.PasswordResetConfirmView.as_view(),

@@ -55,6 +55,7 @@ def _links(request: Request) -> dict[str, Any]:
             "logout": url("auth:logout"),
             "password": url("auth:password"),
             "password_reset": url("auth:password-reset"),
+            "email": url("auth:email"),
             "me": url("auth:me"),
             "session_login": url("rest_framework:login"),
         },

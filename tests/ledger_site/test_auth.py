@@ -302,7 +302,15 @@ def test_me(api_client, manager):
     assert data["balance"] == 0
     assert data["is_staff"] is False
     assert data["permissions"] == ["ledger_core.post_any_entry"]
-    assert set(data) == {"id", "username", "owner_id", "is_staff", "balance", "permissions"}
+    assert set(data) == {
+        "id",
+        "username",
+        "owner_id",
+        "email",
+        "is_staff",
+        "balance",
+        "permissions",
+    }
 
 
 def test_me_requires_auth(api_client):

@@ -222,6 +222,40 @@ def test_a_mail_server_that_refuses_is_logged_and_the_answer_is_the_same(api_cli
     assert (response.status_code, response.json()) == (202, {"detail": ANSWER})
 
 
+def test_the_address_links_go_to_changes_with_the_password(api_client):
+    user = UserFactory(username="alice", email="alice@old.example.test")
+    api_client.post(RESET, {"email": "alice@old.example.test"}, format="json")
+    old_uid, old_token = link_of(mail.outbox[0].body)
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {login(api_client, PASSWORD).json()['access']}")
+    # A stolen access token alone cannot redirect the links.
+    wrong = client.post("/api/auth/email/", {"password": "guess", "email": "thief@example.test"},
+                        format="json")  # fmt: skip
+    assert wrong.status_code == 400 and "password" in wrong.json()["errors"]
+    for bad in ({"password": PASSWORD, "email": "not an address"}, {"email": "a@b.test"}):
+        assert client.post("/api/auth/email/", bad, format="json").status_code == 400
+    assert APIClient().post("/api/auth/email/", {"password": PASSWORD, "email": "x@y.test"},
+                            format="json").status_code == 401  # fmt: skip
+    user.refresh_from_db()
+    assert user.email == "alice@old.example.test"
+    changed = client.post("/api/auth/email/", {"password": PASSWORD,
+                          "email": "alice@new.example.test"}, format="json")  # fmt: skip
+    assert changed.status_code == 200 and changed.json() == {"email": "alice@new.example.test"}
+    assert client.get("/api/auth/me/").json()["email"] == "alice@new.example.test"
+    # The link mailed to the old address no longer works; the new address gets new ones.
+    body = {"uid": old_uid, "token": old_token, "new_password": NEW_PASSWORD}
+    assert api_client.post(CONFIRM, body, format="json").status_code == 400
+    api_client.post(RESET, {"email": "alice@old.example.test"}, format="json")
+    assert len(mail.outbox) == 1
+    api_client.post(RESET, {"email": "alice@new.example.test"}, format="json")
+    assert mail.outbox[1].to == ["alice@new.example.test"]
+    # An empty address: no links at all.
+    cleared = client.post("/api/auth/email/", {"password": PASSWORD, "email": ""}, format="json")
+    assert cleared.json() == {"email": ""}
+    api_client.post(RESET, {"email": "alice@new.example.test"}, format="json")
+    assert len(mail.outbox) == 2
+
+
 # --- a real server sending through a real SMTP server -------------------------------
 
 
