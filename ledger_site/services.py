@@ -17,6 +17,7 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.encoding import force_bytes, force_str
 from django.utils.http import urlsafe_base64_decode, urlsafe_base64_encode
+from prometheus_client import Counter
 from rest_framework_simplejwt.settings import api_settings as jwt_settings
 
 from ledger_core.actors import Actor
@@ -27,6 +28,11 @@ from ledger_core.services import entry_post
 from .models import RevokedSession
 
 logger = logging.getLogger("ledger_site.accounts")
+
+MAIL_FAILURES = Counter(
+    "ledger_mail_failures",
+    "Mails (password reset links) the mail server did not take; the user was not told.",
+)
 
 SIGNUP_NONCE = "signup"
 SITE_APP = "site"
@@ -110,6 +116,7 @@ def password_reset_request(*, email: str, confirm_url: str) -> int:
                 [user.email],
             )
         except Exception:  # noqa: BLE001 - SMTP refusals, timeouts, DNS...
+            MAIL_FAILURES.inc()
             logger.exception("password reset mail failed", extra={"user_id": user.pk})
             continue
         logger.info("password reset mailed", extra={"user_id": user.pk})

@@ -390,6 +390,42 @@ def test_the_verifier_alerts_fire_when_they_should(tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_failing_mail_alerts_for_fifteen_minutes(tmp_path):
+    """promtool replays the web's mail failure counter (two workers) through
+    the rules: a failure alerts at once, and the alert ends 15 minutes after
+    the last one."""
+    assert PROMTOOL, "promtool missing: make test installs Debian's prometheus package"
+    rule = next(
+        rule for group in yaml.safe_load(ALERTS.read_text())["groups"] for rule in group["rules"]
+        if rule.get("alert") == "LedgerMailFailing"
+    )  # fmt: skip
+    firing = [{"exp_labels": {"severity": rule["labels"]["severity"]},
+               "exp_annotations": rule["annotations"]}]  # fmt: skip
+    series = 'ledger_mail_failures_total{job="ledger",instance="web:8000",pid="%s"}'
+    tests = {
+        "rule_files": [str(ALERTS)],
+        "evaluation_interval": "1m",
+        "tests": [{
+            "interval": "1m",
+            # One worker's mail fails at 10m; the other's counter never moves.
+            "input_series": [{"series": series % 1, "values": "0x9 1x60"},
+                             {"series": series % 2, "values": "0x70"}],
+            "alert_rule_test": [
+                {"eval_time": "9m", "alertname": "LedgerMailFailing", "exp_alerts": []},
+                {"eval_time": "11m", "alertname": "LedgerMailFailing", "exp_alerts": firing},
+                {"eval_time": "24m", "alertname": "LedgerMailFailing", "exp_alerts": firing},
+                {"eval_time": "27m", "alertname": "LedgerMailFailing", "exp_alerts": []},
+            ],
+        }],
+    }  # fmt: skip
+    path = tmp_path / "mail-alerts.yml"
+    path.write_text(yaml.safe_dump(tests))
+    result = subprocess.run(
+        [PROMTOOL, "test", "rules", str(path)], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 def test_grafana_provisioning_matches_dashboard():
     datasource = yaml.safe_load(
         (MONITORING / "grafana/provisioning/datasources/prometheus.yml").read_text()

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 import pytest
 from django.core import mail
 from django.core.checks import run_checks
+from prometheus_client import REGISTRY
 from rest_framework.test import APIClient
 
 from tests.factories import PASSWORD, UserFactory
@@ -218,8 +219,11 @@ def test_a_mail_server_that_refuses_is_logged_and_the_answer_is_the_same(api_cli
     settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
     settings.EMAIL_HOST, settings.EMAIL_PORT, settings.EMAIL_TIMEOUT = "127.0.0.1", free_port(), 2
     UserFactory(username="alice", email="alice@example.test")
+    failures = REGISTRY.get_sample_value("ledger_mail_failures_total")
     response = api_client.post(RESET, {"email": "alice@example.test"}, format="json")
     assert (response.status_code, response.json()) == (202, {"detail": ANSWER})
+    # Counted, for the LedgerMailFailing alert.
+    assert REGISTRY.get_sample_value("ledger_mail_failures_total") == failures + 1
 
 
 def test_the_address_links_go_to_changes_with_the_password(api_client):
