@@ -8,6 +8,7 @@ import contextlib
 import re
 import socketserver
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -258,6 +259,26 @@ def test_the_address_links_go_to_changes_with_the_password(api_client):
     assert cleared.json() == {"email": ""}
     api_client.post(RESET, {"email": "alice@new.example.test"}, format="json")
     assert len(mail.outbox) == 2
+
+
+def test_a_mail_server_that_never_answers_holds_the_request_only_for_email_timeout(
+    api_client, settings
+):
+    # A server on this machine that accepts connections and says nothing (a
+    # hung mail relay): the SMTP client gives up after EMAIL_TIMEOUT.
+    with socketserver.TCPServer(("127.0.0.1", 0), socketserver.BaseRequestHandler) as silent:
+        silent.socket.listen()
+        settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+        settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", silent.server_address[1]
+        settings.EMAIL_TIMEOUT = 1
+        UserFactory(username="alice", email="alice@example.test")
+        failures = REGISTRY.get_sample_value("ledger_mail_failures_total")
+        started = time.monotonic()
+        response = api_client.post(RESET, {"email": "alice@example.test"}, format="json")
+        waited = time.monotonic() - started
+    assert (response.status_code, response.json()) == (202, {"detail": ANSWER})
+    assert REGISTRY.get_sample_value("ledger_mail_failures_total") == failures + 1
+    assert waited < 20, waited  # bounded by the timeout, not by the silent server
 
 
 # --- a real server sending through a real SMTP server -------------------------------
