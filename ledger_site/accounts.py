@@ -396,7 +396,7 @@ class PasswordResetView(APIView):
         auth=[],
     )
     def post(self, request: Request) -> Response:
-        if not settings.EMAIL_URL:
+        if not settings.EMAIL_ENABLED:
             raise ResetByMailOff()
         serializer = PasswordResetSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)

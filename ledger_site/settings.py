@@ -247,9 +247,13 @@ SIMPLE_JWT = {
 # email URLs). Without it, debug prints mail on the console, and production
 # sends none: a password reset request answers 503 rather than accept
 # requests whose mail goes nowhere.
-EMAIL_URL = env.str("EMAIL_URL", default="") or ("consolemail://" if DEBUG else "")
-if EMAIL_URL:
-    vars().update(env.email_url_config(EMAIL_URL))
+# The URL itself (it may hold the mail server's password) is not kept as a
+# setting: settings are what a debug page shows.
+_email_url = env.str("EMAIL_URL", default="") or ("consolemail://" if DEBUG else "")
+if _email_url:
+    vars().update(env.email_url_config(_email_url))
+# Whether mail can be sent at all.
+EMAIL_ENABLED = bool(_email_url)
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="ledger@localhost")
 EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=10)
 # How long a reset link works (seconds; it also stops working once used).

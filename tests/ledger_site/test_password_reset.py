@@ -25,6 +25,7 @@ from tests.livehelpers import (
     gunicorn_env,
     manage,
     running_server,
+    site_env,
     temp_database,
 )
 
@@ -39,7 +40,7 @@ pytestmark = pytest.mark.django_db
 def _mail_on(settings):
     # The suite runs as production does (debug off), where a reset needs
     # EMAIL_URL; Django's test runner keeps sent mail in mail.outbox.
-    settings.EMAIL_URL = "smtp://mail.example.test:25"
+    settings.EMAIL_ENABLED = True
 
 
 def link_of(message: str) -> tuple[str, str]:
@@ -194,7 +195,7 @@ def test_a_reset_page_without_the_uid_and_token_fails_the_system_check(settings,
 
 
 def test_without_mail_a_reset_request_says_so(api_client, settings):
-    settings.EMAIL_URL = ""
+    settings.EMAIL_ENABLED = False
     UserFactory(username="alice", email="alice@example.test")
     response = api_client.post(RESET, {"email": "alice@example.test"}, format="json")
     assert response.status_code == 503, response.content
@@ -279,6 +280,23 @@ def test_a_mail_server_that_never_answers_holds_the_request_only_for_email_timeo
     assert (response.status_code, response.json()) == (202, {"detail": ANSWER})
     assert REGISTRY.get_sample_value("ledger_mail_failures_total") == failures + 1
     assert waited < 20, waited  # bounded by the timeout, not by the silent server
+
+
+@pytest.mark.slow
+def test_the_mail_servers_password_never_shows_on_a_debug_page():
+    # Django's debug pages show the settings through this filter, which hides
+    # names like *PASSWORD*; the URL the password came in is not kept.
+    env = site_env(EMAIL_URL="smtp+tls://ledger:s3cret-pw@smtp.example.test:587",
+                   DJANGO_DEBUG="1", DATABASE_URL="postgres://127.0.0.1:1/none")  # fmt: skip
+    script = (
+        "from django.conf import settings; "
+        "from django.views.debug import SafeExceptionReporterFilter as F; "
+        "print(settings.EMAIL_HOST_PASSWORD, settings.EMAIL_USE_TLS, settings.EMAIL_ENABLED); "
+        "print(repr(F().get_safe_settings()))"
+    )
+    shown = manage(env, "shell", "-c", script).stdout.splitlines()[-2:]
+    assert shown[0] == "s3cret-pw True True"
+    assert "s3cret-pw" not in shown[1] and "EMAIL_HOST" in shown[1]
 
 
 # --- a real server sending through a real SMTP server -------------------------------
