@@ -28,6 +28,11 @@ WRITES = [
     "/api/auth/token/",
     "/api/auth/token/refresh/",
     "/api/auth/logout/",
+    "/api/auth/password/",
+    "/api/auth/password/reset/",
+    "/api/auth/password/reset/confirm/",
+    "/api/auth/email/",
+    "/api/webhooks/",
 ]
 
 # Texts with lone surrogates, which JSON writes as "\ud800" escapes and no UTF-8 text holds.
@@ -44,7 +49,8 @@ json_values = st.recursive(
 )
 fields = st.sampled_from(
     ["owner_id", "operation", "nonce", "amount", "metadata", "entries", "username", "password",
-     "refresh", "title", "body", "referrer"]
+     "refresh", "title", "body", "referrer", "email", "uid", "token", "new_password",
+     "old_password", "url"]
 )  # fmt: skip
 bodies = st.one_of(
     json_values.map(json.dumps),
@@ -67,7 +73,10 @@ HOSTILE = settings(
 
 
 @pytest.fixture
-def manager_bearer(db):
+def manager_bearer(db, settings):
+    # Password resets mail (to Django's test outbox). Set once per test, not
+    # per example: each assignment stacks an override of the settings.
+    settings.EMAIL_ENABLED = True
     return bearer_client(UserFactory(username="fuzzer", perms=["ledger_core.post_any_entry"]))
 
 
