@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import email.utils
 import hashlib
 import hmac
 import http.client
@@ -437,7 +438,7 @@ def subscription_ping(subscription_id: int, *, actor: Actor) -> str | None:
     if sub is None:
         raise SubscriptionNotFound()
     body = json.dumps({"events": []}, separators=(",", ":")).encode()
-    error = _post(sub, body, [], sub.signing_secrets(timezone.now()))
+    error = _post(sub, body, [], sub.signing_secrets(timezone.now())).error
     logger.info(
         "webhook pinged", extra={"subscription": sub.pk, "actor": actor.name, "error": error}
     )
@@ -484,22 +485,28 @@ def _deliver(subscription_id: int, now: datetime) -> Delivery:
         return Delivery("idle")
     lag = max((now - events[0].created_at).total_seconds(), 0.0)
     body = json.dumps({"events": [event_json(e) for e in events]}, separators=(",", ":"))
-    error = _post(sub, body.encode(), [e.id for e in events], sub.signing_secrets(now))
-    if error is None:
+    answer = _post(sub, body.encode(), [e.id for e in events], sub.signing_secrets(now))
+    if answer.error is None:
         WebhookSubscription.objects.filter(pk=sub.pk).update(
             cursor=str(next_cursor), attempts=0, next_attempt_at=None, failing_since=None,
             last_success_at=now,
         )  # fmt: skip
         return Delivery("delivered", len(events), lag)
-    return _failed(sub, now, error, Delivery("failed", len(events), lag))
+    delivery = Delivery("failed", len(events), lag)
+    return _failed(sub, now, answer.error, delivery, wait=answer.retry_after)
 
 
-def _failed(sub: WebhookSubscription, now: datetime, error: str, delivery: Delivery) -> Delivery:
-    """Record a failed attempt: back off, and disable the subscription once it
-    has failed for ``LEDGER_WEBHOOK_DISABLE_AFTER``."""
+def _failed(
+    sub: WebhookSubscription, now: datetime, error: str, delivery: Delivery,
+    wait: float | None = None,
+) -> Delivery:  # fmt: skip
+    """Record a failed attempt: back off (2^attempts seconds, or longer if
+    the receiver asked to ``wait``; at most ``LEDGER_WEBHOOK_BACKOFF_MAX``),
+    and disable the subscription once it has failed for
+    ``LEDGER_WEBHOOK_DISABLE_AFTER``."""
     attempts = sub.attempts + 1
     failing_since = sub.failing_since or now
-    backoff = min(2**attempts, int(ledger_settings.WEBHOOK_BACKOFF_MAX))
+    backoff = min(max(2**attempts, wait or 0), int(ledger_settings.WEBHOOK_BACKOFF_MAX))
     changes = {
         "attempts": attempts, "failing_since": failing_since, "last_error": error[:2000],
         "next_attempt_at": now + timedelta(seconds=backoff),
@@ -515,17 +522,41 @@ def _failed(sub: WebhookSubscription, now: datetime, error: str, delivery: Deliv
     return dataclasses.replace(delivery, result="disabled") if disable else delivery
 
 
+@dataclasses.dataclass(frozen=True)
+class _Answered:
+    """How a POST went: ``error`` is None on a 2xx; ``retry_after`` is the
+    seconds a 429 or 503 asked to wait (its ``Retry-After``), if it said."""
+
+    error: str | None
+    retry_after: float | None = None
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    """A ``Retry-After`` value (seconds, or an HTTP date) as seconds from
+    now (0 for a date past), or None if it is neither."""
+    if not value:
+        return None
+    if value.isascii() and value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:  # not an HTTP date (they are in GMT)
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
 def _post(
     sub: WebhookSubscription, body: bytes, event_ids: list[str], keys: list[str]
-) -> str | None:
-    """POST ``body``, signed with each of ``keys``; None on a 2xx, else what
-    went wrong. A redirect is a
+) -> _Answered:
+    """POST ``body``, signed with each of ``keys``. A redirect is a
     failure and is not followed: its target is not what was subscribed, and
     a client that follows one re-sends the POST as a body-less GET, whose 2xx
     would move the cursor past events nobody received."""
     problem = destination_problem(sub.url)
     if problem is not None:  # e.g. a URL changed in the admin
-        return f"refused: {problem}"
+        return _Answered(f"refused: {problem}")
     parts = urlsplit(sub.url)
     connection_class = _HTTPSConnection if parts.scheme == "https" else _HTTPConnection
     client = connection_class(
@@ -548,17 +579,19 @@ def _post(
         while 100 <= status.code < 200:
             status, fields = _answer(client.sock, deadline=deadline, to="the POST")
     except DestinationRefused as exc:
-        return f"refused: {exc}"
+        return _Answered(f"refused: {exc}")
     except (OSError, http.client.HTTPException, ValueError) as exc:  # ValueError: e.g. TLS name
-        return f"{type(exc).__name__}: {exc}"
+        return _Answered(f"{type(exc).__name__}: {exc}")
     finally:
         client.close()
     if 200 <= status.code < 300:
-        return None
+        return _Answered(None)
     if 300 <= status.code < 400:
         location = fields.get("location", "")[:200]
-        return f"HTTP {status.code} to {location} (redirects are not followed)"
-    return f"HTTP {status.code}"
+        return _Answered(f"HTTP {status.code} to {location} (redirects are not followed)")
+    if status.code in (429, 503):  # "too many requests", "unavailable": maybe when to come back
+        return _Answered(f"HTTP {status.code}", retry_after_seconds(fields.get("retry-after")))
+    return _Answered(f"HTTP {status.code}")
 
 
 def event_json(event: Event) -> dict:

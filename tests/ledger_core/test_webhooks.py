@@ -363,6 +363,46 @@ def test_a_redirect_is_a_failed_delivery_and_is_not_followed(code):
 
 
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(
+    ("code", "retry_after", "waits"),
+    [(503, "120", 120), (429, "45", 45), (429, None, 2), (503, "soon", 2), (500, "120", 2),
+     (503, "99999", 600), (429, "1", 2)],
+)  # fmt: skip
+def test_a_receiver_that_asks_to_wait_is_not_asked_again_before(code, retry_after, waits):
+    # 2 s is the first backoff; a Retry-After of a 429 or 503 can lengthen it,
+    # up to LEDGER_WEBHOOK_BACKOFF_MAX (600 s).
+    class Handler(QuietHandler):
+        def do_POST(self):  # noqa: N802 (http.server's name)
+            self.send_response(code)
+            if retry_after is not None:
+                self.send_header("Retry-After", retry_after)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+    with serving(Handler) as port:
+        sub = subscription_create(url=f"http://127.0.0.1:{port}/", actor=MANAGER)
+        fund("a", 1)
+        now = timezone.now()
+        assert deliver_once(sub.pk, now=now).result == "failed"
+    state = WebhookSubscription.objects.get(pk=sub.pk)
+    assert state.last_error == f"HTTP {code}"
+    assert state.next_attempt_at == now + timedelta(seconds=waits)
+
+
+def test_retry_after_reads_seconds_and_http_dates():
+    from email.utils import format_datetime
+
+    from ledger_core.webhooks import retry_after_seconds
+
+    assert retry_after_seconds("30") == 30.0
+    in_a_minute = format_datetime(timezone.now() + timedelta(minutes=1), usegmt=True)
+    assert 55 <= retry_after_seconds(in_a_minute) <= 60
+    assert retry_after_seconds("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0  # past: at once
+    for value in (None, "", "-5", "1.5", "soon", "Wed, 21 Oct 2015 07:28:00"):
+        assert retry_after_seconds(value) is None, value
+
+
+@pytest.mark.django_db(transaction=True)
 def test_the_worker_command_delivers(settings):
     port = free_port()
     sub = subscription_create(url=f"http://127.0.0.1:{port}/", actor=MANAGER,
