@@ -39,6 +39,9 @@ from .jwt import (
 )
 from .services import (
     USERNAME_RULE,
+    email_is_verified,
+    email_verification_send,
+    email_verify,
     password_reset_request,
     password_reset_user,
     session_revoke,
@@ -121,7 +124,10 @@ class MeSerializer(serializers.Serializer):
     id = serializers.IntegerField()
     username = serializers.CharField()
     owner_id = serializers.CharField()
-    email = serializers.CharField(help_text="where password reset links go; empty: none")
+    email = serializers.CharField(help_text="the account's address; empty: none")
+    email_verified = serializers.BooleanField(
+        help_text="the address came back verified: password reset links go to it"
+    )
     is_staff = serializers.BooleanField()
     balance = serializers.IntegerField()
     permissions = serializers.ListField(child=serializers.CharField())
@@ -155,6 +161,7 @@ class RegisterView(APIView):
             )
         except IntegrityError:
             raise serializers.ValidationError({"username": ["This username is taken."]}) from None
+        email_verification_send(user=user, verify_url=verify_url(request))
         balance = balance_get(owner_id=user.get_username())
         return Response(
             {
@@ -331,12 +338,21 @@ class EmailChangeSerializer(serializers.Serializer):
 
 class EmailSerializer(serializers.Serializer):
     email = serializers.CharField()
+    email_verified = serializers.BooleanField()
+    verification_sent = serializers.BooleanField(
+        help_text="a verification link was mailed to the address"
+    )
+
+
+def verify_url(request: Request) -> str:
+    return request.build_absolute_uri(reverse("auth:email-verify"))
 
 
 class EmailChangeView(APIView):
-    """Change the email address password reset links go to. It takes your
-    password, so a stolen access token alone cannot redirect them; reset
-    links sent to the old address stop working."""
+    """Set or change your email address. It takes your password, so a stolen
+    access token alone cannot redirect reset links; links sent before stop
+    working, and the address gets a verification link (setting the same
+    address again sends a new one): reset links go to it once verified."""
 
     permission_classes = [IsAuthenticated]
     ratelimit_group = "auth"
@@ -350,8 +366,50 @@ class EmailChangeView(APIView):
         # A write: the authenticator loaded the user from the database.
         serializer = EmailChangeSerializer(data=request.data, context={"user": request.user})
         serializer.is_valid(raise_exception=True)
-        user_email_change(user=request.user, email=serializer.validated_data["email"])
-        return Response({"email": request.user.email})
+        user = request.user
+        user_email_change(user=user, email=serializer.validated_data["email"])
+        sent = email_verification_send(user=user, verify_url=verify_url(request))
+        body = {"email": user.email, "email_verified": email_is_verified(user)}
+        return Response({**body, "verification_sent": sent})
+
+
+class EmailVerifySerializer(serializers.Serializer):
+    token = serializers.CharField(max_length=500, help_text="from the verification mail")
+
+
+class EmailVerifiedSerializer(serializers.Serializer):
+    username = serializers.CharField()
+    email = serializers.CharField()
+    email_verified = serializers.BooleanField()
+
+
+class EmailVerifyView(APIView):
+    """Confirm an address with the token its verification mail carried."""
+
+    authentication_classes: list = []
+    permission_classes = [AllowAny]
+    ratelimit_group = "auth"
+
+    @extend_schema(
+        summary="Confirm your email address with the mailed token",
+        request=EmailVerifySerializer,
+        responses={200: EmailVerifiedSerializer, 400: BAD_REQUEST, 429: RATE_LIMITED},
+        auth=[],
+    )
+    def post(self, request: Request) -> Response:
+        serializer = EmailVerifySerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        user = email_verify(token=serializer.validated_data["token"])
+        if user is None:
+            raise serializers.ValidationError({"token": [DEAD_VERIFY_LINK]}, code="invalid_link")
+        body = {"username": user.get_username(), "email": user.email, "email_verified": True}
+        return Response(body)
+
+
+DEAD_VERIFY_LINK = (
+    "This verification link is not valid: it expired, or the account's address changed since. "
+    "Set the address again for a new one."
+)
 
 
 class PasswordResetSerializer(serializers.Serializer):
@@ -480,6 +538,7 @@ class MeView(APIView):
                 "username": owner_id,
                 "owner_id": owner_id,
                 "email": user.email,
+                "email_verified": email_is_verified(user),
                 "is_staff": user.is_staff,
                 "balance": balance_get(owner_id=owner_id).balance,
                 "permissions": ledger_perms,

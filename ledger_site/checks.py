@@ -23,3 +23,19 @@ def check_password_reset_url(app_configs: Any = None, **kwargs: Any) -> list:
             id="site.E001",
         )
     ]
+
+
+@register()
+def check_email_verify_url(app_configs: Any = None, **kwargs: Any) -> list:
+    """A verification page that is not told the token cannot use it."""
+    page = settings.EMAIL_VERIFY_URL
+    if not page or "{token}" in page:
+        return []
+    return [
+        Error(
+            "EMAIL_VERIFY_URL has no {token}: the verification links mailed would not work.",
+            hint="e.g. https://app.example.com/verify?token={token}, or leave it empty for "
+            "mail that gives the API call.",
+            id="site.E002",
+        )
+    ]

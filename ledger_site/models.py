@@ -1,4 +1,4 @@
-"""The site's own tables: logged-out sessions."""
+"""The site's own tables: logged-out sessions, verified email addresses."""
 
 from __future__ import annotations
 
@@ -25,3 +25,22 @@ class RevokedSession(models.Model):
 
     def __str__(self) -> str:
         return f"session {self.sid} (revoked {self.revoked_at:%Y-%m-%d %H:%M})"
+
+
+class VerifiedEmail(models.Model):
+    """The address a user proved to receive mail at: a verification link sent
+    there came back. Password reset links go to a user's address only while
+    it is the one verified here, so a mistyped or someone else's address
+    never receives the keys to the account."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, primary_key=True
+    )
+    email = models.EmailField()
+    verified_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = "verified email address"
+
+    def __str__(self) -> str:
+        return f"{self.email} (verified {self.verified_at:%Y-%m-%d %H:%M})"

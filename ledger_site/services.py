@@ -12,6 +12,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.tokens import default_token_generator
+from django.core import signing
 from django.core.mail import send_mail
 from django.db import transaction
 from django.utils import timezone
@@ -25,7 +26,7 @@ from ledger_core.api import list_route_segments
 from ledger_core.selectors import ledger_exists
 from ledger_core.services import entry_post
 
-from .models import RevokedSession
+from .models import RevokedSession, VerifiedEmail
 
 logger = logging.getLogger("ledger_site.accounts")
 
@@ -95,53 +96,102 @@ def user_email_change(*, user: Any, email: str) -> None:
     logger.info("email changed", extra={"user_id": user.pk})
 
 
+_VERIFY_SALT = "ledger_site.email-verification"
+
+
+def _mail(user: Any, subject: str, body: str, what: str) -> bool:
+    """Send ``body`` to ``user``'s address; False (logged and counted) if the
+    mail server did not take it: callers answer the same either way."""
+    try:
+        send_mail(subject, body, None, [user.email])  # from DEFAULT_FROM_EMAIL
+    except Exception:  # noqa: BLE001 - SMTP refusals, timeouts, DNS...
+        MAIL_FAILURES.inc()
+        logger.exception(f"{what} mail failed", extra={"user_id": user.pk})
+        return False
+    logger.info(f"{what} mailed", extra={"user_id": user.pk})
+    return True
+
+
+def _link(page: str, api_url: str, **values: str) -> str:
+    """How a mail tells the user to use a token: the site's page for it, with
+    the values filled in, or else the API call."""
+    if page:
+        for name, value in values.items():
+            page = page.replace("{" + name + "}", value)
+        return f"Open this link:\n\n{page}"
+    body = ", ".join(f'"{name}": "{value}"' for name, value in values.items())
+    return f"Post this to the site's API:\n\nPOST {api_url}\n{{{body}}}"
+
+
+def email_verification_send(*, user: Any, verify_url: str) -> bool:
+    """Mail ``user`` a link that proves they receive mail at their address
+    (``EMAIL_VERIFY_TIMEOUT`` seconds); whether the mail server took it."""
+    if not settings.EMAIL_ENABLED or not user.email:
+        return False
+    token = signing.dumps({"u": user.pk, "e": user.email.lower()}, salt=_VERIFY_SALT)
+    days = max(1, settings.EMAIL_VERIFY_TIMEOUT // 86400)
+    body = (
+        f"Confirm that {user.email} is the address of the account {user.get_username()!r}. "
+        f"{_link(settings.EMAIL_VERIFY_URL, verify_url, token=token)}\n\n"
+        f"The link works for {days} day(s). Until the address is confirmed, password reset "
+        "links are not sent to it. If you did not ask for this, ignore this mail.\n"
+    )
+    return _mail(user, f"Confirm the email address of {user.get_username()}", body, "verification")
+
+
+def email_verify(*, token: str) -> Any | None:
+    """The active user whose current address ``token`` (from a verification
+    mail, not expired) proves; the address is then verified. None if the
+    token is not one, expired, or names an address the user no longer has."""
+    try:
+        claim = signing.loads(token, salt=_VERIFY_SALT, max_age=settings.EMAIL_VERIFY_TIMEOUT)
+        pk, email = int(claim["u"]), str(claim["e"])
+    except (signing.BadSignature, KeyError, TypeError, ValueError):
+        return None
+    user = get_user_model().objects.filter(pk=pk, is_active=True).first()
+    if user is None or not user.email or user.email.lower() != email:
+        return None
+    VerifiedEmail.objects.update_or_create(user=user, defaults={"email": user.email})
+    logger.info("email verified", extra={"user_id": user.pk})
+    return user
+
+
+def email_is_verified(user: Any) -> bool:
+    """Whether ``user``'s current address is the one they verified."""
+    return (
+        bool(user.email)
+        and VerifiedEmail.objects.filter(user=user, email__iexact=user.email).exists()
+    )
+
+
 def password_reset_request(*, email: str, confirm_url: str) -> int:
-    """Mail a password reset link to every active user with ``email`` (any
-    letter case) and a usable password; how many were mailed. The caller
+    """Mail a password reset link to every active user whose verified address
+    is ``email`` (any letter case) and who has a usable password; how many
+    were mailed. The caller
     answers the same whatever this finds, so nobody learns which addresses
     have accounts; a mail that cannot be sent is logged, not raised, for the
     same reason. ``confirm_url`` is the API's confirm endpoint, named in the
     mail when the site has no reset page of its own (``PASSWORD_RESET_URL``)."""
     sent = 0
-    for user in get_user_model().objects.filter(email__iexact=email, is_active=True):
+    users = get_user_model().objects.filter(
+        email__iexact=email, is_active=True, verifiedemail__email__iexact=email
+    )
+    for user in users:
         if not user.has_usable_password():
             continue  # an account that logs in some other way
         uid = urlsafe_base64_encode(force_bytes(user.pk))
         token = default_token_generator.make_token(user)
-        try:
-            send_mail(
-                f"Reset the password of {user.get_username()}",
-                _reset_mail(user.get_username(), uid, token, confirm_url),
-                None,  # DEFAULT_FROM_EMAIL
-                [user.email],
-            )
-        except Exception:  # noqa: BLE001 - SMTP refusals, timeouts, DNS...
-            MAIL_FAILURES.inc()
-            logger.exception("password reset mail failed", extra={"user_id": user.pk})
-            continue
-        logger.info("password reset mailed", extra={"user_id": user.pk})
-        sent += 1
+        link = _link(settings.PASSWORD_RESET_URL, confirm_url, uid=uid, token=token)
+        minutes = max(1, settings.PASSWORD_RESET_TIMEOUT // 60)
+        body = (
+            "Someone, hopefully you, asked to reset the password of the account "
+            f'{user.get_username()!r}. To choose a new one (with "new_password" beside '
+            f"the uid and token when you use the API): {link}\n\nThe link works once, for "
+            f"{minutes} minutes. If you did not ask, ignore this mail: your password stays "
+            "as it is.\n"
+        )
+        sent += _mail(user, f"Reset the password of {user.get_username()}", body, "password reset")
     return sent
-
-
-def _reset_mail(username: str, uid: str, token: str, confirm_url: str) -> str:
-    page = settings.PASSWORD_RESET_URL
-    if page:
-        how = (
-            f"Choose a new password here:\n\n{page.replace('{uid}', uid).replace('{token}', token)}"
-        )
-    else:
-        how = (
-            f"Choose a new password by posting it with this reset link's uid and token:\n\n"
-            f"POST {confirm_url}\n"
-            f'{{"uid": "{uid}", "token": "{token}", "new_password": "..."}}'
-        )
-    minutes = max(1, settings.PASSWORD_RESET_TIMEOUT // 60)
-    return (
-        f"Someone, hopefully you, asked to reset the password of the account {username!r}.\n\n"
-        f"{how}\n\nThe link works once, for {minutes} minutes. If you did not ask, ignore "
-        "this mail: your password stays as it is.\n"
-    )
 
 
 def password_reset_user(*, uid: str, token: str) -> Any | None:

@@ -262,6 +262,12 @@ PASSWORD_RESET_TIMEOUT = env.int("PASSWORD_RESET_TIMEOUT", default=3600)
 # and posts them with the new password to /api/auth/password/reset/confirm/.
 # Empty: the mail gives the uid, the token and that API call.
 PASSWORD_RESET_URL = env.str("PASSWORD_RESET_URL", default="")
+# Reset links go only to a verified address: registration and an address
+# change mail a verification link, which works this long (seconds)...
+EMAIL_VERIFY_TIMEOUT = env.int("EMAIL_VERIFY_TIMEOUT", default=3 * 24 * 3600)
+# ...to your page taking {token} (it posts it to /api/auth/email/verify/);
+# empty: the mail gives the token and that API call.
+EMAIL_VERIFY_URL = env.str("EMAIL_VERIFY_URL", default="")
 
 # --- Ledger ---------------------------------------------------------------
 # Per-site overrides of operation amounts/policies, e.g. {"DAILY_REWARD": 2}.

@@ -25,6 +25,7 @@ auth_patterns = [
     path("password/", accounts.PasswordChangeView.as_view(), name="password"),
     path("password/reset/", accounts.PasswordResetView.as_view(), name="password-reset"),
     path("email/", accounts.EmailChangeView.as_view(), name="email"),
+    path("email/verify/", accounts.EmailVerifyView.as_view(), name="email-verify"),
     path(
         "password/reset/confirm/",
         accounts.PasswordResetConfirmView.as_view(),

@@ -32,6 +32,7 @@ WRITES = [
     "/api/auth/password/reset/",
     "/api/auth/password/reset/confirm/",
     "/api/auth/email/",
+    "/api/auth/email/verify/",
     "/api/webhooks/",
 ]
 

@@ -307,6 +307,7 @@ def test_me(api_client, manager):
         "username",
         "owner_id",
         "email",
+        "email_verified",
         "is_staff",
         "balance",
         "permissions",

@@ -17,6 +17,7 @@ from django.core.checks import run_checks
 from prometheus_client import REGISTRY
 from rest_framework.test import APIClient
 
+from ledger_site.models import VerifiedEmail
 from tests.factories import PASSWORD, UserFactory
 from tests.livehelpers import (
     call,
@@ -30,6 +31,7 @@ from tests.livehelpers import (
 )
 
 RESET, CONFIRM = "/api/auth/password/reset/", "/api/auth/password/reset/confirm/"
+VERIFY = "/api/auth/email/verify/"
 NEW_PASSWORD = "a-New-Horse-battery-9"
 ANSWER = "If an active account has this email address, a password reset link is on its way to it."
 
@@ -41,6 +43,20 @@ def _mail_on(settings):
     # The suite runs as production does (debug off), where a reset needs
     # EMAIL_URL; Django's test runner keeps sent mail in mail.outbox.
     settings.EMAIL_ENABLED = True
+
+
+def account(**fields):
+    """A user whose address is verified (a verification link came back)."""
+    user = UserFactory(**fields)
+    VerifiedEmail.objects.create(user=user, email=user.email)
+    return user
+
+
+def token_of(message: str) -> str:
+    """The token a verification mail gives."""
+    found = re.search(r'"token": "([^"]+)"', message)
+    assert found, message
+    return found.group(1)
 
 
 def link_of(message: str) -> tuple[str, str]:
@@ -56,7 +72,7 @@ def login(client: APIClient, password: str):
 
 
 def test_a_reset_link_sets_a_new_password_once_and_ends_older_tokens(api_client):
-    UserFactory(username="alice", email="alice@example.test")
+    account(username="alice", email="alice@example.test")
     before = login(api_client, PASSWORD).json()
     response = api_client.post(RESET, {"email": "Alice@Example.TEST"}, format="json")
     assert response.status_code == 202, response.content
@@ -93,12 +109,12 @@ def test_a_reset_link_sets_a_new_password_once_and_ends_older_tokens(api_client)
 
 
 def test_every_address_gets_the_same_answer_and_only_active_accounts_get_mail(api_client):
-    UserFactory(username="inactive", email="gone@example.test", is_active=False)
-    no_password = UserFactory(username="sso", email="sso@example.test")
+    account(username="inactive", email="gone@example.test", is_active=False)
+    no_password = account(username="sso", email="sso@example.test")
     no_password.set_unusable_password()
     no_password.save()
-    UserFactory(username="twin1", email="twins@example.test")
-    UserFactory(username="twin2", email="TWINS@example.test")
+    account(username="twin1", email="twins@example.test")
+    account(username="twin2", email="TWINS@example.test")
     answers = {
         address: api_client.post(RESET, {"email": address}, format="json")
         for address in (
@@ -117,7 +133,7 @@ def test_every_address_gets_the_same_answer_and_only_active_accounts_get_mail(ap
 
 def test_the_mail_links_to_the_sites_own_reset_page_when_it_has_one(api_client, settings):
     settings.PASSWORD_RESET_URL = "https://app.example.test/reset?u={uid}&t={token}"
-    user = UserFactory(username="alice", email="alice@example.test")
+    user = account(username="alice", email="alice@example.test")
     api_client.post(RESET, {"email": "alice@example.test"}, format="json")
     found = re.search(r"https://app\.example\.test/reset\?u=(\S+)&t=(\S+)", mail.outbox[0].body)
     assert found, mail.outbox[0].body
@@ -137,7 +153,7 @@ def encoded(text: str) -> str:
      ("", ""), (None, None)],
 )  # fmt: skip
 def test_a_link_that_is_not_one_is_a_400(api_client, uid, token):
-    UserFactory(username="alice", email="alice@example.test")
+    account(username="alice", email="alice@example.test")
     body = {"uid": uid, "token": token, "new_password": NEW_PASSWORD}
     response = api_client.post(CONFIRM, body, format="json")
     assert response.status_code == 400, response.content
@@ -146,8 +162,8 @@ def test_a_link_that_is_not_one_is_a_400(api_client, uid, token):
 
 
 def test_a_link_for_one_account_does_not_open_another(api_client):
-    UserFactory(username="alice", email="alice@example.test")
-    bob = UserFactory(username="bob", email="bob@example.test")
+    account(username="alice", email="alice@example.test")
+    bob = account(username="bob", email="bob@example.test")
     api_client.post(RESET, {"email": "alice@example.test"}, format="json")
     _, token = link_of(mail.outbox[0].body)
     body = {"uid": encoded(str(bob.pk)), "token": token, "new_password": NEW_PASSWORD}
@@ -157,7 +173,7 @@ def test_a_link_for_one_account_does_not_open_another(api_client):
 
 
 def test_an_expired_link_is_a_400(api_client, settings):
-    UserFactory(username="alice", email="alice@example.test")
+    account(username="alice", email="alice@example.test")
     api_client.post(RESET, {"email": "alice@example.test"}, format="json")
     uid, token = link_of(mail.outbox[0].body)
     settings.PASSWORD_RESET_TIMEOUT = -1  # every link is older than that
@@ -167,7 +183,7 @@ def test_an_expired_link_is_a_400(api_client, settings):
 
 
 def test_a_deactivated_accounts_link_stops_working(api_client):
-    user = UserFactory(username="alice", email="alice@example.test")
+    user = account(username="alice", email="alice@example.test")
     api_client.post(RESET, {"email": "alice@example.test"}, format="json")
     uid, token = link_of(mail.outbox[0].body)
     user.is_active = False
@@ -192,11 +208,14 @@ def test_a_bad_reset_request_is_a_400(api_client, body):
 def test_a_reset_page_without_the_uid_and_token_fails_the_system_check(settings, page, problems):
     settings.PASSWORD_RESET_URL = page
     assert [problem.id for problem in run_checks() if problem.id.startswith("site.")] == problems
+    settings.PASSWORD_RESET_URL, settings.EMAIL_VERIFY_URL = "", page.replace("{uid}", "")
+    expected = [] if not page or "{token}" in page else ["site.E002"]
+    assert [problem.id for problem in run_checks() if problem.id.startswith("site.")] == expected
 
 
 def test_without_mail_a_reset_request_says_so(api_client, settings):
     settings.EMAIL_ENABLED = False
-    UserFactory(username="alice", email="alice@example.test")
+    account(username="alice", email="alice@example.test")
     response = api_client.post(RESET, {"email": "alice@example.test"}, format="json")
     assert response.status_code == 503, response.content
     assert response.json()["code"] == "not_configured" and "Retry-After" not in response
@@ -205,7 +224,7 @@ def test_without_mail_a_reset_request_says_so(api_client, settings):
 
 def test_reset_requests_are_limited_per_address_across_clients(api_client, settings):
     settings.RATE_LIMIT_AUTH = "2/m"
-    UserFactory(username="alice", email="alice@example.test")
+    account(username="alice", email="alice@example.test")
     for i in range(2):
         response = api_client.post(RESET, {"email": "alice@example.test"}, format="json",
                                    REMOTE_ADDR=f"10.0.0.{i + 1}")  # fmt: skip
@@ -220,7 +239,7 @@ def test_a_mail_server_that_refuses_is_logged_and_the_answer_is_the_same(api_cli
     # Django's SMTP backend against a closed port on this machine.
     settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
     settings.EMAIL_HOST, settings.EMAIL_PORT, settings.EMAIL_TIMEOUT = "127.0.0.1", free_port(), 2
-    UserFactory(username="alice", email="alice@example.test")
+    account(username="alice", email="alice@example.test")
     failures = REGISTRY.get_sample_value("ledger_mail_failures_total")
     response = api_client.post(RESET, {"email": "alice@example.test"}, format="json")
     assert (response.status_code, response.json()) == (202, {"detail": ANSWER})
@@ -229,7 +248,7 @@ def test_a_mail_server_that_refuses_is_logged_and_the_answer_is_the_same(api_cli
 
 
 def test_the_address_links_go_to_changes_with_the_password(api_client):
-    user = UserFactory(username="alice", email="alice@old.example.test")
+    user = account(username="alice", email="alice@old.example.test")
     api_client.post(RESET, {"email": "alice@old.example.test"}, format="json")
     old_uid, old_token = link_of(mail.outbox[0].body)
     client = APIClient()
@@ -246,20 +265,73 @@ def test_the_address_links_go_to_changes_with_the_password(api_client):
     assert user.email == "alice@old.example.test"
     changed = client.post("/api/auth/email/", {"password": PASSWORD,
                           "email": "alice@new.example.test"}, format="json")  # fmt: skip
-    assert changed.status_code == 200 and changed.json() == {"email": "alice@new.example.test"}
-    assert client.get("/api/auth/me/").json()["email"] == "alice@new.example.test"
-    # The link mailed to the old address no longer works; the new address gets new ones.
+    assert changed.status_code == 200
+    assert changed.json() == {"email": "alice@new.example.test", "email_verified": False,
+                              "verification_sent": True}  # fmt: skip
+    me = client.get("/api/auth/me/").json()
+    assert (me["email"], me["email_verified"]) == ("alice@new.example.test", False)
+    verification = mail.outbox[1]
+    assert verification.to == ["alice@new.example.test"]
+    # The link mailed to the old address no longer works, and the new address
+    # gets none until it is verified.
     body = {"uid": old_uid, "token": old_token, "new_password": NEW_PASSWORD}
     assert api_client.post(CONFIRM, body, format="json").status_code == 400
-    api_client.post(RESET, {"email": "alice@old.example.test"}, format="json")
-    assert len(mail.outbox) == 1
+    for address in ("alice@old.example.test", "alice@new.example.test"):
+        api_client.post(RESET, {"email": address}, format="json")
+    assert len(mail.outbox) == 2
+    verified = api_client.post(VERIFY, {"token": token_of(verification.body)}, format="json")
+    assert verified.status_code == 200, verified.content
+    assert verified.json() == {"username": "alice", "email": "alice@new.example.test",
+                               "email_verified": True}  # fmt: skip
+    assert client.get("/api/auth/me/").json()["email_verified"] is True
     api_client.post(RESET, {"email": "alice@new.example.test"}, format="json")
-    assert mail.outbox[1].to == ["alice@new.example.test"]
+    assert mail.outbox[2].to == ["alice@new.example.test"] and "Reset" in mail.outbox[2].subject
     # An empty address: no links at all.
     cleared = client.post("/api/auth/email/", {"password": PASSWORD, "email": ""}, format="json")
-    assert cleared.json() == {"email": ""}
+    assert cleared.json() == {"email": "", "email_verified": False, "verification_sent": False}
     api_client.post(RESET, {"email": "alice@new.example.test"}, format="json")
-    assert len(mail.outbox) == 2
+    assert len(mail.outbox) == 3
+
+
+def test_an_address_gets_reset_links_only_once_verified(api_client):
+    registered = api_client.post("/api/auth/register/", {"username": "dora", "password": PASSWORD,
+                                 "email": "Dora@Example.TEST"}, format="json")  # fmt: skip
+    assert registered.status_code == 201, registered.content
+    assert [m.to for m in mail.outbox] == [["Dora@example.test"]]  # the verification link
+    token = token_of(mail.outbox[0].body)
+    assert "POST http://testserver/api/auth/email/verify/" in mail.outbox[0].body
+    # Unverified (a typo would hand the account to a stranger): no reset link.
+    assert api_client.post(RESET, {"email": "dora@example.test"}, format="json").status_code == 202
+    assert len(mail.outbox) == 1
+    # A token that is not one, or for another address, verifies nothing.
+    for bad in (token + "x", "garbage", token.replace(token[:4], "AAAA")):
+        response = api_client.post(VERIFY, {"token": bad}, format="json")
+        assert response.status_code == 400 and "token" in response.json()["errors"], bad
+    assert api_client.post(VERIFY, {"token": token}, format="json").status_code == 200
+    assert api_client.post(VERIFY, {"token": token}, format="json").status_code == 200  # again
+    api_client.post(RESET, {"email": "dora@example.test"}, format="json")
+    assert mail.outbox[1].subject == "Reset the password of dora"
+
+
+def test_an_expired_verification_link_is_a_400(api_client, settings):
+    user = UserFactory(username="erin", email="erin@example.test")
+    api_client.force_authenticate(user)
+    api_client.post("/api/auth/email/", {"password": PASSWORD, "email": "erin@example.test"},
+                    format="json")  # fmt: skip
+    token = token_of(mail.outbox[0].body)  # setting the same address again sends a new link
+    settings.EMAIL_VERIFY_TIMEOUT = -1
+    response = APIClient().post(VERIFY, {"token": token}, format="json")
+    assert response.status_code == 400 and "expired" in response.json()["errors"]["token"][0]
+    assert not VerifiedEmail.objects.exists()
+
+
+def test_a_verification_page_gets_the_token(api_client, settings):
+    settings.EMAIL_VERIFY_URL = "https://app.example.test/verify?t={token}"
+    api_client.post("/api/auth/register/", {"username": "finn", "password": PASSWORD,
+                    "email": "finn@example.test"}, format="json")  # fmt: skip
+    found = re.search(r"https://app\.example\.test/verify\?t=(\S+)", mail.outbox[0].body)
+    assert found, mail.outbox[0].body
+    assert api_client.post(VERIFY, {"token": found.group(1)}, format="json").status_code == 200
 
 
 def test_a_mail_server_that_never_answers_holds_the_request_only_for_email_timeout(
@@ -272,7 +344,7 @@ def test_a_mail_server_that_never_answers_holds_the_request_only_for_email_timeo
         settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
         settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", silent.server_address[1]
         settings.EMAIL_TIMEOUT = 1
-        UserFactory(username="alice", email="alice@example.test")
+        account(username="alice", email="alice@example.test")
         failures = REGISTRY.get_sample_value("ledger_mail_failures_total")
         started = time.monotonic()
         response = api_client.post(RESET, {"email": "alice@example.test"}, format="json")
@@ -349,12 +421,16 @@ def test_a_reset_through_gunicorn_and_an_smtp_server(tmp_path):
             base = f"http://127.0.0.1:{port}/api/auth"
             carol = {"username": "carol", "password": PASSWORD, "email": "carol@example.test"}
             assert call("POST", f"{base}/register/", carol)[0] == 201
-            status, body, _ = call("POST", f"{base}/password/reset/", {"email": carol["email"]})
-            assert (status, body) == (202, {"detail": ANSWER})
+            # Registration mailed a verification link; the address is confirmed with it.
             assert len(messages) == 1, messages
             assert "From: ledger@example.test" in messages[0]
             assert "To: carol@example.test" in messages[0]
-            uid, token = link_of(messages[0])
+            verify = {"token": token_of(messages[0])}
+            assert call("POST", f"{base}/email/verify/", verify)[0] == 200
+            status, body, _ = call("POST", f"{base}/password/reset/", {"email": carol["email"]})
+            assert (status, body) == (202, {"detail": ANSWER})
+            assert len(messages) == 2, messages
+            uid, token = link_of(messages[1])
             confirm = {"uid": uid, "token": token, "new_password": NEW_PASSWORD}
             assert call("POST", f"{base}/password/reset/confirm/", confirm)[0] == 204
             status, body, _ = call("POST", f"{base}/token/",
