@@ -167,11 +167,11 @@ def email_is_verified(user: Any) -> bool:
 def password_reset_request(*, email: str, confirm_url: str) -> int:
     """Mail a password reset link to every active user whose verified address
     is ``email`` (any letter case) and who has a usable password; how many
-    were mailed. The caller
-    answers the same whatever this finds, so nobody learns which addresses
-    have accounts; a mail that cannot be sent is logged, not raised, for the
-    same reason. ``confirm_url`` is the API's confirm endpoint, named in the
-    mail when the site has no reset page of its own (``PASSWORD_RESET_URL``)."""
+    were mailed. The caller answers the same whatever this finds, so nobody
+    learns which addresses have accounts; a mail that cannot be sent is
+    logged, not raised, for the same reason. ``confirm_url`` is the API's
+    confirm endpoint, named in the mail when the site has no reset page of
+    its own (``PASSWORD_RESET_URL``)."""
     sent = 0
     users = get_user_model().objects.filter(
         email__iexact=email, is_active=True, verifiedemail__email__iexact=email
