@@ -161,7 +161,7 @@ class RegisterView(APIView):
             )
         except IntegrityError:
             raise serializers.ValidationError({"username": ["This username is taken."]}) from None
-        email_verification_send(user=user, verify_url=verify_url(request))
+        email_verification_send(user=user, verify_url=api_url(request, "auth:email-verify"))
         balance = balance_get(owner_id=user.get_username())
         return Response(
             {
@@ -278,14 +278,25 @@ class LogoutView(APIView):
         return Response(status=status.HTTP_205_RESET_CONTENT)
 
 
+def own_password(user: Any, value: str) -> str:
+    """``value`` if it is ``user``'s password, else the field's 400: what a
+    change to the account asks so that an access token alone cannot make it."""
+    if not user.check_password(value):
+        raise serializers.ValidationError("This is not your password.", code="wrong")
+    return value
+
+
+def api_url(request: Request, name: str) -> str:
+    """The absolute URL of the API endpoint ``name``, as a mail names it."""
+    return request.build_absolute_uri(reverse(name))
+
+
 class PasswordChangeSerializer(serializers.Serializer):
     old_password = password_field()
     new_password = password_field()
 
     def validate_old_password(self, value: str) -> str:
-        if not self.context["user"].check_password(value):
-            raise serializers.ValidationError("This is not your password.", code="wrong")
-        return value
+        return own_password(self.context["user"], value)
 
     def validate_new_password(self, value: str) -> str:
         if problems := password_problems(value, self.context["user"]):
@@ -331,9 +342,7 @@ class EmailChangeSerializer(serializers.Serializer):
     email = serializers.EmailField(allow_blank=True, help_text="empty: no address")
 
     def validate_password(self, value: str) -> str:
-        if not self.context["user"].check_password(value):
-            raise serializers.ValidationError("This is not your password.", code="wrong")
-        return value
+        return own_password(self.context["user"], value)
 
 
 class EmailSerializer(serializers.Serializer):
@@ -342,10 +351,6 @@ class EmailSerializer(serializers.Serializer):
     verification_sent = serializers.BooleanField(
         help_text="a verification link was mailed to the address"
     )
-
-
-def verify_url(request: Request) -> str:
-    return request.build_absolute_uri(reverse("auth:email-verify"))
 
 
 class EmailChangeView(APIView):
@@ -368,7 +373,7 @@ class EmailChangeView(APIView):
         serializer.is_valid(raise_exception=True)
         user = request.user
         user_email_change(user=user, email=serializer.validated_data["email"])
-        sent = email_verification_send(user=user, verify_url=verify_url(request))
+        sent = email_verification_send(user=user, verify_url=api_url(request, "auth:email-verify"))
         body = {"email": user.email, "email_verified": email_is_verified(user)}
         return Response({**body, "verification_sent": sent})
 
@@ -460,7 +465,7 @@ class PasswordResetView(APIView):
         serializer.is_valid(raise_exception=True)
         password_reset_request(
             email=serializer.validated_data["email"],
-            confirm_url=request.build_absolute_uri(reverse("auth:password-reset-confirm")),
+            confirm_url=api_url(request, "auth:password-reset-confirm"),
         )
         return Response({"detail": RESET_REQUESTED}, status=status.HTTP_202_ACCEPTED)
 

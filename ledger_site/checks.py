@@ -7,35 +7,30 @@ from typing import Any
 from django.conf import settings
 from django.core.checks import Error, register
 
-
-@register()
-def check_password_reset_url(app_configs: Any = None, **kwargs: Any) -> list:
-    """A reset page that is not told the link's uid and token cannot use it:
-    every mailed link would be dead."""
-    page = settings.PASSWORD_RESET_URL
-    if not page or ("{uid}" in page and "{token}" in page):
-        return []
-    return [
-        Error(
-            "PASSWORD_RESET_URL has no {uid} or no {token}: the reset links mailed would not work.",
-            hint="e.g. https://app.example.com/reset?uid={uid}&token={token}, or leave it empty "
-            "for mail that gives the API call.",
-            id="site.E001",
-        )
-    ]
+#: The pages mailed links lead to: setting, the values it must be told, the
+#: check's id, an example.
+LINK_PAGES = [
+    ("PASSWORD_RESET_URL", ("{uid}", "{token}"), "site.E001",
+     "https://app.example.com/reset?uid={uid}&token={token}"),
+    ("EMAIL_VERIFY_URL", ("{token}",), "site.E002",
+     "https://app.example.com/verify?token={token}"),
+]  # fmt: skip
 
 
 @register()
-def check_email_verify_url(app_configs: Any = None, **kwargs: Any) -> list:
-    """A verification page that is not told the token cannot use it."""
-    page = settings.EMAIL_VERIFY_URL
-    if not page or "{token}" in page:
-        return []
-    return [
-        Error(
-            "EMAIL_VERIFY_URL has no {token}: the verification links mailed would not work.",
-            hint="e.g. https://app.example.com/verify?token={token}, or leave it empty for "
-            "mail that gives the API call.",
-            id="site.E002",
-        )
-    ]
+def check_link_pages(app_configs: Any = None, **kwargs: Any) -> list:
+    """A page a mailed link leads to that is not told the link's values
+    cannot use them: every link mailed would be dead."""
+    problems = []
+    for name, needed, check_id, example in LINK_PAGES:
+        page = getattr(settings, name)
+        missing = [value for value in needed if value not in page]
+        if page and missing:
+            problems.append(
+                Error(
+                    f"{name} has no {' or '.join(missing)}: the links mailed would not work.",
+                    hint=f"e.g. {example}, or leave it empty for mail that gives the API call.",
+                    id=check_id,
+                )
+            )
+    return problems
